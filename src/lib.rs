@@ -1,1 +1,9 @@
 //! crmsync: permission-aware two-way sync of CRM contacts and events into Google.
+//!
+//! See `ARCHITECTURE.md` for the bird's-eye view and the code map.
+
+pub mod config;
+pub mod crm;
+pub mod db;
+pub mod model;
+pub mod store;

@@ -1,0 +1,234 @@
+//! Command-line interface: argument structs (clap), and one function per command that calls
+//! the library and prints a human or JSON report. No sync logic lives here.
+
+mod crm_cmd;
+
+use clap::{Args, Parser, Subcommand};
+use crmsync::config::Config;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Permission-aware two-way sync of CRM contacts and events into Google.
+#[derive(Debug, Parser)]
+#[command(name = "crmsync", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (see config/crmsync.toml); defaults apply without one.
+    #[arg(long, global = true, env = "CRMSYNC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON instead of human text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole product on an embedded demo company: CRM, Google emulator, real syncs.
+    Demo(DemoArgs),
+    /// One sync pass for all users (or the named ones).
+    Sync(SyncArgs),
+    /// Run as a daemon: sync on an interval until stopped.
+    Run,
+    /// Serve the Google API emulator (Calendar v3, People v1, OAuth) on one port.
+    Emulator(EmulatorArgs),
+    /// Show or change a user's sync scope.
+    #[command(subcommand)]
+    Scope(ScopeCommand),
+    /// Ask the permission engine who may read or edit what, and why.
+    #[command(subcommand)]
+    Access(AccessCommand),
+    /// Remove everything synced to a user's Google account and revoke the tokens.
+    Revoke(RevokeArgs),
+    /// Per-user sync status: last success, errors, stale users.
+    Status,
+    /// Show the audit trail.
+    Audit,
+    /// Work with the embedded CRM.
+    #[command(subcommand)]
+    Crm(CrmCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's files in this folder instead of a temporary one.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Sync only this user (repeatable).
+    #[arg(long = "user")]
+    pub users: Vec<String>,
+    /// Print the plan with per-field diffs; change nothing anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override the max_delete_fraction breaker.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8085.
+    #[arg(long, default_value = "127.0.0.1:8085")]
+    pub listen: std::net::SocketAddr,
+    /// Only subjects in these domains get tokens (repeatable); any subject without it.
+    #[arg(long = "domain")]
+    pub domains: Vec<String>,
+    /// Persist the emulator's state in this file.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScopeCommand {
+    /// Print a user's effective scope and where each setting came from.
+    Show { user: String },
+    /// Set per-user overrides, e.g. `contact=team direction=two_way`.
+    Set {
+        user: String,
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
+    /// Drop a user's overrides (back to profile/role/org defaults).
+    Reset { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Why may (or may not) a user read, edit, create, delete a record?
+    Explain {
+        #[arg(long)]
+        user: String,
+        /// KIND:ID, e.g. contact:c1.
+        #[arg(long)]
+        record: String,
+    },
+    /// What may a user read?
+    List {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        kind: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    pub user: String,
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrmCommand {
+    /// Load (or re-load, as a change) the embedded CRM from an org file.
+    Load { file: PathBuf },
+    /// Print one record (or security entity) of the embedded CRM.
+    Show {
+        /// contact, event, organization, user, role, profile, team, sharing_rule.
+        kind: String,
+        id: String,
+    },
+}
+
+/// A failed command: usage/config problems exit 2, runtime failures 1.
+pub struct Failure {
+    pub usage: bool,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        if self.usage {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// A runtime failure (exit 1).
+pub fn runtime(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        usage: false,
+        error: error.into(),
+    }
+}
+
+/// A usage or configuration error (exit 2).
+pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        usage: true,
+        error: error.into(),
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+/// Human or JSON output, as the user asked.
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `value` as pretty JSON, or `human` as text.
+    pub fn emit<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> CmdResult {
+        if self.json {
+            let text = serde_json::to_string_pretty(value).map_err(runtime)?;
+            println!("{text}");
+        } else {
+            print!("{}", human());
+        }
+        Ok(())
+    }
+}
+
+pub fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRMSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
+    match path {
+        Some(p) => Config::load(p).map_err(usage),
+        None => Ok(Config::default()),
+    }
+}
+
+fn not_built_yet(command: &str, arrives_with: &str) -> CmdResult {
+    Err(runtime(anyhow::anyhow!(
+        "`crmsync {command}` is not built yet; it arrives with {arrives_with}"
+    )))
+}
+
+pub fn run(cli: Cli) -> CmdResult {
+    let out = Output { json: cli.json };
+    let config = load_config(cli.config.as_ref())?;
+    match cli.command {
+        Command::Crm(cmd) => crm_cmd::run(&config, &out, cmd),
+        Command::Demo(_) => not_built_yet("demo", "the sync engine (issue 5)"),
+        Command::Sync(_) => not_built_yet("sync", "the sync engine (issue 5)"),
+        Command::Run => not_built_yet("run", "the operations work (roadmap item 5)"),
+        Command::Emulator(_) => not_built_yet("emulator", "the Google API emulator (issue 4)"),
+        Command::Scope(_) => not_built_yet("scope", "the security engine (issue 3)"),
+        Command::Access(_) => not_built_yet("access", "the security engine (issue 3)"),
+        Command::Revoke(_) => not_built_yet("revoke", "offboarding (roadmap item 1)"),
+        Command::Status => not_built_yet("status", "the sync engine (issue 5)"),
+        Command::Audit => not_built_yet("audit", "audit and undo (roadmap item 2)"),
+    }
+}

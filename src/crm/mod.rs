@@ -1,0 +1,420 @@
+//! The CRM of record, behind the small `Source` trait.
+//!
+//! A source hands out a single monotonic change feed over every entity the engine needs —
+//! the security model (users, roles, profiles, teams, sharing rules, org-wide sharing) as well
+//! as records — so a permission change is a change like any other. Deletions come as
+//! tombstones. Write-backs carry the version the engine last saw: a stale version is a
+//! [`CrmError::Conflict`], never an overwrite.
+//!
+//! Adapters: [`sqlite::SqliteCrm`] (the embedded CRM used by the demo, the tests and imports
+//! through the org file). Connectors for hosted CRMs implement the same trait.
+
+pub mod orgfile;
+pub mod sqlite;
+
+use crate::model::{
+    Contact, CrmId, Event, ObjectKind, OrgSettings, OrgWideSharing, Organization, Profile,
+    ProfileId, RecordRef, Role, RoleId, RuleId, SharingRule, Team, TeamId, User, UserId,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Every kind of entity in the change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    Org,
+    OrgWideSharing,
+    User,
+    Role,
+    Profile,
+    Team,
+    SharingRule,
+    Organization,
+    Contact,
+    Event,
+}
+
+impl EntityKind {
+    pub const ALL: [EntityKind; 10] = [
+        EntityKind::Org,
+        EntityKind::OrgWideSharing,
+        EntityKind::User,
+        EntityKind::Role,
+        EntityKind::Profile,
+        EntityKind::Team,
+        EntityKind::SharingRule,
+        EntityKind::Organization,
+        EntityKind::Contact,
+        EntityKind::Event,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Org => "org",
+            EntityKind::OrgWideSharing => "org_wide_sharing",
+            EntityKind::User => "user",
+            EntityKind::Role => "role",
+            EntityKind::Profile => "profile",
+            EntityKind::Team => "team",
+            EntityKind::SharingRule => "sharing_rule",
+            EntityKind::Organization => "organization",
+            EntityKind::Contact => "contact",
+            EntityKind::Event => "event",
+        }
+    }
+
+    /// Entities of the security model: a change to one may change who can read what.
+    pub fn is_security_model(self) -> bool {
+        !matches!(
+            self,
+            EntityKind::Organization | EntityKind::Contact | EntityKind::Event | EntityKind::Org
+        )
+    }
+
+    pub fn from_object(kind: ObjectKind) -> Self {
+        match kind {
+            ObjectKind::Contact => EntityKind::Contact,
+            ObjectKind::Event => EntityKind::Event,
+            ObjectKind::Organization => EntityKind::Organization,
+        }
+    }
+
+    pub fn as_object(self) -> Option<ObjectKind> {
+        match self {
+            EntityKind::Contact => Some(ObjectKind::Contact),
+            EntityKind::Event => Some(ObjectKind::Event),
+            EntityKind::Organization => Some(ObjectKind::Organization),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EntityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EntityKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EntityKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown entity kind {s:?}"))
+    }
+}
+
+/// The id singletons (org settings, org-wide sharing) are stored under.
+pub const SINGLETON_ID: &str = "org";
+
+/// One entity, typed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Entity {
+    Org(OrgSettings),
+    OrgWideSharing(OrgWideSharing),
+    User(User),
+    Role(Role),
+    Profile(Profile),
+    Team(Team),
+    SharingRule(SharingRule),
+    Organization(Organization),
+    Contact(Contact),
+    Event(Event),
+}
+
+impl Entity {
+    pub fn kind(&self) -> EntityKind {
+        match self {
+            Entity::Org(_) => EntityKind::Org,
+            Entity::OrgWideSharing(_) => EntityKind::OrgWideSharing,
+            Entity::User(_) => EntityKind::User,
+            Entity::Role(_) => EntityKind::Role,
+            Entity::Profile(_) => EntityKind::Profile,
+            Entity::Team(_) => EntityKind::Team,
+            Entity::SharingRule(_) => EntityKind::SharingRule,
+            Entity::Organization(_) => EntityKind::Organization,
+            Entity::Contact(_) => EntityKind::Contact,
+            Entity::Event(_) => EntityKind::Event,
+        }
+    }
+
+    pub fn id(&self) -> String {
+        match self {
+            Entity::Org(_) | Entity::OrgWideSharing(_) => SINGLETON_ID.to_owned(),
+            Entity::User(u) => u.id.to_string(),
+            Entity::Role(r) => r.id.to_string(),
+            Entity::Profile(p) => p.id.to_string(),
+            Entity::Team(t) => t.id.to_string(),
+            Entity::SharingRule(r) => r.id.to_string(),
+            Entity::Organization(o) => o.id.to_string(),
+            Entity::Contact(c) => c.id.to_string(),
+            Entity::Event(e) => e.id.to_string(),
+        }
+    }
+
+    /// Parses a stored JSON body of the given kind (strictly: unknown keys are errors).
+    pub fn from_json(kind: EntityKind, body: &str) -> Result<Self, serde_json::Error> {
+        Ok(match kind {
+            EntityKind::Org => Entity::Org(serde_json::from_str(body)?),
+            EntityKind::OrgWideSharing => Entity::OrgWideSharing(serde_json::from_str(body)?),
+            EntityKind::User => Entity::User(serde_json::from_str(body)?),
+            EntityKind::Role => Entity::Role(serde_json::from_str(body)?),
+            EntityKind::Profile => Entity::Profile(serde_json::from_str(body)?),
+            EntityKind::Team => Entity::Team(serde_json::from_str(body)?),
+            EntityKind::SharingRule => Entity::SharingRule(serde_json::from_str(body)?),
+            EntityKind::Organization => Entity::Organization(serde_json::from_str(body)?),
+            EntityKind::Contact => Entity::Contact(serde_json::from_str(body)?),
+            EntityKind::Event => Entity::Event(serde_json::from_str(body)?),
+        })
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A position in a source's change feed: every change with a larger version comes after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct Cursor(pub i64);
+
+/// One entry of the change feed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub version: i64,
+    pub kind: EntityKind,
+    pub id: String,
+    /// `None` for a tombstone (the entity was deleted).
+    pub entity: Option<Entity>,
+}
+
+/// A row the source could not read; it is skipped and reported, the rest of the feed goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowProblem {
+    pub kind: String,
+    pub id: String,
+    pub version: i64,
+    pub error: String,
+}
+
+impl fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CRM row {}:{} (version {}) skipped: {}",
+            self.kind, self.id, self.version, self.error
+        )
+    }
+}
+
+/// A page of the change feed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChangeBatch {
+    pub changes: Vec<Change>,
+    pub problems: Vec<RowProblem>,
+    /// Where the next call should continue (covers skipped rows too).
+    pub next_cursor: Cursor,
+    /// Whether more changes follow `next_cursor` already.
+    pub more: bool,
+}
+
+/// A change the engine asks the CRM to make on behalf of a user (phone-side edits).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum WriteBack {
+    /// Set whitelisted fields of a record the engine saw at `expected_version`.
+    Update {
+        record: RecordRef,
+        expected_version: i64,
+        acting_user: UserId,
+        fields: serde_json::Map<String, serde_json::Value>,
+    },
+    /// Create a record owned by the acting user.
+    Create {
+        acting_user: UserId,
+        entity: Box<Entity>,
+    },
+    /// Delete a record the engine saw at `expected_version`.
+    Delete {
+        record: RecordRef,
+        expected_version: i64,
+        acting_user: UserId,
+    },
+}
+
+/// What a write-back produced: the record's new version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WriteOutcome {
+    pub record: RecordRef,
+    pub version: i64,
+}
+
+/// Fields a write-back may set, per kind. Ownership, sharing and links are never written
+/// from a phone.
+pub fn writable_fields(kind: ObjectKind) -> &'static [&'static str] {
+    match kind {
+        ObjectKind::Contact => &[
+            "first_name",
+            "last_name",
+            "title",
+            "emails",
+            "phones",
+            "addresses",
+            "notes",
+        ],
+        ObjectKind::Event => &[
+            "title",
+            "description",
+            "location",
+            "start",
+            "end",
+            "time_zone",
+            "all_day",
+            "recurrence",
+        ],
+        ObjectKind::Organization => &["name"],
+    }
+}
+
+/// Errors of a CRM source, with the kinds the engine branches on.
+#[derive(Debug, thiserror::Error)]
+pub enum CrmError {
+    #[error("{0} not found in the CRM")]
+    NotFound(RecordRef),
+    #[error("{record} changed in the CRM (now version {current}, expected {expected})")]
+    Conflict {
+        record: RecordRef,
+        expected: i64,
+        current: i64,
+    },
+    #[error("write refused: {0}")]
+    Refused(String),
+    #[error("invalid record: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("CRM database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// The CRM of record as the engine sees it.
+pub trait Source: Send {
+    /// A short name for reports (`sqlite:/path/crm.db`).
+    fn describe(&self) -> String;
+
+    /// Up to `limit` changes after `cursor`, oldest first.
+    fn changes_since(&self, cursor: Cursor, limit: usize) -> Result<ChangeBatch, CrmError>;
+
+    /// Applies a write-back atomically, or refuses it.
+    fn apply(&mut self, write: &WriteBack) -> Result<WriteOutcome, CrmError>;
+}
+
+/// The whole CRM, typed: what the security engine and the planner read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OrgModel {
+    pub settings: OrgSettings,
+    pub org_wide_sharing: OrgWideSharing,
+    pub users: BTreeMap<UserId, User>,
+    pub roles: BTreeMap<RoleId, Role>,
+    pub profiles: BTreeMap<ProfileId, Profile>,
+    pub teams: BTreeMap<TeamId, Team>,
+    pub sharing_rules: BTreeMap<RuleId, SharingRule>,
+    pub organizations: BTreeMap<CrmId, Organization>,
+    pub contacts: BTreeMap<CrmId, Contact>,
+    pub events: BTreeMap<CrmId, Event>,
+    /// The CRM version of each record (for write-backs with an expected version).
+    pub versions: BTreeMap<RecordRef, i64>,
+}
+
+impl OrgModel {
+    /// Adds or replaces one entity.
+    pub fn insert(&mut self, entity: Entity, version: i64) {
+        match entity {
+            Entity::Org(s) => self.settings = s,
+            Entity::OrgWideSharing(s) => self.org_wide_sharing = s,
+            Entity::User(u) => {
+                self.users.insert(u.id.clone(), u);
+            }
+            Entity::Role(r) => {
+                self.roles.insert(r.id.clone(), r);
+            }
+            Entity::Profile(p) => {
+                self.profiles.insert(p.id.clone(), p);
+            }
+            Entity::Team(t) => {
+                self.teams.insert(t.id.clone(), t);
+            }
+            Entity::SharingRule(r) => {
+                self.sharing_rules.insert(r.id.clone(), r);
+            }
+            Entity::Organization(o) => {
+                self.versions.insert(
+                    RecordRef::new(ObjectKind::Organization, o.id.clone()),
+                    version,
+                );
+                self.organizations.insert(o.id.clone(), o);
+            }
+            Entity::Contact(c) => {
+                self.versions
+                    .insert(RecordRef::new(ObjectKind::Contact, c.id.clone()), version);
+                self.contacts.insert(c.id.clone(), c);
+            }
+            Entity::Event(e) => {
+                self.versions
+                    .insert(RecordRef::new(ObjectKind::Event, e.id.clone()), version);
+                self.events.insert(e.id.clone(), e);
+            }
+        }
+    }
+
+    /// Every entity, in a stable order (singletons first).
+    pub fn entities(&self) -> Vec<Entity> {
+        let mut out = vec![
+            Entity::Org(self.settings.clone()),
+            Entity::OrgWideSharing(self.org_wide_sharing),
+        ];
+        out.extend(self.roles.values().cloned().map(Entity::Role));
+        out.extend(self.profiles.values().cloned().map(Entity::Profile));
+        out.extend(self.users.values().cloned().map(Entity::User));
+        out.extend(self.teams.values().cloned().map(Entity::Team));
+        out.extend(
+            self.sharing_rules
+                .values()
+                .cloned()
+                .map(Entity::SharingRule),
+        );
+        out.extend(
+            self.organizations
+                .values()
+                .cloned()
+                .map(Entity::Organization),
+        );
+        out.extend(self.contacts.values().cloned().map(Entity::Contact));
+        out.extend(self.events.values().cloned().map(Entity::Event));
+        out
+    }
+
+    /// The teams a user belongs to.
+    pub fn teams_of(&self, user: &UserId) -> Vec<&TeamId> {
+        self.teams
+            .values()
+            .filter(|t| t.members.contains(user))
+            .map(|t| &t.id)
+            .collect()
+    }
+
+    /// The record `r`, typed, if it exists.
+    pub fn record(&self, r: &RecordRef) -> Option<Entity> {
+        match r.kind {
+            ObjectKind::Contact => self.contacts.get(&r.id).cloned().map(Entity::Contact),
+            ObjectKind::Event => self.events.get(&r.id).cloned().map(Entity::Event),
+            ObjectKind::Organization => self
+                .organizations
+                .get(&r.id)
+                .cloned()
+                .map(Entity::Organization),
+        }
+    }
+}

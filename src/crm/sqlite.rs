@@ -1,0 +1,462 @@
+//! The embedded CRM of record: one SQLite file, one row per entity, one change feed.
+//!
+//! Used by the demo and the tests, and by companies that feed crmsync from any CRM export
+//! through the org file. Loading an org file is an ordinary change: records that changed get
+//! a new version, removed ones become tombstones, unchanged ones keep their version.
+
+use super::{
+    writable_fields, Change, ChangeBatch, CrmError, Cursor, Entity, EntityKind, OrgModel,
+    RowProblem, Source, WriteBack, WriteOutcome,
+};
+use crate::db::{self, Migration};
+use crate::model::{ObjectKind, RecordRef};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The embedded CRM's schema, oldest first. Append only.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    name: "crm/0001_entities.sql",
+    sql: include_str!("../../migrations/crm/0001_entities.sql"),
+}];
+
+/// The embedded CRM.
+pub struct SqliteCrm {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Counts of what a load changed, per entity kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoadReport {
+    pub created: BTreeMap<EntityKind, usize>,
+    pub updated: BTreeMap<EntityKind, usize>,
+    pub deleted: BTreeMap<EntityKind, usize>,
+    pub unchanged: BTreeMap<EntityKind, usize>,
+}
+
+impl LoadReport {
+    pub fn total_changes(&self) -> usize {
+        self.created
+            .values()
+            .chain(self.updated.values())
+            .chain(self.deleted.values())
+            .sum()
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl SqliteCrm {
+    /// Opens (creating if needed) the CRM database at `path`; `:memory:` for a private one.
+    pub fn open(path: &Path) -> Result<Self, CrmError> {
+        let conn = db::open(path, MIGRATIONS)?;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Direct access for tests that need to damage a row on purpose.
+    #[doc(hidden)]
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Replaces the CRM's content with `model` in one transaction.
+    pub fn load(&mut self, model: &OrgModel) -> Result<LoadReport, CrmError> {
+        let tx = self.conn.transaction()?;
+        let mut existing: HashMap<(String, String), (bool, Option<String>)> = HashMap::new();
+        {
+            let mut stmt = tx.prepare("SELECT kind, id, deleted, body FROM entities")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    (r.get::<_, bool>(2)?, r.get::<_, Option<String>>(3)?),
+                ))
+            })?;
+            for row in rows {
+                let (key, value) = row?;
+                existing.insert(key, value);
+            }
+        }
+        let mut report = LoadReport::default();
+        let stamp = now();
+        let mut seen = std::collections::HashSet::new();
+        for entity in model.entities() {
+            let kind = entity.kind();
+            let id = entity.id();
+            let body = entity.to_json();
+            let key = (kind.as_str().to_owned(), id.clone());
+            let counter = match existing.get(&key) {
+                Some((false, Some(old))) if *old == body => &mut report.unchanged,
+                Some((false, _)) => &mut report.updated,
+                _ => &mut report.created,
+            };
+            *counter.entry(kind).or_default() += 1;
+            let changed = !matches!(existing.get(&key), Some((false, Some(old))) if *old == body);
+            if changed {
+                let version = next_version(&tx)?;
+                tx.execute(
+                    "INSERT INTO entities (kind, id, version, deleted, body, changed_at)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                     ON CONFLICT (kind, id) DO UPDATE SET version = ?3, deleted = 0,
+                         body = ?4, changed_at = ?5",
+                    params![kind.as_str(), id, version, body, stamp],
+                )?;
+            }
+            seen.insert(key);
+        }
+        for ((kind, id), (deleted, _)) in &existing {
+            if *deleted || seen.contains(&(kind.clone(), id.clone())) {
+                continue;
+            }
+            let version = next_version(&tx)?;
+            tombstone(&tx, kind, id, version, &stamp)?;
+            if let Ok(kind) = kind.parse::<EntityKind>() {
+                *report.deleted.entry(kind).or_default() += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// The live entity `kind:id` with its version.
+    pub fn get(&self, kind: EntityKind, id: &str) -> Result<Option<(i64, Entity)>, CrmError> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT version, body FROM entities WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+                params![kind.as_str(), id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((version, body)) => Entity::from_json(kind, &body)
+                .map(|e| Some((version, e)))
+                .map_err(|e| CrmError::Invalid(format!("{kind}:{id} is unreadable: {e}"))),
+        }
+    }
+
+    /// The whole live CRM, typed; unreadable rows are skipped and returned as problems.
+    pub fn snapshot(&self) -> Result<(OrgModel, Vec<RowProblem>), CrmError> {
+        let mut model = OrgModel::default();
+        let mut problems = Vec::new();
+        let mut cursor = Cursor(0);
+        for _ in 0..=i64::MAX as u64 {
+            let batch = self.changes_since(cursor, 10_000)?;
+            for change in batch.changes {
+                if let Some(entity) = change.entity {
+                    model.insert(entity, change.version);
+                }
+            }
+            problems.extend(batch.problems);
+            cursor = batch.next_cursor;
+            if !batch.more {
+                break;
+            }
+        }
+        Ok((model, problems))
+    }
+
+    fn current_version(&self, record: &RecordRef) -> Result<Option<(i64, String)>, CrmError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT version, body FROM entities WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+                params![record.kind.as_str(), record.id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn user_exists(&self, user: &crate::model::UserId) -> Result<bool, CrmError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM entities WHERE kind = 'user' AND id = ?1 AND deleted = 0",
+                params![user.as_str()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+}
+
+fn next_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "UPDATE counters SET value = value + 1 WHERE name = 'version' RETURNING value",
+        [],
+        |r| r.get(0),
+    )
+}
+
+fn tombstone(
+    conn: &Connection,
+    kind: &str,
+    id: &str,
+    version: i64,
+    stamp: &str,
+) -> rusqlite::Result<()> {
+    let n = conn.execute(
+        "UPDATE entities SET version = ?3, deleted = 1, body = NULL, changed_at = ?4
+         WHERE kind = ?1 AND id = ?2",
+        params![kind, id, version, stamp],
+    )?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::QueryReturnedNoRows)
+    }
+}
+
+/// Normalises a record entity, turning field problems into one message.
+fn normalized(entity: Entity) -> Result<Entity, CrmError> {
+    let describe = |list: Vec<(String, crate::model::normalize::NormalizeError)>| {
+        CrmError::Invalid(
+            list.into_iter()
+                .map(|(f, e)| format!("{f}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+    Ok(match entity {
+        Entity::Contact(c) => Entity::Contact(c.normalized().map_err(describe)?),
+        Entity::Event(e) => Entity::Event(e.normalized().map_err(describe)?),
+        Entity::Organization(o) => Entity::Organization(o.normalized().map_err(describe)?),
+        other => {
+            return Err(CrmError::Refused(format!(
+                "{} is not a record kind that can be written back",
+                other.kind()
+            )))
+        }
+    })
+}
+
+impl Source for SqliteCrm {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn changes_since(&self, cursor: Cursor, limit: usize) -> Result<ChangeBatch, CrmError> {
+        let limit = limit.clamp(1, 100_000);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT kind, id, version, deleted, body FROM entities
+             WHERE version > ?1 ORDER BY version LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![cursor.0, limit as i64 + 1], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, bool>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        let mut batch = ChangeBatch {
+            next_cursor: cursor,
+            ..ChangeBatch::default()
+        };
+        for (n, row) in rows.enumerate() {
+            let (kind_name, id, version, deleted, body) = row?;
+            if n == limit {
+                batch.more = true;
+                break;
+            }
+            batch.next_cursor = Cursor(version);
+            let problem = |error: String| RowProblem {
+                kind: kind_name.clone(),
+                id: id.clone(),
+                version,
+                error,
+            };
+            let kind = match kind_name.parse::<EntityKind>() {
+                Ok(k) => k,
+                Err(e) => {
+                    batch.problems.push(problem(e));
+                    continue;
+                }
+            };
+            if deleted {
+                batch.changes.push(Change {
+                    version,
+                    kind,
+                    id,
+                    entity: None,
+                });
+                continue;
+            }
+            let Some(body) = body else {
+                batch
+                    .problems
+                    .push(problem("live row without a body".into()));
+                continue;
+            };
+            match Entity::from_json(kind, &body) {
+                Ok(entity) if entity.id() == id => batch.changes.push(Change {
+                    version,
+                    kind,
+                    id,
+                    entity: Some(entity),
+                }),
+                Ok(entity) => batch
+                    .problems
+                    .push(problem(format!("body carries id {:?}", entity.id()))),
+                Err(e) => batch
+                    .problems
+                    .push(problem(format!("unreadable body: {e}"))),
+            }
+        }
+        Ok(batch)
+    }
+
+    fn apply(&mut self, write: &WriteBack) -> Result<WriteOutcome, CrmError> {
+        match write {
+            WriteBack::Update {
+                record,
+                expected_version,
+                acting_user: _,
+                fields,
+            } => {
+                let (current, body) = self
+                    .current_version(record)?
+                    .ok_or_else(|| CrmError::NotFound(record.clone()))?;
+                if current != *expected_version {
+                    return Err(CrmError::Conflict {
+                        record: record.clone(),
+                        expected: *expected_version,
+                        current,
+                    });
+                }
+                let allowed = writable_fields(record.kind);
+                if let Some(bad) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+                    return Err(CrmError::Refused(format!(
+                        "field {bad:?} of a {} cannot be written back",
+                        record.kind
+                    )));
+                }
+                let mut value: serde_json::Value = serde_json::from_str(&body)
+                    .map_err(|e| CrmError::Invalid(format!("{record} is unreadable: {e}")))?;
+                if let Some(obj) = value.as_object_mut() {
+                    for (k, v) in fields {
+                        obj.insert(k.clone(), v.clone());
+                    }
+                }
+                let kind = EntityKind::from_object(record.kind);
+                let entity = Entity::from_json(kind, &value.to_string())
+                    .map_err(|e| CrmError::Invalid(format!("{record}: {e}")))?;
+                let new_body = normalized(entity)?.to_json();
+                if new_body == body {
+                    return Ok(WriteOutcome {
+                        record: record.clone(),
+                        version: current,
+                    });
+                }
+                let tx = self.conn.transaction()?;
+                let version = next_version(&tx)?;
+                tx.execute(
+                    "UPDATE entities SET version = ?3, body = ?4, changed_at = ?5
+                     WHERE kind = ?1 AND id = ?2",
+                    params![
+                        record.kind.as_str(),
+                        record.id.as_str(),
+                        version,
+                        new_body,
+                        now()
+                    ],
+                )?;
+                tx.commit()?;
+                Ok(WriteOutcome {
+                    record: record.clone(),
+                    version,
+                })
+            }
+            WriteBack::Create {
+                acting_user,
+                entity,
+            } => {
+                let kind = entity.kind().as_object().ok_or_else(|| {
+                    CrmError::Refused(format!("cannot create a {}", entity.kind()))
+                })?;
+                if !self.user_exists(acting_user)? {
+                    return Err(CrmError::Refused(format!(
+                        "unknown acting user {acting_user}"
+                    )));
+                }
+                let mut entity = normalized(Entity::clone(entity.as_ref()))?;
+                match &mut entity {
+                    Entity::Contact(c) => c.owner = acting_user.clone(),
+                    Entity::Event(e) => e.owner = acting_user.clone(),
+                    Entity::Organization(o) => o.owner = acting_user.clone(),
+                    _ => {}
+                }
+                let id = entity.id();
+                let record = RecordRef::new(
+                    kind,
+                    crate::model::CrmId::new(id.clone())
+                        .map_err(|e| CrmError::Invalid(e.to_string()))?,
+                );
+                let tx = self.conn.transaction()?;
+                let exists: Option<i64> = tx
+                    .query_row(
+                        "SELECT version FROM entities WHERE kind = ?1 AND id = ?2",
+                        params![kind.as_str(), id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if exists.is_some() {
+                    return Err(CrmError::Refused(format!("{record} already exists")));
+                }
+                let version = next_version(&tx)?;
+                tx.execute(
+                    "INSERT INTO entities (kind, id, version, deleted, body, changed_at)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+                    params![kind.as_str(), id, version, entity.to_json(), now()],
+                )?;
+                tx.commit()?;
+                Ok(WriteOutcome { record, version })
+            }
+            WriteBack::Delete {
+                record,
+                expected_version,
+                acting_user: _,
+            } => {
+                let (current, _) = self
+                    .current_version(record)?
+                    .ok_or_else(|| CrmError::NotFound(record.clone()))?;
+                if current != *expected_version {
+                    return Err(CrmError::Conflict {
+                        record: record.clone(),
+                        expected: *expected_version,
+                        current,
+                    });
+                }
+                let tx = self.conn.transaction()?;
+                let version = next_version(&tx)?;
+                tombstone(
+                    &tx,
+                    record.kind.as_str(),
+                    record.id.as_str(),
+                    version,
+                    &now(),
+                )?;
+                tx.commit()?;
+                Ok(WriteOutcome {
+                    record: record.clone(),
+                    version,
+                })
+            }
+        }
+    }
+}
+
+impl ObjectKind {
+    /// The entity kind of this record kind.
+    pub fn entity_kind(self) -> EntityKind {
+        EntityKind::from_object(self)
+    }
+}

@@ -1,0 +1,212 @@
+//! The state DB: the only module that holds SQL for crmsync's own state.
+//!
+//! It keeps the mirror of the CRM (every entity of the CRM's change feed as last seen, and the
+//! feed cursor), and — as later migrations add them — links, base snapshots, sync tokens,
+//! scopes, the audit log and conflicts. Schema changes are append-only numbered migrations in
+//! `migrations/state/`, embedded in the binary and applied on open.
+
+use crate::crm::{ChangeBatch, Cursor, Entity, EntityKind, OrgModel, RowProblem};
+use crate::db::{self, DbError, Migration};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The state DB's schema, oldest first. Append only: never edit a landed migration.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    name: "state/0001_mirror.sql",
+    sql: include_str!("../../migrations/state/0001_mirror.sql"),
+}];
+
+/// Errors of the state DB. Any of them stops a run: state we cannot write is state we cannot
+/// trust.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Open(#[from] DbError),
+    #[error("state DB: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state DB: expected to {action} one row of {table}, touched {touched}")]
+    RowCount {
+        action: &'static str,
+        table: &'static str,
+        touched: usize,
+    },
+    #[error("state DB holds an unreadable value: {0}")]
+    Corrupt(String),
+}
+
+/// What applying a batch of CRM changes to the mirror changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MirrorUpdate {
+    /// Entity kinds with at least one change.
+    pub kinds: BTreeSet<EntityKind>,
+    pub applied: usize,
+    pub skipped: usize,
+}
+
+impl MirrorUpdate {
+    /// Whether who-may-read-what may have changed (any security-model entity changed).
+    pub fn security_model_changed(&self) -> bool {
+        self.kinds.iter().any(|k| k.is_security_model())
+    }
+}
+
+/// An open state DB.
+pub struct StateDb {
+    conn: Connection,
+}
+
+const CRM_CURSOR_KEY: &str = "crm_cursor";
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl StateDb {
+    /// Opens (creating with mode 0600 and migrating) the state DB at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: db::open(path, MIGRATIONS)?,
+        })
+    }
+
+    /// A private in-memory state DB (tests, dry runs).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::open(Path::new(":memory:"))
+    }
+
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(db::schema_version(&self.conn)?)
+    }
+
+    /// A small setting, if set.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = ?2",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Where the mirror stands in the CRM's change feed.
+    pub fn crm_cursor(&self) -> Result<Cursor, StoreError> {
+        match self.setting(CRM_CURSOR_KEY)? {
+            None => Ok(Cursor(0)),
+            Some(v) => v
+                .parse()
+                .map(Cursor)
+                .map_err(|_| StoreError::Corrupt(format!("{CRM_CURSOR_KEY} = {v:?}"))),
+        }
+    }
+
+    /// Applies one batch of the change feed and advances the cursor, in one transaction.
+    /// Rows the CRM could not read are recorded as problems (the mirror keeps the last good
+    /// version of such an entity); a later good version clears the problem.
+    pub fn apply_crm_changes(&mut self, batch: &ChangeBatch) -> Result<MirrorUpdate, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut update = MirrorUpdate::default();
+        let stamp = now();
+        for change in &batch.changes {
+            update.kinds.insert(change.kind);
+            update.applied += 1;
+            match &change.entity {
+                Some(entity) => {
+                    tx.execute(
+                        "INSERT INTO mirror_entities (kind, id, version, body, mirrored_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (kind, id) DO UPDATE SET version = ?3, body = ?4,
+                             mirrored_at = ?5",
+                        params![
+                            change.kind.as_str(),
+                            change.id,
+                            change.version,
+                            entity.to_json(),
+                            stamp
+                        ],
+                    )?;
+                }
+                None => {
+                    tx.execute(
+                        "DELETE FROM mirror_entities WHERE kind = ?1 AND id = ?2",
+                        params![change.kind.as_str(), change.id],
+                    )?;
+                }
+            }
+            tx.execute(
+                "DELETE FROM mirror_problems WHERE kind = ?1 AND id = ?2",
+                params![change.kind.as_str(), change.id],
+            )?;
+        }
+        for problem in &batch.problems {
+            update.skipped += 1;
+            tx.execute(
+                "INSERT INTO mirror_problems (kind, id, version, error, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, id) DO UPDATE SET version = ?3, error = ?4, seen_at = ?5",
+                params![
+                    problem.kind,
+                    problem.id,
+                    problem.version,
+                    problem.error,
+                    stamp
+                ],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = ?2",
+            params![CRM_CURSOR_KEY, batch.next_cursor.0.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(update)
+    }
+
+    /// CRM rows currently skipped because they could not be read.
+    pub fn mirror_problems(&self) -> Result<Vec<RowProblem>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, id, version, error FROM mirror_problems ORDER BY kind, id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RowProblem {
+                kind: r.get(0)?,
+                id: r.get(1)?,
+                version: r.get(2)?,
+                error: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The mirrored CRM, typed.
+    pub fn load_org_model(&self) -> Result<OrgModel, StoreError> {
+        let mut model = OrgModel::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, id, version, body FROM mirror_entities")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let kind: String = row.get(0)?;
+            let id: String = row.get(1)?;
+            let version: i64 = row.get(2)?;
+            let body: String = row.get(3)?;
+            let kind: EntityKind = kind.parse().map_err(StoreError::Corrupt)?;
+            let entity = Entity::from_json(kind, &body)
+                .map_err(|e| StoreError::Corrupt(format!("mirror {kind}:{id}: {e}")))?;
+            model.insert(entity, version);
+        }
+        Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,42 @@
+use super::*;
+use crate::crm::{sqlite::SqliteCrm, Source};
+
+const ORG: &str = include_str!("../../tests/fixtures/example-org.json");
+
+#[test]
+fn mirror_follows_the_change_feed_with_a_cursor() {
+    let mut crm = SqliteCrm::open(Path::new(":memory:")).unwrap();
+    crm.load(&crate::crm::orgfile::parse("example", ORG).unwrap())
+        .unwrap();
+    let mut state = StateDb::open_in_memory().unwrap();
+    let mut cursor = state.crm_cursor().unwrap();
+    assert_eq!(cursor, Cursor(0));
+    let mut pages = 0;
+    loop {
+        let batch = crm.changes_since(cursor, 3).unwrap();
+        pages += 1;
+        let update = state.apply_crm_changes(&batch).unwrap();
+        assert!(update.applied <= 3);
+        cursor = state.crm_cursor().unwrap();
+        assert_eq!(cursor, batch.next_cursor);
+        if !batch.more {
+            break;
+        }
+        assert!(pages < 100);
+    }
+    assert!(pages > 1, "a small limit pages the feed");
+    let mirrored = state.load_org_model().unwrap();
+    let (direct, problems) = crm.snapshot().unwrap();
+    assert!(problems.is_empty());
+    assert_eq!(mirrored, direct);
+    // Nothing new: an empty batch at the same cursor.
+    let batch = crm.changes_since(cursor, 100).unwrap();
+    assert!(batch.changes.is_empty() && !batch.more);
+    assert_eq!(batch.next_cursor, cursor);
+}
+
+#[test]
+fn state_db_schema_is_current_after_open() {
+    let state = StateDb::open_in_memory().unwrap();
+    assert_eq!(state.schema_version().unwrap(), MIGRATIONS.len() as i64);
+}
