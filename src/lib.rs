@@ -5,5 +5,6 @@
 pub mod config;
 pub mod crm;
 pub mod db;
+pub mod mirror;
 pub mod model;
 pub mod store;
