@@ -8,8 +8,8 @@ pub mod records;
 
 pub use ids::{CrmId, IdError, ObjectKind, ProfileId, RecordRef, RoleId, RuleId, TeamId, UserId};
 pub use org::{
-    ObjectPermissions, OperationScopes, OrgSettings, OrgWideSharing, Profile, Role, RuleAccess,
-    RuleParty, ScopeLevel, SharingDefault, SharingRule, Team, User, Visibility,
+    ObjectPermissions, OperationScopes, OrgSettings, OrgWideSharing, Profile, ProfileObjects, Role,
+    RuleAccess, RuleParty, ScopeLevel, SharingDefault, SharingRule, Team, User, Visibility,
 };
 pub use records::{
     Attendee, Contact, EmailAddress, Event, EventTime, Organization, Owned, ParentLink,

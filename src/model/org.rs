@@ -6,7 +6,6 @@
 
 use super::ids::{ObjectKind, ProfileId, RoleId, RuleId, TeamId, UserId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Organisation-level settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -140,17 +139,30 @@ pub struct Profile {
     pub id: ProfileId,
     pub name: String,
     #[serde(default)]
-    pub objects: BTreeMap<ObjectKind, ObjectPermissions>,
+    pub objects: ProfileObjects,
+}
+
+/// A profile's rights per object kind; a kind it does not mention gets no rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileObjects {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<ObjectPermissions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<ObjectPermissions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<ObjectPermissions>,
 }
 
 impl Profile {
     /// The (closed) rights this profile gives on `kind`; none if the kind is not mentioned.
     pub fn object(&self, kind: ObjectKind) -> ObjectPermissions {
-        self.objects
-            .get(&kind)
-            .copied()
-            .map(ObjectPermissions::closed)
-            .unwrap_or_default()
+        let raw = match kind {
+            ObjectKind::Contact => self.objects.contact,
+            ObjectKind::Event => self.objects.event,
+            ObjectKind::Organization => self.objects.organization,
+        };
+        raw.map(ObjectPermissions::closed).unwrap_or_default()
     }
 }
 
