@@ -8,3 +8,4 @@ pub mod db;
 pub mod mirror;
 pub mod model;
 pub mod store;
+pub mod sync;

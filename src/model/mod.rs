@@ -5,6 +5,7 @@ pub mod ids;
 pub mod normalize;
 pub mod org;
 pub mod records;
+pub mod synced;
 
 pub use ids::{CrmId, IdError, ObjectKind, ProfileId, RecordRef, RoleId, RuleId, TeamId, UserId};
 pub use org::{
@@ -15,6 +16,8 @@ pub use records::{
     Attendee, Contact, EmailAddress, Event, EventTime, Organization, Owned, ParentLink,
     PhoneNumber, PostalAddress,
 };
+
+pub use synced::{AttendeeLine, SyncedContact, SyncedEvent};
 
 use serde::Serialize;
 

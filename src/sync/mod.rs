@@ -1,0 +1,3 @@
+//! The sync engine: desired sets, the pure planner, the three-way merge, and the executor.
+
+pub mod remote;
