@@ -1,3 +1,5 @@
 //! The sync engine: desired sets, the pure planner, the three-way merge, and the executor.
 
+pub mod merge;
+pub mod plan;
 pub mod remote;

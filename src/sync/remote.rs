@@ -8,7 +8,7 @@
 
 use crate::model::{CrmId, SyncedContact, SyncedEvent, UserId};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The Google identity a CRM user is synced into.
@@ -65,7 +65,7 @@ impl RemoteError {
 }
 
 /// An item as it is in Google now, mapped to its synced form.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoteItem<T> {
     /// Event id, or a person's resource name (`people/c123`).
     pub google_id: String,
@@ -145,6 +145,7 @@ pub enum ContactOp {
 
 /// What a successful write left in Google.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(clippy::large_enum_variant)] // short-lived per-op results; boxing buys nothing here
 pub enum OpOutcome<T> {
     /// The item as written (new etag; new resource name for created contacts).
     Written(RemoteItem<T>),
