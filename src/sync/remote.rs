@@ -145,6 +145,7 @@ pub enum ContactOp {
 
 /// What a successful write left in Google.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(clippy::large_enum_variant)] // short-lived per-op results; boxing buys nothing here
 pub enum OpOutcome<T> {
     /// The item as written (new etag; new resource name for created contacts).
     Written(RemoteItem<T>),
