@@ -31,7 +31,7 @@ pub enum RefreshError {
 }
 
 /// Pulls every change after the mirror's cursor into the mirror.
-pub fn refresh(state: &mut StateDb, source: &dyn Source) -> Result<Refresh, RefreshError> {
+pub fn refresh(state: &StateDb, source: &dyn Source) -> Result<Refresh, RefreshError> {
     let mut out = Refresh::default();
     for _ in 0..MAX_PAGES {
         let cursor = state.crm_cursor()?;

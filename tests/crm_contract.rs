@@ -195,8 +195,8 @@ fn a_broken_crm_row_is_reported_and_skipped_and_the_rest_is_mirrored() {
             [],
         )
         .unwrap();
-    let mut state = StateDb::open_in_memory().unwrap();
-    let refresh = mirror::refresh(&mut state, &crm).unwrap();
+    let state = StateDb::open_in_memory().unwrap();
+    let refresh = mirror::refresh(&state, &crm).unwrap();
     assert_eq!(refresh.problems.len(), 1);
     assert_eq!(refresh.problems[0].id, "c1");
     assert!(
@@ -212,7 +212,7 @@ fn a_broken_crm_row_is_reported_and_skipped_and_the_rest_is_mirrored() {
     // Fixing the row in the CRM (a new version) clears the problem on the next refresh.
     let mut crm = crm;
     crm.load(&example_model()).unwrap();
-    let refresh = mirror::refresh(&mut state, &crm).unwrap();
+    let refresh = mirror::refresh(&state, &crm).unwrap();
     assert!(refresh.problems.is_empty());
     assert!(state.mirror_problems().unwrap().is_empty());
     assert_eq!(state.load_org_model().unwrap().contacts.len(), 1);

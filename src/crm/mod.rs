@@ -307,6 +307,9 @@ pub trait Source: Send {
     /// Up to `limit` changes after `cursor`, oldest first.
     fn changes_since(&self, cursor: Cursor, limit: usize) -> Result<ChangeBatch, CrmError>;
 
+    /// One live record with its version (`None` if it does not exist or was deleted).
+    fn get(&self, record: &RecordRef) -> Result<Option<(i64, Entity)>, CrmError>;
+
     /// Applies a write-back atomically, or refuses it.
     fn apply(&mut self, write: &WriteBack) -> Result<WriteOutcome, CrmError>;
 }

@@ -314,6 +314,10 @@ impl Source for SqliteCrm {
         Ok(batch)
     }
 
+    fn get(&self, record: &RecordRef) -> Result<Option<(i64, Entity)>, CrmError> {
+        SqliteCrm::get(self, EntityKind::from_object(record.kind), record.id.as_str())
+    }
+
     fn apply(&mut self, write: &WriteBack) -> Result<WriteOutcome, CrmError> {
         match write {
             WriteBack::Update {

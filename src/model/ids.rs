@@ -51,6 +51,12 @@ macro_rules! string_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// Wraps a string the caller built from the id alphabet (no validation).
+            pub(crate) fn from_trusted(raw: String) -> Self {
+                debug_assert!(validate_id(&raw).is_ok(), "{raw:?}");
+                Self(raw)
+            }
         }
 
         impl fmt::Display for $name {

@@ -12,10 +12,16 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The state DB's schema, oldest first. Append only: never edit a landed migration.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "state/0001_mirror.sql",
-    sql: include_str!("../../migrations/state/0001_mirror.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "state/0001_mirror.sql",
+        sql: include_str!("../../migrations/state/0001_mirror.sql"),
+    },
+    Migration {
+        name: "state/0003_sync.sql",
+        sql: include_str!("../../migrations/state/0003_sync.sql"),
+    },
+];
 
 /// Errors of the state DB. Any of them stops a run: state we cannot write is state we cannot
 /// trust.
@@ -58,7 +64,7 @@ pub struct StateDb {
 
 const CRM_CURSOR_KEY: &str = "crm_cursor";
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -112,8 +118,8 @@ impl StateDb {
     /// Applies one batch of the change feed and advances the cursor, in one transaction.
     /// Rows the CRM could not read are recorded as problems (the mirror keeps the last good
     /// version of such an entity); a later good version clears the problem.
-    pub fn apply_crm_changes(&mut self, batch: &ChangeBatch) -> Result<MirrorUpdate, StoreError> {
-        let tx = self.conn.transaction()?;
+    pub fn apply_crm_changes(&self, batch: &ChangeBatch) -> Result<MirrorUpdate, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
         let mut update = MirrorUpdate::default();
         let stamp = now();
         for change in &batch.changes {
@@ -207,6 +213,10 @@ impl StateDb {
         Ok(model)
     }
 }
+
+mod sync;
+
+pub use sync::{AuditEntry, ConflictEntry, SyncUser, SyncWriter};
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ fn mirror_follows_the_change_feed_with_a_cursor() {
     let mut crm = SqliteCrm::open(Path::new(":memory:")).unwrap();
     crm.load(&crate::crm::orgfile::parse("example", ORG).unwrap())
         .unwrap();
-    let mut state = StateDb::open_in_memory().unwrap();
+    let state = StateDb::open_in_memory().unwrap();
     let mut cursor = state.crm_cursor().unwrap();
     assert_eq!(cursor, Cursor(0));
     let mut pages = 0;

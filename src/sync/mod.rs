@@ -1,5 +1,6 @@
 //! The sync engine: desired sets, the pure planner, the three-way merge, and the executor.
 
+pub mod execute;
 pub mod merge;
 pub mod plan;
 pub mod remote;

@@ -355,6 +355,9 @@ pub struct RecordPlan<T> {
     /// The CRM data the plan was made from (for diffs in dry runs).
     #[serde(skip)]
     pub before: Option<T>,
+    /// The base the plan was made against: what Google had when both sides last agreed.
+    #[serde(skip)]
+    pub base: Option<T>,
 }
 
 impl<T> RecordPlan<T> {
@@ -371,6 +374,7 @@ impl<T> RecordPlan<T> {
             conflicts: Vec::new(),
             notes: Vec::new(),
             before: None,
+            base: None,
         }
     }
 
@@ -616,6 +620,7 @@ pub fn plan_record<T: Synced>(
     let google_id = link.and_then(|l| l.google_id.clone());
     let mut plan = RecordPlan::new(Case::New, Some(crm_id.clone()), google_id.clone(), label);
     plan.before = desired.map(|d| d.data.clone());
+    plan.base = link.and_then(|l| l.base.clone());
 
     match (desired, link) {
         // ── not desired, nothing linked: nothing to do.

@@ -1,0 +1,809 @@
+//! One sync pass: refresh the CRM mirror, then for every user (concurrently, bounded) ensure
+//! their calendar and group, list Google's changes, compute the desired sets, plan, check the
+//! breaker, execute and commit. The CLI, the daemon and the demo all call [`Engine::sync_once`].
+
+use super::desired;
+use super::execute::{execute_kind, Counts, Hooks, ItemError, RemoteKind, UserCtx};
+use super::merge::ConflictPolicy;
+use super::plan::{
+    breaker_trips, plan, CrmMatch, CrmStep, Direction, GoogleDeletePolicy, KindPlan, Link,
+    LinkState, PlanInput, Policies, RecordPlan, RemoteView,
+};
+use super::remote::{GoogleUser, Listing, Remote, RemoteChange, RemoteErrorKind, RemoteItem};
+use crate::config::Config;
+use crate::crm::{OrgModel, Source};
+use crate::mirror;
+use crate::model::{CrmId, ObjectKind, RecordRef, SyncedContact, SyncedEvent, User, UserId};
+use crate::scope::{self, EffectiveScope, ResolvedScope, ScopeConfig};
+use crate::security::{Access, Operation};
+use crate::store::{StateDb, StoreError};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What to sync and how.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Only these users (all when empty).
+    pub users: Vec<UserId>,
+    /// Plan and print, change nothing anywhere.
+    pub dry_run: bool,
+    /// Override the delete breaker.
+    pub force: bool,
+}
+
+/// Failures that stop a whole run (everything else is reported per user or per item).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mirror(#[from] mirror::RefreshError),
+    #[error("unknown user {0} (not in the CRM)")]
+    UnknownUser(UserId),
+}
+
+/// How one user's pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Synced,
+    /// Some items failed; the rest went through (retried next pass).
+    Partial,
+    /// The breaker refused the plan, or the account is not allowed.
+    Refused,
+    /// Google could not be reached for this user.
+    Failed,
+    /// Dry run: nothing was changed.
+    Planned,
+}
+
+/// One line of a dry-run plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanLine {
+    pub kind: ObjectKind,
+    pub case: super::plan::Case,
+    pub record: Option<String>,
+    pub label: String,
+    pub google: Option<String>,
+    pub crm: Option<String>,
+    /// Per-field differences the plan writes, rendered as unified diffs.
+    pub diff: Vec<String>,
+}
+
+/// The report of one user's pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserReport {
+    pub user: UserId,
+    pub account: String,
+    pub status: UserStatus,
+    pub contacts: Counts,
+    pub events: Counts,
+    pub errors: Vec<ItemError>,
+    pub message: Option<String>,
+    pub plan: Vec<PlanLine>,
+}
+
+impl UserReport {
+    fn new(user: &User, account: &str) -> Self {
+        Self {
+            user: user.id.clone(),
+            account: account.to_owned(),
+            status: UserStatus::Synced,
+            contacts: Counts::default(),
+            events: Counts::default(),
+            errors: Vec::new(),
+            message: None,
+            plan: Vec::new(),
+        }
+    }
+
+    pub fn total(&self) -> Counts {
+        let mut c = self.contacts.clone();
+        c.add(&self.events);
+        c
+    }
+}
+
+/// The report of a whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub dry_run: bool,
+    pub crm_changes: usize,
+    pub crm_problems: Vec<String>,
+    pub users: Vec<UserReport>,
+}
+
+/// The engine for one run.
+pub struct Engine<'a, R> {
+    pub config: &'a Config,
+    pub scopes: &'a ScopeConfig,
+    pub state: &'a StateDb,
+    pub crm: RefCell<Box<dyn Source + 'a>>,
+    pub remote: &'a R,
+    pub now: DateTime<Utc>,
+}
+
+/// The deterministic Google id of an event: base32hex of a hash of (user, record,
+/// generation), so a retried insert hits 409 instead of creating a duplicate.
+pub fn event_id(user: &UserId, crm_id: &CrmId, generation: i64) -> String {
+    let input = format!("{user}\u{0}{crm_id}\u{0}{generation}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, input.as_bytes());
+    data_encoding::BASE32HEX_NOPAD
+        .encode(&digest.as_ref()[..20])
+        .to_ascii_lowercase()
+}
+
+/// The CRM id a phone-created item gets (deterministic, so a retried import is idempotent).
+pub fn import_id(user: &UserId, google_id: &str) -> CrmId {
+    let input = format!("{user}\u{0}{google_id}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, input.as_bytes());
+    let tail = data_encoding::BASE32HEX_NOPAD
+        .encode(&digest.as_ref()[..10])
+        .to_ascii_lowercase();
+    // Letters, digits and '-' only: always a valid id.
+    CrmId::from_trusted(format!("phone-{tail}"))
+}
+
+fn now_run_id() -> String {
+    let n: u64 = rand::random();
+    format!("{}-{:08x}", Utc::now().format("%Y%m%dT%H%M%SZ"), n as u32)
+}
+
+fn scope_policies(scope: &EffectiveScope, may_create: bool) -> Policies {
+    Policies {
+        direction: match scope.direction {
+            scope::Direction::CrmToGoogle => Direction::CrmToGoogle,
+            scope::Direction::TwoWay => Direction::TwoWay,
+        },
+        conflict: match scope.conflict_policy {
+            scope::ConflictPolicy::CrmWins => ConflictPolicy::CrmWins,
+            scope::ConflictPolicy::GoogleWins => ConflictPolicy::GoogleWins,
+            scope::ConflictPolicy::NewestWins => ConflictPolicy::NewestWins,
+        },
+        google_delete: match scope.google_delete {
+            scope::GoogleDelete::Unlink => GoogleDeletePolicy::Unlink,
+            scope::GoogleDelete::Restore => GoogleDeletePolicy::Restore,
+            scope::GoogleDelete::DeleteInCrm => GoogleDeletePolicy::DeleteInCrm,
+        },
+        may_create_in_crm: may_create,
+    }
+}
+
+impl<R: Remote> Engine<'_, R> {
+    /// One pass over all (or the chosen) users.
+    pub async fn sync_once(&self, options: &SyncOptions) -> Result<RunReport, EngineError> {
+        let run_id = now_run_id();
+        let (model, crm_changes, crm_problems) = self.load_model(options.dry_run)?;
+        let access = Access::build(&model);
+        for u in &options.users {
+            if !model.users.contains_key(u) {
+                return Err(EngineError::UnknownUser(u.clone()));
+            }
+        }
+        let users: Vec<&User> = model
+            .users
+            .values()
+            .filter(|u| options.users.is_empty() || options.users.contains(&u.id))
+            .filter(|u| u.google_account.is_some())
+            .collect();
+        let concurrency = self.config.sync.concurrency.max(1);
+        let passes = futures::stream::iter(users)
+            .map(|u| self.user_pass(&access, u, options, &run_id))
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let mut reports = Vec::with_capacity(passes.len());
+        for pass in passes {
+            reports.push(pass?);
+        }
+        reports.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(RunReport {
+            run_id,
+            dry_run: options.dry_run,
+            crm_changes,
+            crm_problems: crm_problems.iter().map(ToString::to_string).collect(),
+            users: reports,
+        })
+    }
+
+    /// Refreshes the mirror (or, in a dry run, reads it and overlays pending CRM changes in
+    /// memory) and returns the typed model.
+    fn load_model(
+        &self,
+        dry_run: bool,
+    ) -> Result<(OrgModel, usize, Vec<crate::crm::RowProblem>), EngineError> {
+        let crm = self.crm.borrow();
+        if !dry_run {
+            let refresh = mirror::refresh(self.state, crm.as_ref())?;
+            let model = self.state.load_org_model()?;
+            return Ok((model, refresh.update.applied, refresh.problems));
+        }
+        let mut model = self.state.load_org_model()?;
+        let mut cursor = self.state.crm_cursor()?;
+        let mut applied = 0;
+        let mut problems = Vec::new();
+        for _ in 0..mirror::MAX_PAGES {
+            let batch = crm
+                .changes_since(cursor, mirror::PAGE_SIZE)
+                .map_err(mirror::RefreshError::from)?;
+            for change in batch.changes {
+                applied += 1;
+                match change.entity {
+                    Some(e) => model.insert(e, change.version),
+                    None => remove_entity(&mut model, change.kind, &change.id),
+                }
+            }
+            problems.extend(batch.problems);
+            cursor = batch.next_cursor;
+            if !batch.more {
+                break;
+            }
+        }
+        Ok((model, applied, problems))
+    }
+
+    async fn user_pass(
+        &self,
+        access: &Access<'_>,
+        user: &User,
+        options: &SyncOptions,
+        run_id: &str,
+    ) -> Result<UserReport, EngineError> {
+        let account = user.google_account.clone().unwrap_or_default();
+        let mut report = UserReport::new(user, &account);
+        if let Some(why) = self.account_refused(access.model(), &account) {
+            report.status = UserStatus::Refused;
+            report.message = Some(why);
+            return Ok(report);
+        }
+        let resolved = match self.scope_of(access.model(), &user.id) {
+            Ok(r) => r,
+            Err(e) => {
+                report.status = UserStatus::Refused;
+                report.message = Some(format!("scope: {e}"));
+                return Ok(report);
+            }
+        };
+        let google_user = GoogleUser {
+            user: user.id.clone(),
+            account: account.clone(),
+        };
+        let known = self.state.sync_user(&user.id)?;
+        if known.is_none() && !user.active {
+            // Never synced and inactive: nothing to pull back.
+            report.message = Some("inactive; nothing synced".into());
+            return Ok(report);
+        }
+        if !options.dry_run {
+            self.state.ensure_sync_user(&user.id, &account)?;
+            self.state.record_attempt(&user.id)?;
+        }
+        let result = self
+            .user_pass_inner(access, user, &google_user, &resolved, options, run_id, &mut report)
+            .await;
+        match result {
+            Ok(()) => {
+                if !options.dry_run {
+                    let error = (!report.errors.is_empty())
+                        .then(|| format!("{} item(s) failed", report.errors.len()));
+                    if report.status == UserStatus::Synced && error.is_some() {
+                        report.status = UserStatus::Partial;
+                    }
+                    let failed = matches!(report.status, UserStatus::Failed | UserStatus::Refused);
+                    let error = if failed { report.message.clone() } else { error };
+                    self.state.record_outcome(
+                        &user.id,
+                        error.as_deref(),
+                        (!failed).then_some(resolved.fingerprint.as_str()),
+                    )?;
+                }
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn account_refused(&self, model: &OrgModel, account: &str) -> Option<String> {
+        if self.config.google.allow_personal_accounts {
+            return None;
+        }
+        let domain = account.rsplit_once('@').map(|(_, d)| d.to_lowercase())?;
+        let domains = &model.settings.google_domains;
+        (!domains.is_empty() && !domains.contains(&domain)).then(|| {
+            format!(
+                "Google account {account} is outside the org's domains ({}); personal accounts are not allowed",
+                domains.join(", ")
+            )
+        })
+    }
+
+    fn scope_of(&self, model: &OrgModel, user: &UserId) -> Result<ResolvedScope, String> {
+        let overrides = self
+            .state
+            .scope_override(user)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        scope::resolve(self.scopes, model, user, &overrides).map_err(|e| e.to_string())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn user_pass_inner(
+        &self,
+        access: &Access<'_>,
+        user: &User,
+        google_user: &GoogleUser,
+        resolved: &ResolvedScope,
+        options: &SyncOptions,
+        run_id: &str,
+        report: &mut UserReport,
+    ) -> Result<(), EngineError> {
+        let sync_user = self.state.sync_user(&user.id)?;
+        // 1. The dedicated calendar and contact group.
+        let known_calendar = sync_user.as_ref().and_then(|s| s.calendar_id.clone());
+        let known_group = sync_user.as_ref().and_then(|s| s.group_resource.clone());
+        let (calendar, group) = if options.dry_run {
+            (known_calendar.clone(), known_group.clone())
+        } else {
+            let calendar = match self
+                .remote
+                .ensure_calendar(google_user, &self.config.google.calendar_name, known_calendar.as_deref())
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return self.fail(report, format!("cannot reach the user's calendar: {e}")),
+            };
+            let group = match self
+                .remote
+                .ensure_group(google_user, &self.config.google.contact_group_name, known_group.as_deref())
+                .await
+            {
+                Ok(g) => g,
+                Err(e) => return self.fail(report, format!("cannot reach the user's contact group: {e}")),
+            };
+            if known_calendar.as_deref() != Some(calendar.as_str()) && known_calendar.is_some() {
+                // A new calendar: every event link pointed into the old one.
+                self.state.write(|w| {
+                    let links: BTreeMap<CrmId, Link<serde_json::Value>> =
+                        self.state.links(&user.id, ObjectKind::Event)?;
+                    for id in links.keys() {
+                        w.delete_link(&user.id, ObjectKind::Event, id)?;
+                    }
+                    w.set_sync_token(&user.id, ObjectKind::Event, None)?;
+                    w.audit(run_id, Some(&user.id), None, "calendar_recreated",
+                        &serde_json::json!({"old": known_calendar, "new": calendar}))
+                })?;
+            }
+            if known_group.as_deref() != Some(group.as_str()) && known_group.is_some() {
+                self.state.clear_sync_token(&user.id, ObjectKind::Contact)?;
+            }
+            if known_calendar.as_deref() != Some(calendar.as_str())
+                || known_group.as_deref() != Some(group.as_str())
+            {
+                self.state.set_containers(&user.id, &calendar, &group)?;
+            }
+            (Some(calendar), Some(group))
+        };
+        let sync_user = self.state.sync_user(&user.id)?;
+        let may_create_contact = access.may_create(&user.id, ObjectKind::Contact).unwrap_or(false);
+        let may_create_event = access.may_create(&user.id, ObjectKind::Event).unwrap_or(false);
+
+        // 2. Listings, desired sets and plans for both kinds.
+        let contact_links: BTreeMap<CrmId, Link<SyncedContact>> =
+            self.state.links(&user.id, ObjectKind::Contact)?;
+        let event_links: BTreeMap<CrmId, Link<SyncedEvent>> =
+            self.state.links(&user.id, ObjectKind::Event)?;
+        let contact_sets = desired::contact_sets(access, user, &resolved.scope, self.now, contact_links.keys())
+            .unwrap_or_default();
+        let event_sets = desired::event_sets(access, user, &resolved.scope, self.now, event_links.keys())
+            .unwrap_or_default();
+        let pending_contacts = contact_links
+            .values()
+            .any(|l| l.state == LinkState::PendingCreate);
+        let contact_token = sync_user
+            .as_ref()
+            .and_then(|s| s.contacts_sync_token.clone())
+            .filter(|_| !pending_contacts);
+        let event_token = sync_user.as_ref().and_then(|s| s.events_sync_token.clone());
+
+        let contact_listing = match &group {
+            Some(g) => match self.listing::<SyncedContact>(google_user, g, contact_token).await {
+                Ok(l) => l,
+                Err(e) => return self.fail(report, format!("listing contacts: {e}")),
+            },
+            None => empty_listing(),
+        };
+        let event_listing = match &calendar {
+            Some(c) => match self.listing::<SyncedEvent>(google_user, c, event_token).await {
+                Ok(l) => l,
+                Err(e) => return self.fail(report, format!("listing events: {e}")),
+            },
+            None => empty_listing(),
+        };
+
+        let model = access.model();
+        let contact_match = |data: &SyncedContact| crm_contact_match(access, &user.id, data);
+        let no_match = |_: &SyncedEvent| CrmMatch::default();
+        let user_id = user.id.clone();
+        let event_id_fn = move |c: &CrmId, g: i64| event_id(&user_id, c, g);
+        let user_id = user.id.clone();
+        let import_id_fn = move |g: &str| import_id(&user_id, g);
+
+        let (c_unlinked, c_reported) = self.unlinked::<SyncedContact>(&user.id, &contact_listing)?;
+        let (e_unlinked, e_reported) = self.unlinked::<SyncedEvent>(&user.id, &event_listing)?;
+        let c_view = RemoteView::from_changes(&contact_listing.changes, contact_listing.full);
+        let e_view = RemoteView::from_changes(&event_listing.changes, event_listing.full);
+        let c_input = PlanInput {
+            desired: &contact_sets.desired,
+            retained: &contact_sets.retained,
+            links: &contact_links,
+            remote: &c_view,
+            unlinked: &c_unlinked,
+            already_reported: &c_reported,
+            lost_reasons: &contact_sets.lost,
+            policies: scope_policies(&resolved.scope, may_create_contact),
+            crm_match: &contact_match,
+            event_id: &event_id_fn,
+            import_id: &import_id_fn,
+        };
+        let e_input = PlanInput {
+            desired: &event_sets.desired,
+            retained: &event_sets.retained,
+            links: &event_links,
+            remote: &e_view,
+            unlinked: &e_unlinked,
+            already_reported: &e_reported,
+            lost_reasons: &event_sets.lost,
+            policies: scope_policies(&resolved.scope, may_create_event),
+            crm_match: &no_match,
+            event_id: &event_id_fn,
+            import_id: &import_id_fn,
+        };
+        let c_plan = plan(&c_input);
+        let e_plan = plan(&e_input);
+
+        // 3. The breaker: a plan that pulls back too much is refused (not for inactive users,
+        //    whose revocation is the point).
+        if user.active && !options.force {
+            for (kind, deletions, linked) in [
+                (ObjectKind::Contact, c_plan.google_deletions(), c_plan.linked_before),
+                (ObjectKind::Event, e_plan.google_deletions(), e_plan.linked_before),
+            ] {
+                let crm_empty = match kind {
+                    ObjectKind::Contact => model.contacts.is_empty(),
+                    _ => model.events.is_empty(),
+                };
+                if breaker_trips(deletions, linked, self.config.sync.max_delete_fraction)
+                    || (crm_empty && linked > 0 && deletions > 0)
+                {
+                    report.status = UserStatus::Refused;
+                    report.message = Some(format!(
+                        "refused: the plan would delete {deletions} of {linked} synced {kind}s \
+                         (max_delete_fraction {}); run with --force if this is intended",
+                        self.config.sync.max_delete_fraction
+                    ));
+                    if !options.dry_run {
+                        self.state.write(|w| {
+                            w.audit(run_id, Some(&user.id), None, "breaker_refused",
+                                &serde_json::json!({"kind": kind, "deletions": deletions, "linked": linked}))
+                        })?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+
+        if options.dry_run {
+            report.status = UserStatus::Planned;
+            report.plan.extend(plan_lines(&c_plan));
+            report.plan.extend(plan_lines(&e_plan));
+            report.contacts = planned_counts(&c_plan);
+            report.events = planned_counts(&e_plan);
+            return Ok(());
+        }
+
+        // 4. Execute: contacts then events, each committed with its sync token.
+        let (Some(calendar), Some(group)) = (calendar, group) else {
+            return self.fail(report, "no calendar or contact group".into());
+        };
+        let may_write = |kind: ObjectKind| {
+            move |step: &dyn StepKind, id: Option<&CrmId>| -> bool {
+                match (step.op(), id) {
+                    (Operation::Create, _) => access.may_create(&user.id, kind).unwrap_or(false),
+                    (op, Some(id)) => access
+                        .may(&user.id, &RecordRef::new(kind, id.clone()), op)
+                        .unwrap_or(false),
+                    (_, None) => false,
+                }
+            }
+        };
+        let may_contact = may_write(ObjectKind::Contact);
+        let may_event = may_write(ObjectKind::Event);
+        let contact_may = |s: &CrmStep<SyncedContact>, id: Option<&CrmId>| may_contact(s, id);
+        let event_may = |s: &CrmStep<SyncedEvent>, id: Option<&CrmId>| may_event(s, id);
+        let owner = user.id.clone();
+        let import_c = |id: &CrmId, d: &SyncedContact| Some(desired::import_contact(model, &owner, id, d));
+        let import_e = |id: &CrmId, d: &SyncedEvent| Some(desired::import_event(&owner, id, d));
+        let project_c = |e: &crate::crm::Entity| desired::project_contact_entity(model, e);
+        let project_e = |e: &crate::crm::Entity| match e {
+            crate::crm::Entity::Event(ev) => Some(desired::project_event(access, &user.id, ev)),
+            _ => None,
+        };
+        let contact_ctx = UserCtx {
+            remote: self.remote,
+            state: self.state,
+            crm: &self.crm,
+            google_user,
+            container: &group,
+            run_id,
+        };
+        let outcome = execute_kind(
+            &contact_ctx,
+            &c_input,
+            c_plan.records,
+            &Hooks {
+                may_write: &contact_may,
+                import_entity: &import_c,
+                project: &project_c,
+            },
+            &contact_listing,
+        )
+        .await?;
+        report.contacts = outcome.counts;
+        report.errors.extend(outcome.errors);
+        let event_ctx = UserCtx {
+            container: &calendar,
+            ..contact_ctx
+        };
+        let outcome = execute_kind(
+            &event_ctx,
+            &e_input,
+            e_plan.records,
+            &Hooks {
+                may_write: &event_may,
+                import_entity: &import_e,
+                project: &project_e,
+            },
+            &event_listing,
+        )
+        .await?;
+        report.events = outcome.counts;
+        report.errors.extend(outcome.errors);
+        Ok(())
+    }
+
+    fn fail(&self, report: &mut UserReport, message: String) -> Result<(), EngineError> {
+        report.status = UserStatus::Failed;
+        report.message = Some(message);
+        Ok(())
+    }
+
+    /// Lists a kind: incrementally with the token, fully without one or when Google says the
+    /// token expired.
+    async fn listing<T: RemoteKind>(
+        &self,
+        user: &GoogleUser,
+        container: &str,
+        token: Option<String>,
+    ) -> Result<Listing<T>, super::remote::RemoteError> {
+        match T::list(self.remote, user, container, token.as_deref()).await {
+            Err(e) if e.kind == RemoteErrorKind::SyncTokenExpired && token.is_some() => {
+                T::list(self.remote, user, container, None).await
+            }
+            other => other,
+        }
+    }
+
+    /// The index of unlinked Google items as it stands after this listing.
+    fn unlinked<T: RemoteKind>(
+        &self,
+        user: &UserId,
+        listing: &Listing<T>,
+    ) -> Result<(Vec<RemoteItem<T>>, BTreeSet<String>), StoreError> {
+        let (stored, reported) = self.state.unlinked_items::<T>(user, T::KIND)?;
+        let mut by_id: BTreeMap<String, RemoteItem<T>> = if listing.full {
+            BTreeMap::new()
+        } else {
+            stored.into_iter().map(|i| (i.google_id.clone(), i)).collect()
+        };
+        for change in &listing.changes {
+            match change {
+                RemoteChange::Present(item) => {
+                    by_id.insert(item.google_id.clone(), item.clone());
+                }
+                RemoteChange::Deleted { google_id } => {
+                    by_id.remove(google_id);
+                }
+            }
+        }
+        Ok((by_id.into_values().collect(), reported))
+    }
+}
+
+/// Which operation a CRM step needs the user to be allowed.
+trait StepKind {
+    fn op(&self) -> Operation;
+}
+
+impl<T> StepKind for CrmStep<T> {
+    fn op(&self) -> Operation {
+        match self {
+            CrmStep::Update { .. } => Operation::Edit,
+            CrmStep::Create { .. } => Operation::Create,
+            CrmStep::Delete { .. } => Operation::Delete,
+        }
+    }
+}
+
+fn empty_listing<T>() -> Listing<T> {
+    Listing {
+        changes: Vec::new(),
+        next_sync_token: None,
+        full: true,
+    }
+}
+
+fn remove_entity(model: &mut OrgModel, kind: crate::crm::EntityKind, id: &str) {
+    use crate::crm::EntityKind as K;
+    let Ok(crm_id) = CrmId::new(id) else { return };
+    match kind {
+        K::Contact => {
+            model.contacts.remove(&crm_id);
+        }
+        K::Event => {
+            model.events.remove(&crm_id);
+        }
+        K::Organization => {
+            model.organizations.remove(&crm_id);
+        }
+        K::User => {
+            if let Ok(u) = UserId::new(id) {
+                model.users.remove(&u);
+            }
+        }
+        K::Role => {
+            if let Ok(r) = id.parse() {
+                model.roles.remove(&r);
+            }
+        }
+        K::Profile => {
+            if let Ok(p) = id.parse() {
+                model.profiles.remove(&p);
+            }
+        }
+        K::Team => {
+            if let Ok(t) = id.parse() {
+                model.teams.remove(&t);
+            }
+        }
+        K::SharingRule => {
+            if let Ok(r) = id.parse() {
+                model.sharing_rules.remove(&r);
+            }
+        }
+        K::Org | K::OrgWideSharing => {}
+    }
+}
+
+/// Matches a phone contact against the CRM: readable records first; a match among hidden
+/// records is reported, never linked.
+fn crm_contact_match(access: &Access<'_>, user: &UserId, data: &SyncedContact) -> CrmMatch {
+    use super::plan::Synced;
+    let keys: BTreeSet<String> = data.match_keys().into_iter().collect();
+    if keys.is_empty() {
+        return CrmMatch::default();
+    }
+    let model = access.model();
+    let mut out = CrmMatch::default();
+    for c in model.contacts.values() {
+        let hit = c.emails.iter().any(|e| keys.contains(&format!("email:{}", e.address)))
+            || c.phones.iter().any(|p| keys.contains(&format!("phone:{}", p.number)));
+        if !hit {
+            continue;
+        }
+        let readable = access
+            .may(user, &RecordRef::new(ObjectKind::Contact, c.id.clone()), Operation::Read)
+            .unwrap_or(false);
+        if readable && out.readable.is_none() {
+            out.readable = Some(c.id.clone());
+        } else if !readable && out.hidden.is_none() {
+            out.hidden = Some(c.id.clone());
+        }
+    }
+    out
+}
+
+fn planned_counts<T>(plan: &KindPlan<T>) -> Counts {
+    use super::plan::GoogleStep;
+    let mut c = Counts::default();
+    for r in &plan.records {
+        match &r.google {
+            Some(GoogleStep::Create { .. }) => c.created += 1,
+            Some(GoogleStep::Update { .. }) => c.updated += 1,
+            Some(GoogleStep::Delete { .. }) => c.deleted += 1,
+            None => {}
+        }
+        match &r.crm {
+            Some(CrmStep::Create { .. }) => c.imported += 1,
+            Some(_) => c.written_back += 1,
+            None => {}
+        }
+        c.conflicts += r.conflicts.len();
+    }
+    c
+}
+
+fn plan_lines<T: super::plan::Synced>(plan: &KindPlan<T>) -> Vec<PlanLine> {
+    plan.records
+        .iter()
+        .filter(|r| !r.is_noop())
+        .map(|r| plan_line(plan.kind, r))
+        .collect()
+}
+
+fn plan_line<T: super::plan::Synced>(kind: ObjectKind, r: &RecordPlan<T>) -> PlanLine {
+    use super::plan::GoogleStep;
+    let google = r.google.as_ref().map(|g| match g {
+        GoogleStep::Create { .. } => "create".to_owned(),
+        GoogleStep::Update { google_id, .. } => format!("update {google_id}"),
+        GoogleStep::Delete { google_id, .. } => format!("delete {google_id}"),
+    });
+    let crm = r.crm.as_ref().map(|c| match c {
+        CrmStep::Update { fields, .. } => format!(
+            "write back {}",
+            fields.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        CrmStep::Create { new_id, .. } => format!("create {kind}:{new_id}"),
+        CrmStep::Delete { .. } => "delete".to_owned(),
+    });
+    let mut diff = Vec::new();
+    if let (Some(base), Some(GoogleStep::Update { data, .. })) = (&r.base, &r.google) {
+        diff.extend(field_diffs(base, data).into_iter().map(|d| format!("google {d}")));
+    }
+    if let (Some(before), Some(CrmStep::Update { fields, .. })) = (&r.before, &r.crm) {
+        if let Ok(mut after) = serde_json::to_value(before) {
+            for (k, v) in fields {
+                after[k] = v.clone();
+            }
+            if let Ok(before) = serde_json::to_value(before) {
+                diff.extend(field_diffs(&before, &after).into_iter().map(|d| format!("crm {d}")));
+            }
+        }
+    }
+    PlanLine {
+        kind,
+        case: r.case,
+        record: r.crm_id.as_ref().map(|c| format!("{kind}:{c}")),
+        label: r.label.clone(),
+        google,
+        crm,
+        diff,
+    }
+}
+
+/// Unified diffs, one per changed field, rendered with `similar`.
+pub fn field_diffs<T: serde::Serialize>(before: &T, after: &T) -> Vec<String> {
+    let changed = super::plan::changed_fields(before, after);
+    let Ok(serde_json::Value::Object(old)) = serde_json::to_value(before) else {
+        return Vec::new();
+    };
+    changed
+        .into_iter()
+        .map(|(field, new)| {
+            let render = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => serde_json::to_string_pretty(other).unwrap_or_default(),
+            };
+            let old_text = old.get(&field).map(render).unwrap_or_default();
+            let new_text = render(&new);
+            let diff = similar::TextDiff::from_lines(&old_text, &new_text);
+            format!(
+                "{field}:\n{}",
+                diff.unified_diff().context_radius(2).header("crm", "google")
+            )
+        })
+        .collect()
+}

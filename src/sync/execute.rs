@@ -1,0 +1,887 @@
+//! Carrying out a kind's plan for one user: CRM write-backs first (re-checked at execution
+//! time), then Google writes in batches, then one state-DB transaction with the links, the
+//! audit, the conflicts and — only when every item went through — the sync token.
+//!
+//! Per-item failures are collected and the pass goes on; only state-DB failures stop it.
+//! Creates are preceded by `pending_create` rows so a crash between the Google call and the
+//! commit never leads to a duplicate: the next pass finds the item by id or marker.
+
+use super::plan::{
+    plan_record, CrmStep, GoogleStep, Link, LinkOrigin, LinkState, LinkStep, PlanInput,
+    RecordPlan, RemoteState, Synced,
+};
+use super::remote::{
+    BatchResult, ContactOp, EventOp, GoogleUser, Listing, OpOutcome, Remote, RemoteChange,
+    RemoteError, RemoteErrorKind, RemoteItem,
+};
+use crate::crm::{CrmError, Entity, Source, WriteBack};
+use crate::model::{CrmId, ObjectKind, RecordRef, SyncedContact, SyncedEvent, UserId};
+use crate::store::{StateDb, StoreError};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How often one record is re-read and re-planned after a stale etag within a pass.
+pub const MAX_REPLANS: usize = 3;
+
+/// Google calls per kind, dispatched to the right `Remote` methods.
+#[allow(async_fn_in_trait)]
+pub trait RemoteKind: Synced {
+    async fn list<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        token: Option<&str>,
+    ) -> Result<Listing<Self>, RemoteError>;
+
+    async fn get<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        id: &str,
+    ) -> Result<RemoteChange<Self>, RemoteError>;
+
+    async fn apply<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        ops: &[(CrmId, GoogleStep<Self>)],
+    ) -> BatchResult<Self>;
+}
+
+impl RemoteKind for SyncedEvent {
+    async fn list<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        token: Option<&str>,
+    ) -> Result<Listing<Self>, RemoteError> {
+        remote.list_events(user, container, token).await
+    }
+
+    async fn get<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        id: &str,
+    ) -> Result<RemoteChange<Self>, RemoteError> {
+        remote.get_event(user, container, id).await
+    }
+
+    async fn apply<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        ops: &[(CrmId, GoogleStep<Self>)],
+    ) -> BatchResult<Self> {
+        let mut event_ops = Vec::with_capacity(ops.len());
+        for (crm_id, step) in ops {
+            event_ops.push(match step {
+                GoogleStep::Create { event_id, data, .. } => EventOp::Insert {
+                    id: event_id.clone().unwrap_or_default(),
+                    crm_id: crm_id.clone(),
+                    data: data.clone(),
+                },
+                GoogleStep::Update {
+                    google_id,
+                    etag,
+                    data,
+                } => EventOp::Update {
+                    id: google_id.clone(),
+                    etag: etag.clone(),
+                    crm_id: crm_id.clone(),
+                    data: data.clone(),
+                },
+                GoogleStep::Delete { google_id, etag } => EventOp::Delete {
+                    id: google_id.clone(),
+                    etag: etag.clone(),
+                },
+            });
+        }
+        remote.event_ops(user, container, &event_ops).await
+    }
+}
+
+impl RemoteKind for SyncedContact {
+    async fn list<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        token: Option<&str>,
+    ) -> Result<Listing<Self>, RemoteError> {
+        remote.list_contacts(user, container, token).await
+    }
+
+    async fn get<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        id: &str,
+    ) -> Result<RemoteChange<Self>, RemoteError> {
+        remote.get_contact(user, container, id).await
+    }
+
+    async fn apply<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        ops: &[(CrmId, GoogleStep<Self>)],
+    ) -> BatchResult<Self> {
+        let mut contact_ops = Vec::with_capacity(ops.len());
+        for (crm_id, step) in ops {
+            contact_ops.push(match step {
+                GoogleStep::Create { data, .. } => ContactOp::Create {
+                    crm_id: crm_id.clone(),
+                    data: data.clone(),
+                },
+                GoogleStep::Update {
+                    google_id,
+                    etag,
+                    data,
+                } => ContactOp::Update {
+                    resource: google_id.clone(),
+                    etag: etag.clone(),
+                    crm_id: crm_id.clone(),
+                    data: data.clone(),
+                },
+                GoogleStep::Delete { google_id, .. } => ContactOp::Delete {
+                    resource: google_id.clone(),
+                },
+            });
+        }
+        remote.contact_ops(user, container, &contact_ops).await
+    }
+}
+
+/// What a kind's execution did, for the user's report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub linked: usize,
+    pub written_back: usize,
+    pub imported: usize,
+    pub reverted: usize,
+    pub unlinked: usize,
+    pub conflicts: usize,
+    pub text_merges: usize,
+    pub errors: usize,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Counts) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.linked += other.linked;
+        self.written_back += other.written_back;
+        self.imported += other.imported;
+        self.reverted += other.reverted;
+        self.unlinked += other.unlinked;
+        self.conflicts += other.conflicts;
+        self.text_merges += other.text_merges;
+        self.errors += other.errors;
+    }
+}
+
+/// One item that could not be synced in this pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemError {
+    pub kind: ObjectKind,
+    pub record: Option<String>,
+    pub google_id: Option<String>,
+    pub error: String,
+}
+
+/// The result of executing one kind's plan.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KindOutcome {
+    pub counts: Counts,
+    pub errors: Vec<ItemError>,
+    /// Whether the sync token was advanced (every item went through).
+    pub token_saved: bool,
+}
+
+/// Kind-specific knowledge the executor needs from the engine.
+pub struct Hooks<'a, T> {
+    /// Whether the user may still make this CRM write (re-checked at execution time).
+    pub may_write: &'a dyn Fn(&CrmStep<T>, Option<&CrmId>) -> bool,
+    /// The CRM record a phone item becomes when imported.
+    pub import_entity: &'a dyn Fn(&CrmId, &T) -> Option<Entity>,
+    /// The synced form of a CRM entity (what the phone shows for it).
+    pub project: &'a dyn Fn(&Entity) -> Option<T>,
+}
+
+/// Everything the executor works with for one user.
+pub struct UserCtx<'a, R> {
+    pub remote: &'a R,
+    pub state: &'a StateDb,
+    pub crm: &'a RefCell<Box<dyn Source>>,
+    pub google_user: &'a GoogleUser,
+    pub container: &'a str,
+    pub run_id: &'a str,
+}
+
+impl<R> UserCtx<'_, R> {
+    fn user(&self) -> &UserId {
+        &self.google_user.user
+    }
+}
+
+#[derive(Debug)]
+enum Status {
+    Pending,
+    Done,
+    /// Not carried out now; the next pass plans it again (e.g. the CRM moved on meanwhile).
+    Deferred(String),
+    Failed(String),
+}
+
+struct Work<T> {
+    plan: RecordPlan<T>,
+    crm_version: Option<i64>,
+    written: Option<RemoteItem<T>>,
+    status: Status,
+    replans: usize,
+    reverted_write_back: bool,
+    /// The kind of the last Google error, for the fix-ups.
+    google_error: Option<RemoteErrorKind>,
+}
+
+/// Carries out `plans` (made from `input`) and commits the result with `next_token`.
+pub async fn execute_kind<T: RemoteKind, R: Remote>(
+    ctx: &UserCtx<'_, R>,
+    input: &PlanInput<'_, T>,
+    plans: Vec<RecordPlan<T>>,
+    hooks: &Hooks<'_, T>,
+    listing: &Listing<T>,
+) -> Result<KindOutcome, StoreError> {
+    let kind = T::KIND;
+    let user = ctx.user().clone();
+    let mut work: Vec<Work<T>> = plans
+        .into_iter()
+        .map(|plan| Work {
+            plan,
+            crm_version: None,
+            written: None,
+            status: Status::Pending,
+            replans: 0,
+            reverted_write_back: false,
+            google_error: None,
+        })
+        .collect();
+
+    // 1. pending_create rows before any create leaves the machine.
+    ctx.state.write(|w| {
+        for item in &work {
+            if let (Some(GoogleStep::Create { generation, event_id, data }), Some(crm_id)) =
+                (&item.plan.google, &item.plan.crm_id)
+            {
+                let origin = match &item.plan.link {
+                    LinkStep::Linked { origin, .. } => *origin,
+                    _ => LinkOrigin::Created,
+                };
+                w.put_link(
+                    &user,
+                    kind,
+                    &Link {
+                        crm_id: crm_id.clone(),
+                        state: LinkState::PendingCreate,
+                        google_id: event_id.clone(),
+                        etag: None,
+                        generation: *generation,
+                        base: Some(data.clone()),
+                        crm_version: input.desired.get(crm_id).map(|d| d.version),
+                        origin,
+                    },
+                    None,
+                )?;
+            }
+        }
+        Ok(())
+    })?;
+
+    // 2. CRM writes, one by one, re-checked now.
+    for item in &mut work {
+        run_crm_step(ctx, hooks, item);
+    }
+
+    // 3. Google writes, batched.
+    let batch: Vec<usize> = work
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| matches!(w.status, Status::Pending) && w.plan.google.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    if !batch.is_empty() {
+        let ops: Vec<(CrmId, GoogleStep<T>)> = batch
+            .iter()
+            .filter_map(|&i| {
+                let w = &work[i];
+                let crm_id = w.plan.crm_id.clone().or_else(|| placeholder_id(w))?;
+                w.plan.google.clone().map(|g| (crm_id, g))
+            })
+            .collect();
+        match T::apply(ctx.remote, ctx.google_user, ctx.container, &ops).await {
+            Ok(results) => {
+                for (&i, result) in batch.iter().zip(results) {
+                    handle_google_result(&mut work[i], result);
+                }
+            }
+            Err(e) => {
+                for &i in &batch {
+                    work[i].status = Status::Failed(e.to_string());
+                }
+            }
+        }
+    }
+
+    // 4. Fix-ups one by one: 409 on a create (already there), 412/404 on an update.
+    for item in &mut work {
+        for _ in 0..=MAX_REPLANS {
+            let Status::Failed(_) = item.status else { break };
+            if !fix_up(ctx, input, hooks, item).await {
+                break;
+            }
+        }
+    }
+
+    // 5. One transaction: links, audit, conflicts, index of unlinked items, token.
+    let mut outcome = KindOutcome::default();
+    let complete = work
+        .iter()
+        .all(|w| matches!(w.status, Status::Done | Status::Pending));
+    ctx.state.write(|w| {
+        let mut linked_ids: BTreeSet<String> = BTreeSet::new();
+        for item in &work {
+            let record = item
+                .plan
+                .crm_id
+                .as_ref()
+                .map(|c| RecordRef::new(kind, c.clone()).to_string());
+            match &item.status {
+                Status::Done | Status::Pending => {}
+                Status::Deferred(why) => {
+                    w.audit(
+                        ctx.run_id,
+                        Some(&user),
+                        record.as_deref(),
+                        "deferred",
+                        &serde_json::json!({"why": why}),
+                    )?;
+                    continue;
+                }
+                Status::Failed(error) => {
+                    outcome.counts.errors += 1;
+                    outcome.errors.push(ItemError {
+                        kind,
+                        record: record.clone(),
+                        google_id: item.plan.google_id.clone(),
+                        error: error.clone(),
+                    });
+                    w.audit(
+                        ctx.run_id,
+                        Some(&user),
+                        record.as_deref(),
+                        "error",
+                        &serde_json::json!({"error": error, "case": item.plan.case}),
+                    )?;
+                    continue;
+                }
+            }
+            count(&mut outcome.counts, item);
+            commit_link(w, &user, kind, item, input, &mut linked_ids)?;
+            for n in &item.plan.notes {
+                let mut detail = n.detail.clone();
+                if let Some(g) = &item.plan.google_id {
+                    detail["google_id"] = serde_json::json!(g);
+                }
+                w.audit(ctx.run_id, Some(&user), record.as_deref(), &n.action, &detail)?;
+                if n.action == "not_imported" {
+                    if let Some(g) = &item.plan.google_id {
+                        w.mark_reported(&user, kind, g)?;
+                    }
+                }
+            }
+            if let Some(r) = &record {
+                for c in &item.plan.conflicts {
+                    w.conflict(ctx.run_id, &user, r, c)?;
+                }
+                if let Some(action) = audit_action(item) {
+                    w.audit(
+                        ctx.run_id,
+                        Some(&user),
+                        Some(r),
+                        action,
+                        &serde_json::json!({"case": item.plan.case, "label": item.plan.label}),
+                    )?;
+                }
+            }
+        }
+        // Keep the index of unlinked Google items current from this listing.
+        let links_now = linked_google_ids(ctx.state, &user, kind)?;
+        for change in &listing.changes {
+            match change {
+                RemoteChange::Present(it) => {
+                    if links_now.contains(&it.google_id) || linked_ids.contains(&it.google_id) {
+                        w.remove_unlinked(&user, kind, &it.google_id)?;
+                    } else {
+                        w.upsert_unlinked(&user, kind, it)?;
+                    }
+                }
+                RemoteChange::Deleted { google_id } => w.remove_unlinked(&user, kind, google_id)?,
+            }
+        }
+        if complete {
+            w.set_sync_token(&user, kind, listing.next_sync_token.as_deref())?;
+        }
+        Ok(())
+    })?;
+    outcome.token_saved = complete;
+    Ok(outcome)
+}
+
+fn linked_google_ids(
+    state: &StateDb,
+    user: &UserId,
+    kind: ObjectKind,
+) -> Result<BTreeSet<String>, StoreError> {
+    let links: BTreeMap<CrmId, Link<serde_json::Value>> = state.links(user, kind)?;
+    Ok(links.into_values().filter_map(|l| l.google_id).collect())
+}
+
+/// Contacts created from phone items have their CRM id only after the CRM create.
+fn placeholder_id<T>(w: &Work<T>) -> Option<CrmId> {
+    match &w.plan.crm {
+        Some(CrmStep::Create { new_id, .. }) => Some(new_id.clone()),
+        _ => None,
+    }
+}
+
+fn run_crm_step<T: RemoteKind, R>(ctx: &UserCtx<'_, R>, hooks: &Hooks<'_, T>, item: &mut Work<T>) {
+    let Some(step) = item.plan.crm.clone() else {
+        return;
+    };
+    let user = ctx.user().clone();
+    let record = |id: &CrmId| RecordRef::new(T::KIND, id.clone());
+    if !(hooks.may_write)(&step, item.plan.crm_id.as_ref()) {
+        revert_instead(item, "the CRM no longer lets this user make this change");
+        return;
+    }
+    let write = match &step {
+        CrmStep::Update {
+            expected_version,
+            fields,
+        } => {
+            let Some(crm_id) = &item.plan.crm_id else {
+                item.status = Status::Failed("write-back without a record".into());
+                return;
+            };
+            WriteBack::Update {
+                record: record(crm_id),
+                expected_version: *expected_version,
+                acting_user: user.clone(),
+                fields: fields.clone().into_iter().collect(),
+            }
+        }
+        CrmStep::Create { new_id, data } => {
+            let Some(entity) = (hooks.import_entity)(new_id, data) else {
+                item.status = Status::Failed("the phone item cannot become a CRM record".into());
+                return;
+            };
+            WriteBack::Create {
+                acting_user: user.clone(),
+                entity: Box::new(entity),
+            }
+        }
+        CrmStep::Delete { expected_version } => {
+            let Some(crm_id) = &item.plan.crm_id else {
+                item.status = Status::Failed("delete without a record".into());
+                return;
+            };
+            WriteBack::Delete {
+                record: record(crm_id),
+                expected_version: *expected_version,
+                acting_user: user.clone(),
+            }
+        }
+    };
+    let result = ctx.crm.borrow_mut().apply(&write);
+    let created = |item: &mut Work<T>| {
+        if let CrmStep::Create { new_id, .. } = &step {
+            // The phone item shows what the CRM made of it.
+            if let Ok(Some((version, entity))) = crm_entity(ctx, T::KIND, new_id) {
+                item.crm_version = Some(version);
+                if let Some(projected) = (hooks.project)(&entity) {
+                    set_target(item, projected);
+                }
+            }
+        }
+    };
+    match result {
+        Ok(out) => {
+            item.crm_version = Some(out.version);
+            created(item);
+        }
+        Err(CrmError::Conflict { current, .. }) => {
+            item.status = Status::Deferred(format!(
+                "the record changed in the CRM meanwhile (now version {current}); planned again next pass"
+            ));
+        }
+        Err(CrmError::NotFound(r)) => {
+            item.status = Status::Deferred(format!("{r} was deleted in the CRM meanwhile"));
+        }
+        Err(CrmError::Refused(why))
+            if matches!(step, CrmStep::Create { .. }) && why.contains("already exists") =>
+        {
+            // A crash after an earlier import: the record is there, link it.
+            created(item);
+        }
+        Err(CrmError::Refused(why)) | Err(CrmError::Invalid(why)) => {
+            revert_instead(item, &format!("the CRM refused the write-back: {why}"));
+        }
+        Err(e) => item.status = Status::Failed(format!("CRM write failed: {e}")),
+    }
+}
+
+fn crm_entity<R>(
+    ctx: &UserCtx<'_, R>,
+    kind: ObjectKind,
+    id: &CrmId,
+) -> Result<Option<(i64, Entity)>, CrmError> {
+    ctx.crm.borrow().get(&RecordRef::new(kind, id.clone()))
+}
+
+/// Replaces what the plan writes to Google and keeps as base.
+fn set_target<T: Clone>(item: &mut Work<T>, data: T) {
+    if let Some(GoogleStep::Update { data: d, .. } | GoogleStep::Create { data: d, .. }) =
+        &mut item.plan.google
+    {
+        *d = data.clone();
+    }
+    if let LinkStep::Linked { base, .. } = &mut item.plan.link {
+        *base = data;
+    }
+}
+
+fn revert_instead<T: Clone>(item: &mut Work<T>, why: &str) {
+    item.plan.crm = None;
+    match item.plan.revert_instead.take() {
+        Some(step) => {
+            let data = match &step {
+                GoogleStep::Update { data, .. } | GoogleStep::Create { data, .. } => {
+                    Some(data.clone())
+                }
+                GoogleStep::Delete { .. } => None,
+            };
+            item.plan.google = Some(step);
+            if let (Some(data), LinkStep::Linked { base, .. }) = (data.clone(), &mut item.plan.link)
+            {
+                *base = data;
+            } else if let (Some(data), LinkStep::Remove) = (data, &item.plan.link) {
+                // A refused CRM delete: the restored item is linked again.
+                item.plan.link = LinkStep::Linked {
+                    google_id: None,
+                    etag: None,
+                    base: data,
+                    origin: LinkOrigin::Created,
+                    pre_link: None,
+                };
+            }
+            item.reverted_write_back = true;
+            item.plan.notes.push(super::plan::Note {
+                action: "write_back_refused".into(),
+                detail: serde_json::json!({"why": why}),
+            });
+        }
+        None => item.status = Status::Deferred(why.to_owned()),
+    }
+}
+
+fn handle_google_result<T>(item: &mut Work<T>, result: Result<OpOutcome<T>, RemoteError>) {
+    match result {
+        Ok(OpOutcome::Written(written)) => {
+            item.written = Some(written);
+            item.status = Status::Done;
+        }
+        Ok(OpOutcome::Deleted) => item.status = Status::Done,
+        Err(e) => {
+            let deleting = matches!(item.plan.google, Some(GoogleStep::Delete { .. }));
+            if deleting && e.kind == RemoteErrorKind::NotFound {
+                item.status = Status::Done; // already gone
+            } else {
+                item.google_error = Some(e.kind);
+                item.status = Status::Failed(e.to_string());
+            }
+        }
+    }
+}
+
+/// Handles a failed Google write that can be healed in this pass. Returns whether it tried.
+async fn fix_up<T: RemoteKind, R: Remote>(
+    ctx: &UserCtx<'_, R>,
+    input: &PlanInput<'_, T>,
+    hooks: &Hooks<'_, T>,
+    item: &mut Work<T>,
+) -> bool {
+    if !matches!(item.status, Status::Failed(_)) {
+        return false;
+    }
+    let kind = item.google_error.take();
+    if item.replans >= MAX_REPLANS {
+        return false;
+    }
+    item.replans += 1;
+    let Some(crm_id) = item.plan.crm_id.clone() else {
+        return false;
+    };
+    match (kind, item.plan.google.clone()) {
+        // Our earlier insert went through: read it and link it (then push if it differs).
+        (
+            Some(RemoteErrorKind::AlreadyExists),
+            Some(GoogleStep::Create {
+                event_id: Some(id),
+                data,
+                ..
+            }),
+        ) => match T::get(ctx.remote, ctx.google_user, ctx.container, &id).await {
+            Ok(RemoteChange::Present(found)) if found.data == data => {
+                item.written = Some(found);
+                item.status = Status::Done;
+                true
+            }
+            Ok(RemoteChange::Present(found)) => {
+                item.plan.google = Some(GoogleStep::Update {
+                    google_id: found.google_id.clone(),
+                    etag: found.etag.clone(),
+                    data,
+                });
+                single_google(ctx, item).await;
+                true
+            }
+            Ok(RemoteChange::Deleted { .. }) => {
+                // The id is reserved by a deleted event: take the next generation.
+                if let Some(GoogleStep::Create { generation, .. }) = &item.plan.google {
+                    let generation = generation + 1;
+                    item.plan.google = Some(GoogleStep::Create {
+                        generation,
+                        event_id: Some((input.event_id)(&crm_id, generation)),
+                        data,
+                    });
+                    if let Err(e) = store_pending(ctx, item) {
+                        item.status = Status::Failed(e.to_string());
+                        return false;
+                    }
+                    single_google(ctx, item).await;
+                }
+                true
+            }
+            Err(e) => {
+                item.status = Status::Failed(e.to_string());
+                false
+            }
+        },
+        // The item changed (412) or vanished (404) under us: re-read, re-plan, retry.
+        (
+            Some(RemoteErrorKind::PreconditionFailed | RemoteErrorKind::NotFound),
+            Some(GoogleStep::Update { google_id, .. }),
+        ) => {
+            let now = match T::get(ctx.remote, ctx.google_user, ctx.container, &google_id).await {
+                Ok(now) => now,
+                Err(e) if e.kind == RemoteErrorKind::NotFound => RemoteChange::Deleted {
+                    google_id: google_id.clone(),
+                },
+                Err(e) => {
+                    item.status = Status::Failed(e.to_string());
+                    return false;
+                }
+            };
+            let state = match &now {
+                RemoteChange::Present(it) => RemoteState::Present(it),
+                RemoteChange::Deleted { .. } => RemoteState::Deleted,
+            };
+            let mut claimed = BTreeSet::new();
+            let desired = input.desired.get(&crm_id);
+            let link = input.links.get(&crm_id);
+            let Some(replanned) = plan_record(input, &crm_id, desired, link, state, &mut claimed)
+            else {
+                item.status = Status::Done;
+                return true;
+            };
+            item.plan = replanned;
+            item.status = Status::Pending;
+            run_crm_step(ctx, hooks, item);
+            if matches!(item.status, Status::Pending) {
+                if item.plan.google.is_some() {
+                    if matches!(item.plan.google, Some(GoogleStep::Create { .. })) {
+                        if let Err(e) = store_pending(ctx, item) {
+                            item.status = Status::Failed(e.to_string());
+                            return false;
+                        }
+                    }
+                    single_google(ctx, item).await;
+                } else {
+                    item.status = Status::Done;
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+fn store_pending<T: Synced, R>(ctx: &UserCtx<'_, R>, item: &Work<T>) -> Result<(), StoreError> {
+    let (Some(GoogleStep::Create { generation, event_id, data }), Some(crm_id)) =
+        (&item.plan.google, &item.plan.crm_id)
+    else {
+        return Ok(());
+    };
+    ctx.state.write(|w| {
+        w.put_link(
+            ctx.user(),
+            T::KIND,
+            &Link {
+                crm_id: crm_id.clone(),
+                state: LinkState::PendingCreate,
+                google_id: event_id.clone(),
+                etag: None,
+                generation: *generation,
+                base: Some(data.clone()),
+                crm_version: None,
+                origin: LinkOrigin::Created,
+            },
+            None,
+        )
+    })
+}
+
+async fn single_google<T: RemoteKind, R: Remote>(ctx: &UserCtx<'_, R>, item: &mut Work<T>) {
+    let (Some(step), Some(crm_id)) = (item.plan.google.clone(), item.plan.crm_id.clone()) else {
+        item.status = Status::Done;
+        return;
+    };
+    match T::apply(ctx.remote, ctx.google_user, ctx.container, &[(crm_id, step)]).await {
+        Ok(mut results) if results.len() == 1 => {
+            let result = results.remove(0);
+            handle_google_result(item, result);
+        }
+        Ok(_) => item.status = Status::Failed("batch answered with the wrong number of parts".into()),
+        Err(e) => item.status = Status::Failed(e.to_string()),
+    }
+}
+
+fn count<T>(c: &mut Counts, item: &Work<T>) {
+    use super::plan::Case;
+    match (&item.plan.google, item.plan.case) {
+        (Some(GoogleStep::Create { .. }), _) => c.created += 1,
+        (Some(GoogleStep::Update { .. }), Case::Relink | Case::Dedup) => c.linked += 1,
+        (Some(GoogleStep::Update { .. }), Case::PhoneNew) => {}
+        (Some(GoogleStep::Update { .. }), _) => c.updated += 1,
+        (Some(GoogleStep::Delete { .. }), _) => c.deleted += 1,
+        (None, Case::Relink | Case::Dedup) => c.linked += 1,
+        _ => {}
+    }
+    match &item.plan.crm {
+        Some(CrmStep::Update { .. }) | Some(CrmStep::Delete { .. }) => c.written_back += 1,
+        Some(CrmStep::Create { .. }) => c.imported += 1,
+        None => {}
+    }
+    if item.reverted_write_back || item.plan.notes.iter().any(|n| n.action == "reverted") {
+        c.reverted += 1;
+    }
+    if matches!(item.plan.link, LinkStep::Unlinked) {
+        c.unlinked += 1;
+    }
+    c.conflicts += item.plan.conflicts.len();
+    c.text_merges += item
+        .plan
+        .notes
+        .iter()
+        .filter(|n| n.action == "text_merged")
+        .count();
+}
+
+fn audit_action<T>(item: &Work<T>) -> Option<&'static str> {
+    match (&item.plan.google, &item.plan.crm) {
+        (_, Some(CrmStep::Update { .. })) => Some("written_back"),
+        (_, Some(CrmStep::Delete { .. })) => None,
+        (_, Some(CrmStep::Create { .. })) => None,
+        (Some(GoogleStep::Create { .. }), None) => Some("copied_to_google"),
+        (Some(GoogleStep::Update { .. }), None) => Some("updated_in_google"),
+        (Some(GoogleStep::Delete { .. }), None) => None,
+        (None, None) => None,
+    }
+}
+
+fn commit_link<T: Synced>(
+    w: &crate::store::SyncWriter<'_>,
+    user: &UserId,
+    kind: ObjectKind,
+    item: &Work<T>,
+    input: &PlanInput<'_, T>,
+    linked_ids: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    let Some(crm_id) = &item.plan.crm_id else {
+        return Ok(());
+    };
+    let current = input.links.get(crm_id);
+    match &item.plan.link {
+        LinkStep::Keep => Ok(()),
+        LinkStep::Remove => w.delete_link(user, kind, crm_id),
+        LinkStep::Etag { etag } => w.set_link_etag(user, kind, crm_id, etag),
+        LinkStep::Unlinked => {
+            let mut link = current.cloned().ok_or(StoreError::RowCount {
+                action: "unlink",
+                table: "links",
+                touched: 0,
+            })?;
+            link.state = LinkState::Unlinked;
+            link.google_id = None;
+            link.etag = None;
+            w.put_link(user, kind, &link, None)
+        }
+        LinkStep::Linked {
+            google_id,
+            etag,
+            base,
+            origin,
+            pre_link,
+        } => {
+            let (google_id, etag) = match &item.written {
+                Some(written) => (Some(written.google_id.clone()), Some(written.etag.clone())),
+                None => (
+                    google_id
+                        .clone()
+                        .or_else(|| current.and_then(|l| l.google_id.clone())),
+                    etag.clone().or_else(|| current.and_then(|l| l.etag.clone())),
+                ),
+            };
+            let generation = match &item.plan.google {
+                Some(GoogleStep::Create { generation, .. }) => *generation,
+                _ => current.map_or(0, |l| l.generation),
+            };
+            let crm_version = item
+                .crm_version
+                .or_else(|| input.desired.get(crm_id).map(|d| d.version));
+            if let Some(g) = &google_id {
+                linked_ids.insert(g.clone());
+            }
+            w.put_link(
+                user,
+                kind,
+                &Link {
+                    crm_id: crm_id.clone(),
+                    state: LinkState::Linked,
+                    google_id,
+                    etag,
+                    generation,
+                    base: Some(base.clone()),
+                    crm_version,
+                    origin: *origin,
+                },
+                pre_link.as_ref(),
+            )
+        }
+    }
+}
