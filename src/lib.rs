@@ -7,4 +7,6 @@ pub mod crm;
 pub mod db;
 pub mod mirror;
 pub mod model;
+pub mod scope;
+pub mod security;
 pub mod store;
