@@ -25,6 +25,9 @@ pub struct Config {
     pub crm: CrmConfig,
     pub google: GoogleConfig,
     pub sync: SyncConfig,
+    /// Sync-scope defaults: `[scope.org]`, `[scope.profile.<id>]`, `[scope.role.<id>]`
+    /// (precedence: user override > role > profile > org > built-in; see `scope`).
+    pub scope: crate::scope::ScopeConfig,
 }
 
 /// Where crmsync keeps its own state.
@@ -220,6 +223,9 @@ impl Config {
             if name.trim().is_empty() {
                 return fail(key, "must not be empty".into());
             }
+        }
+        if let Err((section, err)) = self.scope.check_ranges() {
+            return fail(&section, err.to_string());
         }
         Ok(())
     }

@@ -7,5 +7,7 @@ pub mod crm;
 pub mod db;
 pub mod mirror;
 pub mod model;
+pub mod scope;
+pub mod security;
 pub mod store;
 pub mod sync;

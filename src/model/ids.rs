@@ -53,6 +53,7 @@ macro_rules! string_id {
             }
 
             /// Wraps a string the caller built from the id alphabet (no validation).
+            #[allow(dead_code)]
             pub(crate) fn from_trusted(raw: String) -> Self {
                 debug_assert!(validate_id(&raw).is_ok(), "{raw:?}");
                 Self(raw)

@@ -9,7 +9,7 @@ pub mod synced;
 
 pub use ids::{CrmId, IdError, ObjectKind, ProfileId, RecordRef, RoleId, RuleId, TeamId, UserId};
 pub use org::{
-    ObjectPermissions, OperationScopes, OrgSettings, OrgWideSharing, Profile, ProfileObjects, Role,
+    ObjectPermissions, OperationScopes, OrgSettings, OrgWideSharing, Profile, Role,
     RuleAccess, RuleParty, ScopeLevel, SharingDefault, SharingRule, Team, User, Visibility,
 };
 pub use records::{

@@ -6,6 +6,7 @@
 
 use super::ids::{ObjectKind, ProfileId, RoleId, RuleId, TeamId, UserId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Organisation-level settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -138,31 +139,45 @@ impl ObjectPermissions {
 pub struct Profile {
     pub id: ProfileId,
     pub name: String,
-    #[serde(default)]
-    pub objects: ProfileObjects,
+    #[serde(default, deserialize_with = "objects_by_kind")]
+    pub objects: BTreeMap<ObjectKind, ObjectPermissions>,
 }
 
-/// A profile's rights per object kind; a kind it does not mention gets no rights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// The org file's `objects` block: only the known object kinds, each at most once (parsed as
+/// a struct so an error names its path, e.g. `profiles[0].objects.contact.fly`).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProfileObjects {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contact: Option<ObjectPermissions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<ObjectPermissions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub organization: Option<ObjectPermissions>,
+struct ProfileObjects {
+    #[serde(default)]
+    contact: Option<ObjectPermissions>,
+    #[serde(default)]
+    event: Option<ObjectPermissions>,
+    #[serde(default)]
+    organization: Option<ObjectPermissions>,
+}
+
+fn objects_by_kind<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<ObjectKind, ObjectPermissions>, D::Error> {
+    let raw = ProfileObjects::deserialize(deserializer)?;
+    Ok([
+        (ObjectKind::Contact, raw.contact),
+        (ObjectKind::Event, raw.event),
+        (ObjectKind::Organization, raw.organization),
+    ]
+    .into_iter()
+    .filter_map(|(kind, perms)| perms.map(|p| (kind, p)))
+    .collect())
 }
 
 impl Profile {
     /// The (closed) rights this profile gives on `kind`; none if the kind is not mentioned.
     pub fn object(&self, kind: ObjectKind) -> ObjectPermissions {
-        let raw = match kind {
-            ObjectKind::Contact => self.objects.contact,
-            ObjectKind::Event => self.objects.event,
-            ObjectKind::Organization => self.objects.organization,
-        };
-        raw.map(ObjectPermissions::closed).unwrap_or_default()
+        self.objects
+            .get(&kind)
+            .copied()
+            .map(ObjectPermissions::closed)
+            .unwrap_or_default()
     }
 }
 

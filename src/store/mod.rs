@@ -11,11 +11,17 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+mod scopes;
+
 /// The state DB's schema, oldest first. Append only: never edit a landed migration.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "state/0001_mirror.sql",
         sql: include_str!("../../migrations/state/0001_mirror.sql"),
+    },
+    Migration {
+        name: "state/0002_scopes.sql",
+        sql: include_str!("../../migrations/state/0002_scopes.sql"),
     },
     Migration {
         name: "state/0003_sync.sql",

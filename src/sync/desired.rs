@@ -13,13 +13,23 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A user's sets for one kind.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UserSets<T> {
     pub desired: BTreeMap<CrmId, DesiredItem<T>>,
     /// Readable and selected, but outside the event window: kept if synced, never created.
     pub retained: BTreeSet<CrmId>,
     /// Why each linked record that is neither desired nor retained left.
     pub lost: BTreeMap<CrmId, LostReason>,
+}
+
+impl<T> Default for UserSets<T> {
+    fn default() -> Self {
+        Self {
+            desired: BTreeMap::new(),
+            retained: BTreeSet::new(),
+            lost: BTreeMap::new(),
+        }
+    }
 }
 
 /// The synced form of a contact.

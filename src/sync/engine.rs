@@ -122,7 +122,7 @@ pub struct Engine<'a, R> {
     pub config: &'a Config,
     pub scopes: &'a ScopeConfig,
     pub state: &'a StateDb,
-    pub crm: RefCell<Box<dyn Source + 'a>>,
+    pub crm: RefCell<Box<dyn Source>>,
     pub remote: &'a R,
     pub now: DateTime<Utc>,
 }
@@ -322,11 +322,7 @@ impl<R: Remote> Engine<'_, R> {
     }
 
     fn scope_of(&self, model: &OrgModel, user: &UserId) -> Result<ResolvedScope, String> {
-        let overrides = self
-            .state
-            .scope_override(user)
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
+        let overrides = self.state.scope_overrides(user).map_err(|e| e.to_string())?;
         scope::resolve(self.scopes, model, user, &overrides).map_err(|e| e.to_string())
     }
 
@@ -396,10 +392,15 @@ impl<R: Remote> Engine<'_, R> {
             self.state.links(&user.id, ObjectKind::Contact)?;
         let event_links: BTreeMap<CrmId, Link<SyncedEvent>> =
             self.state.links(&user.id, ObjectKind::Event)?;
-        let contact_sets = desired::contact_sets(access, user, &resolved.scope, self.now, contact_links.keys())
-            .unwrap_or_default();
-        let event_sets = desired::event_sets(access, user, &resolved.scope, self.now, event_links.keys())
-            .unwrap_or_default();
+        let sets = desired::contact_sets(access, user, &resolved.scope, self.now, contact_links.keys())
+            .and_then(|c| {
+                desired::event_sets(access, user, &resolved.scope, self.now, event_links.keys())
+                    .map(|e| (c, e))
+            });
+        let (contact_sets, event_sets) = match sets {
+            Ok(sets) => sets,
+            Err(e) => return self.fail(report, format!("desired sets: {e}")),
+        };
         let pending_contacts = contact_links
             .values()
             .any(|l| l.state == LinkState::PendingCreate);
