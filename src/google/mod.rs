@@ -1,4 +1,6 @@
-//! The Google side: mapping between synced forms and Google's types, the retry policy, and
-//! `GoogleRemote`, the engine's `Remote` on Calendar v3 and People v1.
+//! Google side of crmsync: authentication (service-account impersonation through yup-oauth2)
+//! and the official Calendar/People hubs pointed at Google or at the emulator.
 
+pub mod auth;
+pub mod hub;
 pub mod mapping;
