@@ -2,5 +2,7 @@
 //! and the official Calendar/People hubs pointed at Google or at the emulator.
 
 pub mod auth;
+pub mod classify;
 pub mod hub;
 pub mod mapping;
+pub mod retry;
