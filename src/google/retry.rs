@@ -8,10 +8,12 @@
 //!   `min(Retry-After, max_delay)`; the cap keeps tests fast and bounds a hostile header).
 //! - Attempts are bounded (`max_attempts`, counting the first) and each is bounded in time
 //!   (`attempt_timeout`, a timeout is transient).
-//! - A write that is not safe to repeat (a contact create: Google would make a second
-//!   contact) is not retried after a failure that may have happened after Google applied it
-//!   (timeout, dropped connection); it is reported as `Transient` and the engine's
-//!   pending-create resolution finds it by its marker.
+//! - A write that is not safe to repeat ([`Repeat::NotAfterSend`]: contact and calendar
+//!   creation, where Google would make a second one) is not retried after an *ambiguous*
+//!   failure — one that may have happened after Google applied it (timeout, dropped
+//!   connection, broken answer). It is reported as `Transient`; `ensure_calendar` finds the
+//!   calendar by its marker and the engine's pending-create resolution finds the contact by
+//!   its `clientData`. 5xx and 429 answers are still retried: Google did not apply them.
 //! - Pacing: every attempt first takes its cost (a Calendar batch costs one per part) from
 //!   the user's [`Pacer`], a sliding 60-second window that never admits more than
 //!   `requests_per_minute` — the shape of Google's own per-user quota, so pacing below it
@@ -84,35 +86,43 @@ pub fn retry_delay(
     }
 }
 
-/// A failed attempt, with whether the policy may try again.
+/// A failed attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub error: RemoteError,
-    pub retry: bool,
+    /// The failure happened after the request may have reached Google (timeout, dropped
+    /// connection, broken answer): a write may have been applied.
+    pub ambiguous: bool,
 }
 
 impl From<RemoteError> for Failure {
     fn from(error: RemoteError) -> Self {
         Self {
-            retry: is_retryable(error.kind),
             error,
+            ambiguous: false,
         }
     }
 }
 
 impl Failure {
-    /// For writes that must not be repeated once Google may have applied them: a failure
-    /// that may have happened after the request reached Google is not retried.
-    pub fn not_repeatable(mut self, reached_google: bool) -> Self {
-        if reached_google && self.error.kind == RemoteErrorKind::Transient {
-            self.retry = false;
-            self.error.message = format!(
-                "{} (not retried: the write may have been applied)",
-                self.error.message
-            );
+    /// A transport failure after the request may have reached Google.
+    pub fn ambiguous(error: RemoteError) -> Self {
+        Self {
+            error,
+            ambiguous: true,
         }
-        self
     }
+}
+
+/// Whether a call may be sent again after an ambiguous failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// Reads, and writes whose repetition Google refuses harmlessly (inserts with our id →
+    /// 409, conditional updates → 412, deletes → 404).
+    Safe,
+    /// Writes that would be applied twice (contact and calendar creation): not retried
+    /// after an ambiguous failure.
+    NotAfterSend,
 }
 
 /// A sliding-window limiter: at most `per_minute` cost units in any 60 seconds.
@@ -204,6 +214,10 @@ impl RetryPolicy {
         retry_delay(&self.config, retry, retry_after, unit)
     }
 
+    fn retries(&self, failure: &Failure, repeat: Repeat) -> bool {
+        is_retryable(failure.error.kind) && !(failure.ambiguous && repeat == Repeat::NotAfterSend)
+    }
+
     /// Runs `attempt` until it succeeds, fails in a way that is not retried, or runs out of
     /// attempts. Each attempt first takes `cost` from `pacer` and is bounded by
     /// `attempt_timeout`.
@@ -211,6 +225,7 @@ impl RetryPolicy {
         &self,
         pacer: &Pacer,
         cost: u32,
+        repeat: Repeat,
         mut attempt: F,
     ) -> Result<T, RemoteError>
     where
@@ -223,7 +238,7 @@ impl RetryPolicy {
             pacer.acquire(cost).await;
             let outcome = match tokio::time::timeout(self.config.attempt_timeout, attempt()).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(Failure::from(RemoteError::new(
+                Err(_) => Err(Failure::ambiguous(RemoteError::new(
                     RemoteErrorKind::Transient,
                     format!(
                         "no answer within {} s",
@@ -233,7 +248,7 @@ impl RetryPolicy {
             };
             match outcome {
                 Ok(value) => return Ok(value),
-                Err(failure) if failure.retry && retry + 1 < attempts => {
+                Err(failure) if self.retries(&failure, repeat) && retry + 1 < attempts => {
                     let wait = self.delay(retry, failure.error.retry_after);
                     tracing::debug!(
                         attempt = retry + 1,
@@ -245,9 +260,14 @@ impl RetryPolicy {
                     retry += 1;
                 }
                 Err(mut failure) => {
-                    if failure.retry {
+                    if self.retries(&failure, repeat) {
                         failure.error.message = format!(
                             "{} (gave up after {attempts} attempts)",
+                            failure.error.message
+                        );
+                    } else if failure.ambiguous && is_retryable(failure.error.kind) {
+                        failure.error.message = format!(
+                            "{} (not retried: the write may have been applied)",
                             failure.error.message
                         );
                     }
@@ -325,7 +345,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let start = Instant::now();
         let result = policy
-            .run(&pacer, 1, || async {
+            .run(&pacer, 1, Repeat::Safe, || async {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
                 if n < 2 {
                     Err(failing(RemoteErrorKind::Transient))
@@ -352,7 +372,7 @@ mod tests {
         ] {
             let calls = AtomicU32::new(0);
             let result: Result<(), _> = policy
-                .run(&pacer, 1, || async {
+                .run(&pacer, 1, Repeat::Safe, || async {
                     calls.fetch_add(1, Ordering::SeqCst);
                     Err(failing(kind))
                 })
@@ -368,7 +388,7 @@ mod tests {
         let pacer = Pacer::new(600);
         let calls = AtomicU32::new(0);
         let result: Result<(), _> = policy
-            .run(&pacer, 1, || async {
+            .run(&pacer, 1, Repeat::Safe, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(failing(RemoteErrorKind::RateLimited))
             })
@@ -386,7 +406,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let start = Instant::now();
         let _ = policy
-            .run(&pacer, 1, || async {
+            .run(&pacer, 1, Repeat::Safe, || async {
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     let mut e = RemoteError::new(RemoteErrorKind::RateLimited, "slow down");
                     e.retry_after = Some(Duration::from_millis(1500));
@@ -407,7 +427,7 @@ mod tests {
         let policy = RetryPolicy::new(c);
         let pacer = Pacer::new(600);
         let result: Result<(), _> = policy
-            .run(&pacer, 1, || async {
+            .run(&pacer, 1, Repeat::Safe, || async {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 Ok(())
             })
@@ -419,26 +439,49 @@ mod tests {
     async fn writes_that_may_have_landed_are_not_repeated() {
         let policy = RetryPolicy::new(config());
         let pacer = Pacer::new(600);
+        let count = |repeat: Repeat, failure: Failure| {
+            let policy = &policy;
+            let pacer = &pacer;
+            async move {
+                let calls = AtomicU32::new(0);
+                let result: Result<(), _> = policy
+                    .run(pacer, 1, repeat, || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Err(failure.clone())
+                    })
+                    .await;
+                (result.unwrap_err(), calls.load(Ordering::SeqCst))
+            }
+        };
+        let dropped = Failure::ambiguous(RemoteError::new(RemoteErrorKind::Transient, "reset"));
+        let (err, calls) = count(Repeat::NotAfterSend, dropped.clone()).await;
+        assert_eq!((err.kind, calls), (RemoteErrorKind::Transient, 1));
+        assert!(err.message.contains("may have been applied"));
+        // The same failure on a safe call is retried.
+        assert_eq!(count(Repeat::Safe, dropped).await.1, 4);
+        // A 503 (Google did not apply the write) is retried even for creates.
+        assert_eq!(
+            count(Repeat::NotAfterSend, failing(RemoteErrorKind::Transient))
+                .await
+                .1,
+            4
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_of_creates_are_not_repeated() {
+        let policy = RetryPolicy::new(config());
+        let pacer = Pacer::new(600);
         let calls = AtomicU32::new(0);
         let result: Result<(), _> = policy
-            .run(&pacer, 1, || async {
+            .run(&pacer, 1, Repeat::NotAfterSend, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(failing(RemoteErrorKind::Transient).not_repeatable(true))
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
             })
             .await;
         assert_eq!(result.unwrap_err().kind, RemoteErrorKind::Transient);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        // A 503 (Google did not apply it) is still retried.
-        assert!(
-            failing(RemoteErrorKind::RateLimited)
-                .not_repeatable(true)
-                .retry
-        );
-        assert!(
-            failing(RemoteErrorKind::Transient)
-                .not_repeatable(false)
-                .retry
-        );
     }
 
     #[tokio::test(start_paused = true)]
