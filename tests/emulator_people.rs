@@ -1,5 +1,6 @@
 //! People v1 strictness, through the official `google-people1` hub (reqwest only to read the
 //! `Retry-After` header, which the hub does not expose).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
