@@ -1,5 +1,6 @@
 //! Calendar v3 strictness, through the official `google-calendar3` hub (and reqwest only for
 //! what the hub cannot express: If-Match and batch).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
