@@ -5,6 +5,8 @@
 pub mod config;
 pub mod crm;
 pub mod db;
+pub mod emulator;
+pub mod google;
 pub mod mirror;
 pub mod model;
 pub mod scope;
