@@ -315,7 +315,11 @@ impl Source for SqliteCrm {
     }
 
     fn get(&self, record: &RecordRef) -> Result<Option<(i64, Entity)>, CrmError> {
-        SqliteCrm::get(self, EntityKind::from_object(record.kind), record.id.as_str())
+        SqliteCrm::get(
+            self,
+            EntityKind::from_object(record.kind),
+            record.id.as_str(),
+        )
     }
 
     fn apply(&mut self, write: &WriteBack) -> Result<WriteOutcome, CrmError> {

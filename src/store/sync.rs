@@ -224,7 +224,10 @@ impl StateDb {
     }
 
     /// Counts of links per state for a user (status reports).
-    pub fn link_counts(&self, user: &UserId) -> Result<BTreeMap<(String, String), i64>, StoreError> {
+    pub fn link_counts(
+        &self,
+        user: &UserId,
+    ) -> Result<BTreeMap<(String, String), i64>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT kind, state, count(*) FROM links WHERE user_id = ?1 GROUP BY kind, state",
         )?;
@@ -503,7 +506,14 @@ impl SyncWriter<'_> {
         self.tx.execute(
             "INSERT INTO audit (at, run_id, user_id, record, action, detail)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![now(), run_id, user.map(UserId::as_str), record, action, detail.to_string()],
+            params![
+                now(),
+                run_id,
+                user.map(UserId::as_str),
+                record,
+                action,
+                detail.to_string()
+            ],
         )?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use super::plan::{DesiredItem, LostReason};
 use crate::crm::{Entity, OrgModel};
+use crate::google::mapping::{canonical_contact, canonical_event};
 use crate::model::{
     Attendee, AttendeeLine, Contact, CrmId, Event, ObjectKind, RecordRef, SyncedContact,
     SyncedEvent, User, UserId,
@@ -32,9 +33,9 @@ impl<T> Default for UserSets<T> {
     }
 }
 
-/// The synced form of a contact.
+/// The synced form of a contact (canonical, as Google will give it back).
 pub fn project_contact(model: &OrgModel, c: &Contact) -> SyncedContact {
-    SyncedContact {
+    canonical_contact(&SyncedContact {
         first_name: c.first_name.clone(),
         last_name: c.last_name.clone(),
         organization: c
@@ -48,7 +49,7 @@ pub fn project_contact(model: &OrgModel, c: &Contact) -> SyncedContact {
         phones: c.phones.clone(),
         addresses: c.addresses.clone(),
         notes: c.notes.clone(),
-    }
+    })
 }
 
 /// The synced form of an event as `viewer` sees it: attendees limited to users and the
@@ -74,7 +75,7 @@ pub fn project_event(access: &Access<'_>, viewer: &UserId, e: &Event) -> SyncedE
             }),
         })
         .collect();
-    SyncedEvent {
+    canonical_event(&SyncedEvent {
         title: e.title.clone(),
         description: e.description.clone(),
         location: e.location.clone(),
@@ -84,7 +85,7 @@ pub fn project_event(access: &Access<'_>, viewer: &UserId, e: &Event) -> SyncedE
         all_day: e.all_day,
         recurrence: e.recurrence.clone(),
         attendees,
-    }
+    })
 }
 
 /// Projects any record entity of a user's view.
@@ -96,7 +97,12 @@ pub fn project_contact_entity(model: &OrgModel, entity: &Entity) -> Option<Synce
 }
 
 /// A phone-created contact as a new CRM contact owned by `owner`.
-pub fn import_contact(model: &OrgModel, owner: &UserId, id: &CrmId, data: &SyncedContact) -> Entity {
+pub fn import_contact(
+    model: &OrgModel,
+    owner: &UserId,
+    id: &CrmId,
+    data: &SyncedContact,
+) -> Entity {
     let wanted = data.organization.trim().to_lowercase();
     let organization = (!wanted.is_empty())
         .then(|| {
@@ -174,7 +180,9 @@ fn item<T>(
         data,
         version: model.versions.get(&record).copied().unwrap_or(0),
         may_edit: access.may(user, &record, Operation::Edit).unwrap_or(false),
-        may_delete: access.may(user, &record, Operation::Delete).unwrap_or(false),
+        may_delete: access
+            .may(user, &record, Operation::Delete)
+            .unwrap_or(false),
         may_create,
         changed_at,
     }
@@ -194,15 +202,25 @@ pub fn contact_sets<'a>(
         for id in desired_set(access, &user.id, scope, ObjectKind::Contact, now)?.iter() {
             if let Some(c) = model.contacts.get(id) {
                 let data = project_contact(model, c);
-                let d = item(access, &user.id, ObjectKind::Contact, id, data, true, c.updated_at);
+                let d = item(
+                    access,
+                    &user.id,
+                    ObjectKind::Contact,
+                    id,
+                    data,
+                    true,
+                    c.updated_at,
+                );
                 sets.desired.insert(id.clone(), d);
             }
         }
     }
     for id in linked {
         if !sets.desired.contains_key(id) {
-            sets.lost
-                .insert(id.clone(), lost_reason(access, user, ObjectKind::Contact, id));
+            sets.lost.insert(
+                id.clone(),
+                lost_reason(access, user, ObjectKind::Contact, id),
+            );
         }
     }
     Ok(sets)
@@ -225,13 +243,23 @@ pub fn event_sets<'a>(
         unbounded.days_future = MAX_WINDOW_DAYS;
         let selected = desired_set(access, &user.id, &unbounded, ObjectKind::Event, now)?;
         for id in selected.iter() {
-            let Some(e) = model.events.get(id) else { continue };
+            let Some(e) = model.events.get(id) else {
+                continue;
+            };
             let data = project_event(access, &user.id, e);
             let within = in_window.contains(id);
             if !within {
                 sets.retained.insert(id.clone());
             }
-            let d = item(access, &user.id, ObjectKind::Event, id, data, within, e.updated_at);
+            let d = item(
+                access,
+                &user.id,
+                ObjectKind::Event,
+                id,
+                data,
+                within,
+                e.updated_at,
+            );
             sets.desired.insert(id.clone(), d);
         }
     }

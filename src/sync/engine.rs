@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::crm::{OrgModel, Source};
 use crate::mirror;
 use crate::model::{CrmId, ObjectKind, RecordRef, SyncedContact, SyncedEvent, User, UserId};
-use crate::scope::{self, EffectiveScope, ResolvedScope, ScopeConfig};
+use crate::scope::{self, EffectiveScope, ResolvedScope};
 use crate::security::{Access, Operation};
 use crate::store::{StateDb, StoreError};
 use chrono::{DateTime, Utc};
@@ -120,7 +120,6 @@ pub struct RunReport {
 /// The engine for one run.
 pub struct Engine<'a, R> {
     pub config: &'a Config,
-    pub scopes: &'a ScopeConfig,
     pub state: &'a StateDb,
     pub crm: RefCell<Box<dyn Source>>,
     pub remote: &'a R,
@@ -283,7 +282,15 @@ impl<R: Remote> Engine<'_, R> {
             self.state.record_attempt(&user.id)?;
         }
         let result = self
-            .user_pass_inner(access, user, &google_user, &resolved, options, run_id, &mut report)
+            .user_pass_inner(
+                access,
+                user,
+                &google_user,
+                &resolved,
+                options,
+                run_id,
+                &mut report,
+            )
             .await;
         match result {
             Ok(()) => {
@@ -294,7 +301,11 @@ impl<R: Remote> Engine<'_, R> {
                         report.status = UserStatus::Partial;
                     }
                     let failed = matches!(report.status, UserStatus::Failed | UserStatus::Refused);
-                    let error = if failed { report.message.clone() } else { error };
+                    let error = if failed {
+                        report.message.clone()
+                    } else {
+                        error
+                    };
                     self.state.record_outcome(
                         &user.id,
                         error.as_deref(),
@@ -322,8 +333,11 @@ impl<R: Remote> Engine<'_, R> {
     }
 
     fn scope_of(&self, model: &OrgModel, user: &UserId) -> Result<ResolvedScope, String> {
-        let overrides = self.state.scope_overrides(user).map_err(|e| e.to_string())?;
-        scope::resolve(self.scopes, model, user, &overrides).map_err(|e| e.to_string())
+        let overrides = self
+            .state
+            .scope_overrides(user)
+            .map_err(|e| e.to_string())?;
+        scope::resolve(&self.config.scope, model, user, &overrides).map_err(|e| e.to_string())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -346,19 +360,34 @@ impl<R: Remote> Engine<'_, R> {
         } else {
             let calendar = match self
                 .remote
-                .ensure_calendar(google_user, &self.config.google.calendar_name, known_calendar.as_deref())
+                .ensure_calendar(
+                    google_user,
+                    &self.config.google.calendar_name,
+                    known_calendar.as_deref(),
+                )
                 .await
             {
                 Ok(c) => c,
-                Err(e) => return self.fail(report, format!("cannot reach the user's calendar: {e}")),
+                Err(e) => {
+                    return self.fail(report, format!("cannot reach the user's calendar: {e}"))
+                }
             };
             let group = match self
                 .remote
-                .ensure_group(google_user, &self.config.google.contact_group_name, known_group.as_deref())
+                .ensure_group(
+                    google_user,
+                    &self.config.google.contact_group_name,
+                    known_group.as_deref(),
+                )
                 .await
             {
                 Ok(g) => g,
-                Err(e) => return self.fail(report, format!("cannot reach the user's contact group: {e}")),
+                Err(e) => {
+                    return self.fail(
+                        report,
+                        format!("cannot reach the user's contact group: {e}"),
+                    )
+                }
             };
             if known_calendar.as_deref() != Some(calendar.as_str()) && known_calendar.is_some() {
                 // A new calendar: every event link pointed into the old one.
@@ -369,8 +398,13 @@ impl<R: Remote> Engine<'_, R> {
                         w.delete_link(&user.id, ObjectKind::Event, id)?;
                     }
                     w.set_sync_token(&user.id, ObjectKind::Event, None)?;
-                    w.audit(run_id, Some(&user.id), None, "calendar_recreated",
-                        &serde_json::json!({"old": known_calendar, "new": calendar}))
+                    w.audit(
+                        run_id,
+                        Some(&user.id),
+                        None,
+                        "calendar_recreated",
+                        &serde_json::json!({"old": known_calendar, "new": calendar}),
+                    )
                 })?;
             }
             if known_group.as_deref() != Some(group.as_str()) && known_group.is_some() {
@@ -384,19 +418,29 @@ impl<R: Remote> Engine<'_, R> {
             (Some(calendar), Some(group))
         };
         let sync_user = self.state.sync_user(&user.id)?;
-        let may_create_contact = access.may_create(&user.id, ObjectKind::Contact).unwrap_or(false);
-        let may_create_event = access.may_create(&user.id, ObjectKind::Event).unwrap_or(false);
+        let may_create_contact = access
+            .may_create(&user.id, ObjectKind::Contact)
+            .unwrap_or(false);
+        let may_create_event = access
+            .may_create(&user.id, ObjectKind::Event)
+            .unwrap_or(false);
 
         // 2. Listings, desired sets and plans for both kinds.
         let contact_links: BTreeMap<CrmId, Link<SyncedContact>> =
             self.state.links(&user.id, ObjectKind::Contact)?;
         let event_links: BTreeMap<CrmId, Link<SyncedEvent>> =
             self.state.links(&user.id, ObjectKind::Event)?;
-        let sets = desired::contact_sets(access, user, &resolved.scope, self.now, contact_links.keys())
-            .and_then(|c| {
-                desired::event_sets(access, user, &resolved.scope, self.now, event_links.keys())
-                    .map(|e| (c, e))
-            });
+        let sets = desired::contact_sets(
+            access,
+            user,
+            &resolved.scope,
+            self.now,
+            contact_links.keys(),
+        )
+        .and_then(|c| {
+            desired::event_sets(access, user, &resolved.scope, self.now, event_links.keys())
+                .map(|e| (c, e))
+        });
         let (contact_sets, event_sets) = match sets {
             Ok(sets) => sets,
             Err(e) => return self.fail(report, format!("desired sets: {e}")),
@@ -411,14 +455,20 @@ impl<R: Remote> Engine<'_, R> {
         let event_token = sync_user.as_ref().and_then(|s| s.events_sync_token.clone());
 
         let contact_listing = match &group {
-            Some(g) => match self.listing::<SyncedContact>(google_user, g, contact_token).await {
+            Some(g) => match self
+                .listing::<SyncedContact>(google_user, g, contact_token)
+                .await
+            {
                 Ok(l) => l,
                 Err(e) => return self.fail(report, format!("listing contacts: {e}")),
             },
             None => empty_listing(),
         };
         let event_listing = match &calendar {
-            Some(c) => match self.listing::<SyncedEvent>(google_user, c, event_token).await {
+            Some(c) => match self
+                .listing::<SyncedEvent>(google_user, c, event_token)
+                .await
+            {
                 Ok(l) => l,
                 Err(e) => return self.fail(report, format!("listing events: {e}")),
             },
@@ -433,7 +483,8 @@ impl<R: Remote> Engine<'_, R> {
         let user_id = user.id.clone();
         let import_id_fn = move |g: &str| import_id(&user_id, g);
 
-        let (c_unlinked, c_reported) = self.unlinked::<SyncedContact>(&user.id, &contact_listing)?;
+        let (c_unlinked, c_reported) =
+            self.unlinked::<SyncedContact>(&user.id, &contact_listing)?;
         let (e_unlinked, e_reported) = self.unlinked::<SyncedEvent>(&user.id, &event_listing)?;
         let c_view = RemoteView::from_changes(&contact_listing.changes, contact_listing.full);
         let e_view = RemoteView::from_changes(&event_listing.changes, event_listing.full);
@@ -470,8 +521,16 @@ impl<R: Remote> Engine<'_, R> {
         //    whose revocation is the point).
         if user.active && !options.force {
             for (kind, deletions, linked) in [
-                (ObjectKind::Contact, c_plan.google_deletions(), c_plan.linked_before),
-                (ObjectKind::Event, e_plan.google_deletions(), e_plan.linked_before),
+                (
+                    ObjectKind::Contact,
+                    c_plan.google_deletions(),
+                    c_plan.linked_before,
+                ),
+                (
+                    ObjectKind::Event,
+                    e_plan.google_deletions(),
+                    e_plan.linked_before,
+                ),
             ] {
                 let crm_empty = match kind {
                     ObjectKind::Contact => model.contacts.is_empty(),
@@ -526,7 +585,8 @@ impl<R: Remote> Engine<'_, R> {
         let contact_may = |s: &CrmStep<SyncedContact>, id: Option<&CrmId>| may_contact(s, id);
         let event_may = |s: &CrmStep<SyncedEvent>, id: Option<&CrmId>| may_event(s, id);
         let owner = user.id.clone();
-        let import_c = |id: &CrmId, d: &SyncedContact| Some(desired::import_contact(model, &owner, id, d));
+        let import_c =
+            |id: &CrmId, d: &SyncedContact| Some(desired::import_contact(model, &owner, id, d));
         let import_e = |id: &CrmId, d: &SyncedEvent| Some(desired::import_event(&owner, id, d));
         let project_c = |e: &crate::crm::Entity| desired::project_contact_entity(model, e);
         let project_e = |e: &crate::crm::Entity| match e {
@@ -608,7 +668,10 @@ impl<R: Remote> Engine<'_, R> {
         let mut by_id: BTreeMap<String, RemoteItem<T>> = if listing.full {
             BTreeMap::new()
         } else {
-            stored.into_iter().map(|i| (i.google_id.clone(), i)).collect()
+            stored
+                .into_iter()
+                .map(|i| (i.google_id.clone(), i))
+                .collect()
         };
         for change in &listing.changes {
             match change {
@@ -700,13 +763,22 @@ fn crm_contact_match(access: &Access<'_>, user: &UserId, data: &SyncedContact) -
     let model = access.model();
     let mut out = CrmMatch::default();
     for c in model.contacts.values() {
-        let hit = c.emails.iter().any(|e| keys.contains(&format!("email:{}", e.address)))
-            || c.phones.iter().any(|p| keys.contains(&format!("phone:{}", p.number)));
+        let hit = c
+            .emails
+            .iter()
+            .any(|e| keys.contains(&format!("email:{}", e.address)))
+            || c.phones
+                .iter()
+                .any(|p| keys.contains(&format!("phone:{}", p.number)));
         if !hit {
             continue;
         }
         let readable = access
-            .may(user, &RecordRef::new(ObjectKind::Contact, c.id.clone()), Operation::Read)
+            .may(
+                user,
+                &RecordRef::new(ObjectKind::Contact, c.id.clone()),
+                Operation::Read,
+            )
             .unwrap_or(false);
         if readable && out.readable.is_none() {
             out.readable = Some(c.id.clone());
@@ -762,7 +834,7 @@ fn plan_line<T: super::plan::Synced>(kind: ObjectKind, r: &RecordPlan<T>) -> Pla
     });
     let mut diff = Vec::new();
     if let (Some(base), Some(GoogleStep::Update { data, .. })) = (&r.base, &r.google) {
-        diff.extend(field_diffs(base, data).into_iter().map(|d| format!("google {d}")));
+        diff.extend(field_diffs(base, data, "google now", "google after"));
     }
     if let (Some(before), Some(CrmStep::Update { fields, .. })) = (&r.before, &r.crm) {
         if let Ok(mut after) = serde_json::to_value(before) {
@@ -770,7 +842,7 @@ fn plan_line<T: super::plan::Synced>(kind: ObjectKind, r: &RecordPlan<T>) -> Pla
                 after[k] = v.clone();
             }
             if let Ok(before) = serde_json::to_value(before) {
-                diff.extend(field_diffs(&before, &after).into_iter().map(|d| format!("crm {d}")));
+                diff.extend(field_diffs(&before, &after, "crm now", "crm after"));
             }
         }
     }
@@ -786,7 +858,12 @@ fn plan_line<T: super::plan::Synced>(kind: ObjectKind, r: &RecordPlan<T>) -> Pla
 }
 
 /// Unified diffs, one per changed field, rendered with `similar`.
-pub fn field_diffs<T: serde::Serialize>(before: &T, after: &T) -> Vec<String> {
+pub fn field_diffs<T: serde::Serialize>(
+    before: &T,
+    after: &T,
+    before_label: &str,
+    after_label: &str,
+) -> Vec<String> {
     let changed = super::plan::changed_fields(before, after);
     let Ok(serde_json::Value::Object(old)) = serde_json::to_value(before) else {
         return Vec::new();
@@ -803,7 +880,9 @@ pub fn field_diffs<T: serde::Serialize>(before: &T, after: &T) -> Vec<String> {
             let diff = similar::TextDiff::from_lines(&old_text, &new_text);
             format!(
                 "{field}:\n{}",
-                diff.unified_diff().context_radius(2).header("crm", "google")
+                diff.unified_diff()
+                    .context_radius(2)
+                    .header(before_label, after_label)
             )
         })
         .collect()

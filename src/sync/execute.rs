@@ -7,8 +7,8 @@
 //! commit never leads to a duplicate: the next pass finds the item by id or marker.
 
 use super::plan::{
-    plan_record, CrmStep, GoogleStep, Link, LinkOrigin, LinkState, LinkStep, PlanInput,
-    RecordPlan, RemoteState, Synced,
+    plan_record, CrmStep, GoogleStep, Link, LinkOrigin, LinkState, LinkStep, PlanInput, RecordPlan,
+    RemoteState, Synced,
 };
 use super::remote::{
     BatchResult, ContactOp, EventOp, GoogleUser, Listing, OpOutcome, Remote, RemoteChange,
@@ -275,8 +275,14 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
     // 1. pending_create rows before any create leaves the machine.
     ctx.state.write(|w| {
         for item in &work {
-            if let (Some(GoogleStep::Create { generation, event_id, data }), Some(crm_id)) =
-                (&item.plan.google, &item.plan.crm_id)
+            if let (
+                Some(GoogleStep::Create {
+                    generation,
+                    event_id,
+                    data,
+                }),
+                Some(crm_id),
+            ) = (&item.plan.google, &item.plan.crm_id)
             {
                 let origin = match &item.plan.link {
                     LinkStep::Linked { origin, .. } => *origin,
@@ -340,7 +346,9 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
     // 4. Fix-ups one by one: 409 on a create (already there), 412/404 on an update.
     for item in &mut work {
         for _ in 0..=MAX_REPLANS {
-            let Status::Failed(_) = item.status else { break };
+            let Status::Failed(_) = item.status else {
+                break;
+            };
             if !fix_up(ctx, input, hooks, item).await {
                 break;
             }
@@ -397,7 +405,13 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 if let Some(g) = &item.plan.google_id {
                     detail["google_id"] = serde_json::json!(g);
                 }
-                w.audit(ctx.run_id, Some(&user), record.as_deref(), &n.action, &detail)?;
+                w.audit(
+                    ctx.run_id,
+                    Some(&user),
+                    record.as_deref(),
+                    &n.action,
+                    &detail,
+                )?;
                 if n.action == "not_imported" {
                     if let Some(g) = &item.plan.google_id {
                         w.mark_reported(&user, kind, g)?;
@@ -732,8 +746,14 @@ async fn fix_up<T: RemoteKind, R: Remote>(
 }
 
 fn store_pending<T: Synced, R>(ctx: &UserCtx<'_, R>, item: &Work<T>) -> Result<(), StoreError> {
-    let (Some(GoogleStep::Create { generation, event_id, data }), Some(crm_id)) =
-        (&item.plan.google, &item.plan.crm_id)
+    let (
+        Some(GoogleStep::Create {
+            generation,
+            event_id,
+            data,
+        }),
+        Some(crm_id),
+    ) = (&item.plan.google, &item.plan.crm_id)
     else {
         return Ok(());
     };
@@ -761,12 +781,21 @@ async fn single_google<T: RemoteKind, R: Remote>(ctx: &UserCtx<'_, R>, item: &mu
         item.status = Status::Done;
         return;
     };
-    match T::apply(ctx.remote, ctx.google_user, ctx.container, &[(crm_id, step)]).await {
+    match T::apply(
+        ctx.remote,
+        ctx.google_user,
+        ctx.container,
+        &[(crm_id, step)],
+    )
+    .await
+    {
         Ok(mut results) if results.len() == 1 => {
             let result = results.remove(0);
             handle_google_result(item, result);
         }
-        Ok(_) => item.status = Status::Failed("batch answered with the wrong number of parts".into()),
+        Ok(_) => {
+            item.status = Status::Failed("batch answered with the wrong number of parts".into())
+        }
         Err(e) => item.status = Status::Failed(e.to_string()),
     }
 }
@@ -854,7 +883,8 @@ fn commit_link<T: Synced>(
                     google_id
                         .clone()
                         .or_else(|| current.and_then(|l| l.google_id.clone())),
-                    etag.clone().or_else(|| current.and_then(|l| l.etag.clone())),
+                    etag.clone()
+                        .or_else(|| current.and_then(|l| l.etag.clone())),
                 ),
             };
             let generation = match &item.plan.google {

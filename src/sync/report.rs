@@ -29,8 +29,17 @@ pub fn render(report: &RunReport) -> String {
     let _ = writeln!(
         out,
         "{:<10} {:<8} {:>7} {:>7} {:>7} {:>6} {:>7} {:>8} {:>8} {:>9} {:>6}",
-        "user", "status", "created", "updated", "deleted", "linked", "written", "imported",
-        "reverted", "conflicts", "errors"
+        "user",
+        "status",
+        "created",
+        "updated",
+        "deleted",
+        "linked",
+        "written",
+        "imported",
+        "reverted",
+        "conflicts",
+        "errors"
     );
     for u in &report.users {
         let t = u.total();
@@ -60,7 +69,10 @@ pub fn render(report: &RunReport) -> String {
                 "  {}: {} {} failed: {}",
                 u.user,
                 e.kind,
-                e.record.as_deref().or(e.google_id.as_deref()).unwrap_or("?"),
+                e.record
+                    .as_deref()
+                    .or(e.google_id.as_deref())
+                    .unwrap_or("?"),
                 e.error
             );
         }

@@ -1,0 +1,596 @@
+//! Shared set-up of the end-to-end sync stories: an embedded CRM loaded from an org document,
+//! a state DB, the in-process emulator on 127.0.0.1:0, and the real `GoogleRemote` — the
+//! whole engine as `crmsync sync` runs it. After every pass the org-wide invariant is
+//! checked: no Google item exists that its user may not read.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, TimeZone, Utc};
+use crmsync::config::Config;
+use crmsync::crm::orgfile;
+use crmsync::crm::sqlite::SqliteCrm;
+
+use crmsync::emulator::{EmulatorOptions, EmulatorSettings, QuotaConfig, TestEmulator};
+use crmsync::google::remote::{GoogleRemote, GoogleRemoteConfig};
+use crmsync::google::retry::RetryConfig;
+use crmsync::model::{ObjectKind, RecordRef, UserId};
+use crmsync::scope::{Direction, ScopeLayer, SelectionMode};
+use crmsync::security::{Access, Operation};
+use crmsync::store::StateDb;
+use crmsync::sync::engine::{Engine, RunReport, SyncOptions, UserStatus};
+use crmsync::sync::remote::GoogleUser;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub fn key_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/emulator-service-account.json")
+}
+
+/// "Now" for every story: events of the fixture fall inside the default window.
+pub fn story_now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()
+}
+
+/// A small company: Chief > SalesDir > {MgrEast > RepEast, MgrWest > RepWest}; private
+/// contacts and events; r1 shares West's contacts read-only with MgrEast.
+pub fn org() -> Value {
+    let mut doc: Value =
+        serde_json::from_str(include_str!("../fixtures/example-org.json")).unwrap();
+    doc["events"][0]["recurrence"] = json!([]);
+    let contacts = doc["contacts"].as_array_mut().unwrap();
+    let base = contacts[0].clone();
+    let mut add = |id: &str, owner: &str, first: &str, email: &str| {
+        let mut c = base.clone();
+        c["id"] = json!(id);
+        c["owner"] = json!(owner);
+        c["first_name"] = json!(first);
+        c["last_name"] = json!("Test");
+        c["emails"] = json!([{"address": email, "label": "work"}]);
+        c["phones"] = json!([]);
+        c["notes"] = json!("line one\nline two");
+        contacts.push(c);
+    };
+    add("c2", "hank", "Hal", "hal@initech.example");
+    add("c3", "erin", "Eve", "eve@initech.example");
+    add("c4", "frank", "Fay", "fay@initech.example");
+    add("c5", "hank", "Hugo", "hugo@initech.example");
+    let events = doc["events"].as_array_mut().unwrap();
+    let mut e2 = events[0].clone();
+    e2["id"] = json!("e2");
+    e2["owner"] = json!("hank");
+    e2["title"] = json!("West pipeline");
+    e2["attendees"] = json!([{"user": "hank"}, {"contact": "c2"}]);
+    e2["links"] = json!([{"contact": "c2"}]);
+    events.push(e2);
+    doc
+}
+
+pub struct Harness {
+    pub emu: TestEmulator,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub state: StateDb,
+    pub remote: GoogleRemote,
+    pub now: DateTime<Utc>,
+}
+
+pub fn remote_config(emu: &TestEmulator) -> GoogleRemoteConfig {
+    GoogleRemoteConfig {
+        calendar_root: emu.base_url(),
+        people_root: emu.base_url(),
+        service_account_key: key_path(),
+        token_uri: Some(emu.token_uri()),
+        calendar_requests_per_minute: 600,
+        people_reads_per_minute: 6000,
+        people_writes_per_minute: 6000,
+        retry: RetryConfig {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(2),
+            max_delay: Duration::from_millis(20),
+            attempt_timeout: Duration::from_secs(10),
+            seed: Some(7),
+        },
+        event_page_size: 2500,
+        contact_page_size: 1000,
+        max_pages: 1000,
+        event_batch_size: 1000,
+    }
+}
+
+pub fn emulator_options() -> EmulatorOptions {
+    EmulatorOptions {
+        settings: EmulatorSettings {
+            quota: QuotaConfig::unlimited(),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    pub async fn start(org: Value) -> Harness {
+        Self::start_with(org, emulator_options()).await
+    }
+
+    pub async fn start_with(org: Value, options: EmulatorOptions) -> Harness {
+        let emu = TestEmulator::start(options).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.crm.path = dir.path().join("crm.db");
+        config.state.path = dir.path().join("state.db");
+        config.google.base_url = format!("{}/", emu.base_url());
+        config.google.service_account_key = key_path();
+        config.google.token_uri = Some(emu.token_uri());
+        config.scope.org = ScopeLayer {
+            contact: Some(SelectionMode::AllVisible),
+            event: Some(SelectionMode::AllVisible),
+            direction: Some(Direction::TwoWay),
+            ..ScopeLayer::default()
+        };
+        let state = StateDb::open(&config.state.path).unwrap();
+        let remote = GoogleRemote::new(remote_config(&emu)).await.unwrap();
+        let h = Harness {
+            emu,
+            dir,
+            config,
+            state,
+            remote,
+            now: story_now(),
+        };
+        h.load(&org);
+        h
+    }
+
+    /// Loads (or re-loads, as a CRM change) the org document.
+    pub fn load(&self, org: &Value) {
+        let model = orgfile::parse("story", &org.to_string()).unwrap();
+        self.crm().load(&model).unwrap();
+    }
+
+    pub fn crm(&self) -> SqliteCrm {
+        SqliteCrm::open(&self.config.crm.path).unwrap()
+    }
+
+    pub async fn sync(&self) -> RunReport {
+        self.sync_with(&SyncOptions::default()).await
+    }
+
+    pub async fn sync_with(&self, options: &SyncOptions) -> RunReport {
+        let engine = Engine {
+            config: &self.config,
+            state: &self.state,
+            crm: RefCell::new(Box::new(self.crm())),
+            remote: &self.remote,
+            now: self.now,
+        };
+        let report = engine.sync_once(options).await.unwrap();
+        self.assert_nothing_leaks();
+        report
+    }
+
+    pub fn google_user(&self, user: &str) -> GoogleUser {
+        GoogleUser {
+            user: UserId::new(user).unwrap(),
+            account: format!("{user}@acme.example"),
+        }
+    }
+
+    pub fn calendar_of(&self, user: &str) -> String {
+        self.state
+            .sync_user(&UserId::new(user).unwrap())
+            .unwrap()
+            .and_then(|s| s.calendar_id)
+            .expect("user has a calendar")
+    }
+
+    pub fn group_of(&self, user: &str) -> String {
+        self.state
+            .sync_user(&UserId::new(user).unwrap())
+            .unwrap()
+            .and_then(|s| s.group_resource)
+            .expect("user has a group")
+    }
+
+    /// Titles of the live events in the user's CRM calendar, with their crmsync ids.
+    pub fn events(&self, user: &str) -> Vec<(Option<String>, String)> {
+        let Some(sync) = self.state.sync_user(&UserId::new(user).unwrap()).unwrap() else {
+            return Vec::new();
+        };
+        let Some(calendar) = sync.calendar_id else {
+            return Vec::new();
+        };
+        let dump = self.emu.dump_user(&format!("{user}@acme.example"));
+        let Some(dump) = dump else { return Vec::new() };
+        let mut out: Vec<_> = dump
+            .live_events(&calendar)
+            .into_iter()
+            .map(|e| {
+                let marker = e
+                    .extended_properties
+                    .as_ref()
+                    .and_then(|p| p.private.as_ref())
+                    .and_then(|p| p.get("crmsync_id").cloned());
+                (marker, e.summary.clone().unwrap_or_default())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// (crmsync id, given name) of the user's live contacts that are ours or in our group.
+    pub fn contacts(&self, user: &str) -> Vec<(Option<String>, String)> {
+        let dump = self.emu.dump_user(&format!("{user}@acme.example"));
+        let Some(dump) = dump else { return Vec::new() };
+        let group = self
+            .state
+            .sync_user(&UserId::new(user).unwrap())
+            .unwrap()
+            .and_then(|s| s.group_resource);
+        let mut out: Vec<_> = dump
+            .live_contacts()
+            .into_iter()
+            .filter_map(|p| {
+                let marker = p
+                    .client_data
+                    .iter()
+                    .flatten()
+                    .find(|d| d.key.as_deref() == Some("crmsync_id"))
+                    .and_then(|d| d.value.clone());
+                let in_group = p.memberships.iter().flatten().any(|m| {
+                    m.contact_group_membership
+                        .as_ref()
+                        .and_then(|g| g.contact_group_resource_name.as_ref())
+                        == group.as_ref()
+                });
+                (marker.is_some() || in_group).then(|| {
+                    let name = p
+                        .names
+                        .iter()
+                        .flatten()
+                        .next()
+                        .and_then(|n| n.given_name.clone())
+                        .unwrap_or_default();
+                    (marker, name)
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The invariant of invariants: every Google item carrying our marker is readable by
+    /// the user whose account holds it, per the CRM as it is now.
+    pub fn assert_nothing_leaks(&self) {
+        let (model, _) = self.crm().snapshot().unwrap();
+        let access = Access::build(&model);
+        for user in model.users.values() {
+            let name = user.id.as_str();
+            for (marker, title) in self.events(name) {
+                let Some(id) = marker else { continue };
+                let record = RecordRef::new(ObjectKind::Event, id.parse().unwrap());
+                let ok = user.active
+                    && access
+                        .may(&user.id, &record, Operation::Read)
+                        .unwrap_or(false);
+                assert!(
+                    ok,
+                    "LEAK: {name} has event {id} ({title}) they may not read"
+                );
+            }
+            for (marker, given) in self.contacts(name) {
+                let Some(id) = marker else { continue };
+                let record = RecordRef::new(ObjectKind::Contact, id.parse().unwrap());
+                let ok = user.active
+                    && access
+                        .may(&user.id, &record, Operation::Read)
+                        .unwrap_or(false);
+                assert!(
+                    ok,
+                    "LEAK: {name} has contact {id} ({given}) they may not read"
+                );
+            }
+        }
+    }
+}
+
+/// Asserts every user of the report synced (or had nothing to do).
+pub fn assert_all_synced(report: &RunReport) {
+    for u in &report.users {
+        assert!(
+            matches!(u.status, UserStatus::Synced),
+            "{} ended {:?}: {:?} {:?}",
+            u.user,
+            u.status,
+            u.message,
+            u.errors
+        );
+    }
+}
+
+/// Whether the report did nothing at all (a steady pass).
+pub fn is_quiet(report: &RunReport) -> bool {
+    report.users.iter().all(|u| {
+        let t = u.total();
+        t.created + t.updated + t.deleted + t.linked + t.written_back + t.imported + t.reverted == 0
+            && u.errors.is_empty()
+    })
+}
+
+pub fn ids(list: &[(Option<String>, String)]) -> Vec<String> {
+    list.iter().filter_map(|(m, _)| m.clone()).collect()
+}
+
+// ── the phone: edits made through the Google APIs as the user ──────────────────────────
+
+use crmsync::model::{CrmId, SyncedContact, SyncedEvent};
+use crmsync::sync::plan::Link;
+use crmsync::sync::remote::{ContactOp, EventOp, OpOutcome, Remote, RemoteChange};
+
+impl Harness {
+    pub fn link_of<T: serde::de::DeserializeOwned>(
+        &self,
+        user: &str,
+        kind: ObjectKind,
+        id: &str,
+    ) -> Option<Link<T>> {
+        self.state
+            .links::<T>(&UserId::new(user).unwrap(), kind)
+            .unwrap()
+            .remove(&CrmId::new(id).unwrap())
+    }
+
+    pub async fn phone_contact(&self, user: &str, id: &str) -> Option<SyncedContact> {
+        let link = self.link_of::<SyncedContact>(user, ObjectKind::Contact, id)?;
+        let g = self.google_user(user);
+        match self
+            .remote
+            .get_contact(&g, &self.group_of(user), link.google_id.as_deref()?)
+            .await
+            .unwrap()
+        {
+            RemoteChange::Present(item) => Some(item.data),
+            RemoteChange::Deleted { .. } => None,
+        }
+    }
+
+    pub async fn phone_edit_contact(
+        &self,
+        user: &str,
+        id: &str,
+        edit: impl FnOnce(&mut SyncedContact),
+    ) {
+        let link = self
+            .link_of::<SyncedContact>(user, ObjectKind::Contact, id)
+            .expect("linked");
+        let g = self.google_user(user);
+        let group = self.group_of(user);
+        let resource = link.google_id.unwrap();
+        let RemoteChange::Present(item) = self
+            .remote
+            .get_contact(&g, &group, &resource)
+            .await
+            .unwrap()
+        else {
+            panic!("contact gone")
+        };
+        let mut data = item.data.clone();
+        edit(&mut data);
+        let out = self
+            .remote
+            .contact_ops(
+                &g,
+                &group,
+                &[ContactOp::Update {
+                    resource,
+                    etag: item.etag,
+                    crm_id: CrmId::new(id).unwrap(),
+                    data,
+                }],
+            )
+            .await
+            .unwrap();
+        assert!(matches!(out[0], Ok(OpOutcome::Written(_))), "{out:?}");
+    }
+
+    pub async fn phone_delete_contact(&self, user: &str, id: &str) {
+        let link = self
+            .link_of::<SyncedContact>(user, ObjectKind::Contact, id)
+            .expect("linked");
+        let g = self.google_user(user);
+        let out = self
+            .remote
+            .contact_ops(
+                &g,
+                &self.group_of(user),
+                &[ContactOp::Delete {
+                    resource: link.google_id.unwrap(),
+                }],
+            )
+            .await
+            .unwrap();
+        assert!(matches!(out[0], Ok(OpOutcome::Deleted)), "{out:?}");
+    }
+
+    pub async fn phone_event(&self, user: &str, id: &str) -> Option<SyncedEvent> {
+        let link = self.link_of::<SyncedEvent>(user, ObjectKind::Event, id)?;
+        match self
+            .remote
+            .get_event(
+                &self.google_user(user),
+                &self.calendar_of(user),
+                link.google_id.as_deref()?,
+            )
+            .await
+            .unwrap()
+        {
+            RemoteChange::Present(item) => Some(item.data),
+            RemoteChange::Deleted { .. } => None,
+        }
+    }
+
+    pub async fn phone_edit_event(
+        &self,
+        user: &str,
+        id: &str,
+        edit: impl FnOnce(&mut SyncedEvent),
+    ) {
+        let link = self
+            .link_of::<SyncedEvent>(user, ObjectKind::Event, id)
+            .expect("linked");
+        let g = self.google_user(user);
+        let calendar = self.calendar_of(user);
+        let event_id = link.google_id.unwrap();
+        let RemoteChange::Present(item) = self
+            .remote
+            .get_event(&g, &calendar, &event_id)
+            .await
+            .unwrap()
+        else {
+            panic!("event gone")
+        };
+        let mut data = item.data.clone();
+        edit(&mut data);
+        let out = self
+            .remote
+            .event_ops(
+                &g,
+                &calendar,
+                &[EventOp::Update {
+                    id: event_id,
+                    etag: item.etag,
+                    crm_id: CrmId::new(id).unwrap(),
+                    data,
+                }],
+            )
+            .await
+            .unwrap();
+        assert!(matches!(out[0], Ok(OpOutcome::Written(_))), "{out:?}");
+    }
+
+    /// A contact created on the phone (no crmsync marker), optionally in the CRM group.
+    pub async fn phone_create_contact(
+        &self,
+        user: &str,
+        given: &str,
+        email: &str,
+        in_group: bool,
+    ) -> String {
+        use google_people1::api::{ContactGroupMembership, EmailAddress, Membership, Name, Person};
+        let key = crmsync::google::auth::load_service_account_key(
+            &key_path(),
+            Some(&self.emu.token_uri()),
+        )
+        .await
+        .unwrap();
+        let auth = crmsync::google::auth::impersonate(&key, &format!("{user}@acme.example"))
+            .await
+            .unwrap();
+        let hub = crmsync::google::hub::people_hub(&self.emu.base_url(), auth).unwrap();
+        let mut memberships = vec![Membership {
+            contact_group_membership: Some(ContactGroupMembership {
+                contact_group_resource_name: Some("contactGroups/myContacts".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        if in_group {
+            memberships.push(Membership {
+                contact_group_membership: Some(ContactGroupMembership {
+                    contact_group_resource_name: Some(self.group_of(user)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        let person = Person {
+            names: Some(vec![Name {
+                given_name: Some(given.into()),
+                ..Default::default()
+            }]),
+            email_addresses: Some(vec![EmailAddress {
+                value: Some(email.into()),
+                type_: Some("work".into()),
+                ..Default::default()
+            }]),
+            memberships: Some(memberships),
+            ..Default::default()
+        };
+        let (_, created) = hub
+            .people()
+            .create_contact(person)
+            .person_fields(google_people1::FieldMask::new(&[
+                "names",
+                "emailAddresses",
+                "memberships",
+            ]))
+            .doit()
+            .await
+            .unwrap();
+        created.resource_name.unwrap()
+    }
+}
+
+/// Reads one record of the CRM as it is now.
+pub fn crm_contact(h: &Harness, id: &str) -> Option<crmsync::model::Contact> {
+    match h
+        .crm()
+        .get(crmsync::crm::EntityKind::Contact, id)
+        .unwrap()
+        .map(|(_, e)| e)
+    {
+        Some(crmsync::crm::Entity::Contact(c)) => Some(c),
+        _ => None,
+    }
+}
+
+pub fn audit_actions(h: &Harness, user: &str) -> Vec<String> {
+    h.state
+        .audit_entries(Some(user), None, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.action, e.record.unwrap_or_default()))
+        .collect()
+}
+
+impl Harness {
+    /// A contact the user had on the phone before crmsync first ran (no group yet).
+    pub async fn phone_create_contact_before_sync(
+        &self,
+        user: &str,
+        given: &str,
+        email: &str,
+    ) -> String {
+        use google_people1::api::{EmailAddress, Name, Person};
+        let key = crmsync::google::auth::load_service_account_key(
+            &key_path(),
+            Some(&self.emu.token_uri()),
+        )
+        .await
+        .unwrap();
+        let auth = crmsync::google::auth::impersonate(&key, &format!("{user}@acme.example"))
+            .await
+            .unwrap();
+        let hub = crmsync::google::hub::people_hub(&self.emu.base_url(), auth).unwrap();
+        let person = Person {
+            names: Some(vec![Name {
+                given_name: Some(given.into()),
+                ..Default::default()
+            }]),
+            email_addresses: Some(vec![EmailAddress {
+                value: Some(email.into()),
+                type_: Some("home".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let (_, created) = hub
+            .people()
+            .create_contact(person)
+            .person_fields(google_people1::FieldMask::new(&["names", "emailAddresses"]))
+            .doit()
+            .await
+            .unwrap();
+        created.resource_name.unwrap()
+    }
+}
