@@ -423,3 +423,31 @@ async fn listings_page_expire_and_report_previous_names() {
         .unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::SyncTokenExpired);
 }
+
+#[tokio::test]
+async fn a_lost_answer_to_group_creation_is_resolved_through_the_409() {
+    use crmsync::emulator::{FaultKind, FaultMatch, FaultRule, FaultTrigger};
+    let (emu, remote) = start(unlimited()).await;
+    let alice = alice();
+    emu.add_fault(FaultRule {
+        matches: FaultMatch {
+            endpoint: Some("people.contactGroups.create".into()),
+            ..Default::default()
+        },
+        trigger: FaultTrigger::Nth { n: 1, times: 1 },
+        fault: FaultKind::LostResponse,
+    });
+    // Created, answer lost; the retry meets 409 (the name exists) and finds it.
+    let group = remote.ensure_group(&alice, "CRM", None).await.unwrap();
+    let counters = emu.counters();
+    assert_eq!(counters.endpoint("people.contactGroups.create"), 2);
+    assert_eq!(counters.by_status.get(&409).copied(), Some(1));
+    let dump = emu.dump_user(ALICE).unwrap();
+    let ours: Vec<_> = dump
+        .groups
+        .iter()
+        .filter(|g| g.name.as_deref() == Some("CRM"))
+        .collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0].resource_name.as_deref(), Some(group.as_str()));
+}
