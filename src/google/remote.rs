@@ -670,14 +670,16 @@ impl GoogleRemote {
         Err(invalid("contactGroups.list did not end"))
     }
 
-    /// Current memberships, client data and etag of contacts (one `people:batchGet` per
-    /// 200; per-contact gets if the endpoint is unavailable). Missing contacts are absent.
+    /// Contacts as they are now — etag, memberships, client data — (one `people:batchGet`
+    /// per 200; per-contact gets if the endpoint is unavailable). Missing contacts are
+    /// absent.
     async fn current_people(
         &self,
         c: &UserClients,
         resources: &[String],
     ) -> Result<HashMap<String, Person>, RemoteError> {
-        let fields = "memberships,clientData,metadata";
+        // The listing's own field mask, so the etags compare like for like.
+        let fields = PERSON_FIELDS;
         let mut found = HashMap::new();
         for chunk in resources.chunks(MAX_BATCH_GET) {
             let answer = self
