@@ -451,3 +451,67 @@ async fn a_lost_answer_to_group_creation_is_resolved_through_the_409() {
     assert_eq!(ours.len(), 1);
     assert_eq!(ours[0].resource_name.as_deref(), Some(group.as_str()));
 }
+
+#[tokio::test]
+async fn writes_cost_the_fewest_calls_the_batch_limits_allow() {
+    let (emu, remote) = start(unlimited()).await;
+    let alice = alice();
+    let group = remote.ensure_group(&alice, "CRM", None).await.unwrap();
+    emu.reset_counters();
+    let ops: Vec<ContactOp> = (0..450)
+        .map(|i| ContactOp::Create {
+            crm_id: crm(&format!("c-{i}")),
+            data: person(&format!("P{i}"), "Bulk", &format!("p{i}@x.example")),
+        })
+        .collect();
+    let created = remote.contact_ops(&alice, &group, &ops).await.unwrap();
+    assert!(created
+        .iter()
+        .all(|r| matches!(r, Ok(OpOutcome::Written(_)))));
+    assert_eq!(
+        emu.counters().endpoint("people.people.batchCreateContacts"),
+        3
+    ); // ⌈450/200⌉
+       // Every answer went to its own op.
+    for (i, r) in created.iter().enumerate() {
+        assert_eq!(written(r).crm_id, Some(crm(&format!("c-{i}"))));
+    }
+
+    let updates: Vec<ContactOp> = created
+        .iter()
+        .take(250)
+        .map(|r| {
+            let w = written(r);
+            let mut data = w.data.clone();
+            data.notes = "Updated in bulk".into();
+            ContactOp::Update {
+                resource: w.google_id.clone(),
+                etag: w.etag.clone(),
+                crm_id: w.crm_id.clone().unwrap(),
+                data,
+            }
+        })
+        .collect();
+    let updated = remote.contact_ops(&alice, &group, &updates).await.unwrap();
+    assert!(updated
+        .iter()
+        .all(|r| written(r).data.notes == "Updated in bulk"));
+    assert_eq!(
+        emu.counters().endpoint("people.people.batchUpdateContacts"),
+        2
+    ); // ⌈250/200⌉
+
+    let deletes: Vec<ContactOp> = created
+        .iter()
+        .map(|r| ContactOp::Delete {
+            resource: written(r).google_id.clone(),
+        })
+        .collect();
+    let deleted = remote.contact_ops(&alice, &group, &deletes).await.unwrap();
+    assert!(deleted.iter().all(|r| r == &Ok(OpOutcome::Deleted)));
+    assert_eq!(
+        emu.counters().endpoint("people.people.batchDeleteContacts"),
+        1
+    ); // ⌈450/500⌉
+    assert!(emu.dump_user(ALICE).unwrap().live_contacts().is_empty());
+}
