@@ -777,3 +777,31 @@ async fn state_file_survives_restart() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// The CLI entry point binds, serves until the shutdown future completes (any output type,
+/// e.g. `tokio::signal::ctrl_c()`), and writes the state file.
+#[tokio::test]
+async fn run_until_shutdown_stops_and_writes_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let options = EmulatorOptions {
+        state_file: Some(path.clone()),
+        ..Default::default()
+    };
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crmsync::emulator::run_until_shutdown(
+        addr, options, stopped,
+    ));
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(path.exists());
+    // Type check only: ctrl_c() is accepted as a shutdown future.
+    let _ = || {
+        crmsync::emulator::run_until_shutdown(
+            addr,
+            EmulatorOptions::default(),
+            tokio::signal::ctrl_c(),
+        )
+    };
+}

@@ -281,6 +281,38 @@ async fn stale_if_match_is_412() {
     assert_eq!(r.status(), 200);
     let updated: Event = r.json().await.unwrap();
     assert_eq!(updated.summary.as_deref(), Some("v3"));
+
+    // events.update through the hub replaces the event; an older sequence is refused.
+    let mut replacement = updated.clone();
+    replacement.description = Some("replaced".into());
+    replacement.summary = None;
+    let (_, replaced) = cal
+        .events()
+        .update(replacement.clone(), "primary", "etagtest1")
+        .doit()
+        .await
+        .unwrap();
+    assert_eq!(replaced.summary, None, "update clears omitted fields");
+    assert_eq!(replaced.description.as_deref(), Some("replaced"));
+    let mut moved = replaced.clone();
+    moved.start = Some(timed(base_time(), 30));
+    moved.end = Some(timed(base_time(), 90));
+    let (_, moved) = cal
+        .events()
+        .update(moved, "primary", "etagtest1")
+        .doit()
+        .await
+        .unwrap();
+    assert_eq!(moved.sequence, Some(1), "time changes bump the sequence");
+    let mut stale_sequence = moved.clone();
+    stale_sequence.sequence = Some(0);
+    let err = cal
+        .events()
+        .update(stale_sequence, "primary", "etagtest1")
+        .doit()
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("invalidSequenceValue"));
 }
 
 /// Id rules: base32hex, 5–1024 chars; 409 on an existing id and on a deleted (reserved) one;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use common::*;
 use crmsync::emulator::{ApiFamily, EmulatorOptions, EmulatorSettings, QuotaConfig};
 use google_people1::api::{
-    BatchCreateContactsRequest, BatchDeleteContactsRequest, ClientData, ContactGroup,
-    ContactToCreate, CreateContactGroupRequest, EmailAddress, ModifyContactGroupMembersRequest,
-    Name, Person,
+    BatchCreateContactsRequest, BatchDeleteContactsRequest, BatchUpdateContactsRequest, ClientData,
+    ContactGroup, ContactToCreate, CreateContactGroupRequest, EmailAddress,
+    ModifyContactGroupMembersRequest, Name, Person,
 };
 use google_people1::FieldMask;
 
@@ -648,4 +648,67 @@ async fn people_write_quota_is_429_with_retry_after() {
         .doit()
         .await
         .unwrap();
+}
+
+/// batchUpdateContacts: all-or-nothing on etags, requires updateMask and readMask, ≤ 200.
+#[tokio::test]
+async fn batch_update_contacts_checks_etags() {
+    let env = start().await;
+    let people = env.people(ALICE).await;
+    let mut current = std::collections::HashMap::new();
+    for i in 0..3 {
+        let (_, p) = people
+            .people()
+            .create_contact(contact(&format!("u{i}"), &format!("crm-{i}")))
+            .doit()
+            .await
+            .unwrap();
+        current.insert(p.resource_name.clone().unwrap(), p);
+    }
+    let renamed = |mut p: Person| {
+        p.names.as_mut().unwrap()[0].family_name = Some("Batch".into());
+        p
+    };
+    let request =
+        |contacts: std::collections::HashMap<String, Person>| BatchUpdateContactsRequest {
+            contacts: Some(contacts),
+            update_mask: Some(fields(&["names"])),
+            read_mask: Some(fields(&["names"])),
+            sources: None,
+        };
+    let all: std::collections::HashMap<String, Person> = current
+        .iter()
+        .map(|(k, v)| (k.clone(), renamed(v.clone())))
+        .collect();
+    let (_, result) = people
+        .people()
+        .batch_update_contacts(request(all.clone()))
+        .doit()
+        .await
+        .unwrap();
+    let results = result.update_result.unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(results
+        .values()
+        .all(|r| r.person.as_ref().unwrap().names.as_ref().unwrap()[0]
+            .family_name
+            .as_deref()
+            == Some("Batch")));
+    // Replaying the same etags: every one is stale now → the whole batch fails.
+    let err = people
+        .people()
+        .batch_update_contacts(request(all))
+        .doit()
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_status(&err).as_deref(), Some("FAILED_PRECONDITION"));
+    let mut no_mask = request(std::collections::HashMap::new());
+    no_mask.update_mask = None;
+    let err = people
+        .people()
+        .batch_update_contacts(no_mask)
+        .doit()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), Some(400));
 }

@@ -396,3 +396,180 @@ async fn a_bad_event_fails_alone() {
     );
     assert_eq!(written(&results[2]).data, canonical_event(&good));
 }
+
+async fn calendar_hub(emu: &crmsync::emulator::TestEmulator) -> crmsync::google::hub::Calendar {
+    let key = crmsync::google::auth::load_service_account_key(&key_path(), Some(&emu.token_uri()))
+        .await
+        .unwrap();
+    let auth = crmsync::google::auth::impersonate(&key, ALICE)
+        .await
+        .unwrap();
+    crmsync::google::hub::calendar_hub(&emu.base_url(), auth).unwrap()
+}
+
+#[tokio::test]
+async fn updates_switch_between_timed_and_all_day_and_keep_phone_settings() {
+    let (emu, remote) = start(unlimited()).await;
+    let alice = alice();
+    let cal = remote.ensure_calendar(&alice, "CRM", None).await.unwrap();
+    let timed = meeting("Offsite", local(2026, 10, 25, 2, 30), "Europe/Berlin"); // ambiguous time
+    let inserted = remote
+        .event_ops(
+            &alice,
+            &cal,
+            &[EventOp::Insert {
+                id: "crmshift0001".into(),
+                crm_id: crm("ev-s"),
+                data: timed.clone(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(written(&inserted[0]).data, canonical_event(&timed));
+    // The phone user sets a reminder and a colour (fields we do not sync).
+    let hub = calendar_hub(&emu).await;
+    let (_, phone) = hub
+        .events()
+        .patch(
+            google_calendar3::api::Event {
+                color_id: Some("5".into()),
+                ..Default::default()
+            },
+            &cal,
+            "crmshift0001",
+        )
+        .doit()
+        .await
+        .unwrap();
+    let whole_day = all_day(
+        "Offsite",
+        NaiveDate::from_ymd_opt(2026, 10, 26).unwrap(),
+        "Europe/Berlin",
+    );
+    let updated = remote
+        .event_ops(
+            &alice,
+            &cal,
+            &[EventOp::Update {
+                id: "crmshift0001".into(),
+                etag: phone.etag.clone().unwrap(),
+                crm_id: crm("ev-s"),
+                data: whole_day.clone(),
+            }],
+        )
+        .await
+        .unwrap();
+    let item = written(&updated[0]);
+    assert_eq!(item.data, canonical_event(&whole_day));
+    assert_eq!(item.raw["colorId"], "5");
+    let back = remote
+        .event_ops(
+            &alice,
+            &cal,
+            &[EventOp::Update {
+                id: "crmshift0001".into(),
+                etag: item.etag.clone(),
+                crm_id: crm("ev-s"),
+                data: timed.clone(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(written(&back[0]).data, canonical_event(&timed));
+}
+
+#[tokio::test]
+async fn an_edited_instance_names_its_series() {
+    let (emu, remote) = start(unlimited()).await;
+    let alice = alice();
+    let cal = remote.ensure_calendar(&alice, "CRM", None).await.unwrap();
+    let mut series = meeting("Stand-up", local(2026, 11, 2, 9, 0), "America/New_York");
+    series.recurrence = vec!["RRULE:FREQ=DAILY;COUNT=5".into()];
+    remote
+        .event_ops(
+            &alice,
+            &cal,
+            &[EventOp::Insert {
+                id: "crmseries001".into(),
+                crm_id: crm("ev-r"),
+                data: series,
+            }],
+        )
+        .await
+        .unwrap();
+    let token = remote
+        .list_events(&alice, &cal, None)
+        .await
+        .unwrap()
+        .next_sync_token
+        .unwrap();
+    // The phone user moves the third occurrence and deletes the fourth.
+    let hub = calendar_hub(&emu).await;
+    let (_, instances) = hub
+        .events()
+        .instances(&cal, "crmseries001")
+        .doit()
+        .await
+        .unwrap();
+    let instances = instances.items.unwrap();
+    let third = instances[2].id.clone().unwrap();
+    let fourth = instances[3].id.clone().unwrap();
+    hub.events()
+        .patch(
+            google_calendar3::api::Event {
+                summary: Some("Moved stand-up".into()),
+                ..Default::default()
+            },
+            &cal,
+            &third,
+        )
+        .doit()
+        .await
+        .unwrap();
+    hub.events().delete(&cal, &fourth).doit().await.unwrap();
+    let changes = remote
+        .list_events(&alice, &cal, Some(&token))
+        .await
+        .unwrap()
+        .changes;
+    let moved = changes
+        .iter()
+        .find_map(|c| match c {
+            RemoteChange::Present(i) if i.google_id == third => Some(i.clone()),
+            _ => None,
+        })
+        .expect("the edited instance is listed");
+    assert_eq!(moved.recurring_parent.as_deref(), Some("crmseries001"));
+    assert_eq!(moved.data.title, "Moved stand-up");
+    assert_eq!(moved.crm_id, Some(crm("ev-r")));
+    assert!(changes.contains(&RemoteChange::Deleted { google_id: fourth }));
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_calendar_creation_never_makes_a_second_calendar() {
+    use crmsync::emulator::{FaultKind, FaultMatch, FaultRule, FaultTrigger};
+    let (emu, remote) = start(unlimited()).await;
+    let alice = alice();
+    emu.add_fault(FaultRule {
+        matches: FaultMatch {
+            endpoint: Some("calendar.calendars.insert".into()),
+            ..Default::default()
+        },
+        trigger: FaultTrigger::Nth { n: 1, times: 1 },
+        fault: FaultKind::LostResponse,
+    });
+    let err = remote
+        .ensure_calendar(&alice, "CRM", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, RemoteErrorKind::Transient);
+    // Next pass: found by its marker, not made again.
+    let id = remote.ensure_calendar(&alice, "CRM", None).await.unwrap();
+    assert_eq!(emu.counters().endpoint("calendar.calendars.insert"), 1);
+    let dump = emu.dump_user(ALICE).unwrap();
+    assert_eq!(dump.calendars.iter().filter(|c| !c.primary).count(), 1);
+    assert!(dump
+        .calendars
+        .iter()
+        .any(|c| c.calendar.id.as_deref() == Some(id.as_str())));
+}

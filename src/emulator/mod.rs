@@ -205,12 +205,13 @@ pub enum EmulatorError {
     State(String),
 }
 
-/// Run the emulator on `listen` until `shutdown` completes, then drain connections and write
-/// the state file (if any).
+/// Run the emulator on `listen` until `shutdown` completes (its output is ignored, so
+/// `tokio::signal::ctrl_c()` can be passed as is), then drain connections and write the state
+/// file (if any).
 pub async fn run_until_shutdown(
     listen: SocketAddr,
     options: EmulatorOptions,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future,
 ) -> Result<(), EmulatorError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -50,11 +50,7 @@ impl std::error::Error for DropConnection {}
 
 /// Serve until `shutdown` resolves; then stop accepting, let in-flight requests finish
 /// (bounded) and return.
-pub async fn serve(
-    listener: TcpListener,
-    handle: EmulatorHandle,
-    shutdown: impl Future<Output = ()> + Send,
-) {
+pub async fn serve(listener: TcpListener, handle: EmulatorHandle, shutdown: impl Future) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let saver = handle.core.state_file.is_some().then(|| {

@@ -163,7 +163,12 @@ fn classify_token_error(err: &yup_oauth2::Error) -> RemoteErrorKind {
     use yup_oauth2::Error as E;
     match err {
         // The token endpoint refused the grant (unknown user, consent revoked, bad key…).
-        E::AuthError(_) => RemoteErrorKind::Unauthorized,
+        // Codes outside RFC 6749 (`internal_failure`, `temporarily_unavailable`…) come with
+        // the endpoint's own 5xx: try again.
+        E::AuthError(auth) => match auth.error {
+            yup_oauth2::error::AuthErrorCode::Other(_) => RemoteErrorKind::Transient,
+            _ => RemoteErrorKind::Unauthorized,
+        },
         // Connection problems, or a non-OAuth answer (a 5xx page) we could not decode.
         E::HttpError(_)
         | E::HttpClientError(_)
@@ -340,6 +345,34 @@ mod tests {
             None,
         );
         assert!(e.message.contains("no such user"), "{}", e.message);
+    }
+
+    #[test]
+    fn token_endpoint_errors() {
+        use yup_oauth2::error::{AuthError as OAuth, AuthErrorCode};
+        let refused = |code| {
+            yup_oauth2::Error::AuthError(OAuth {
+                error: code,
+                error_description: None,
+                error_uri: None,
+            })
+        };
+        assert_eq!(
+            classify_token_error(&refused(AuthErrorCode::InvalidGrant)),
+            RemoteErrorKind::Unauthorized
+        );
+        assert_eq!(
+            classify_token_error(&refused(AuthErrorCode::UnauthorizedClient)),
+            RemoteErrorKind::Unauthorized
+        );
+        assert_eq!(
+            classify_token_error(&refused(AuthErrorCode::Other("internal_failure".into()))),
+            RemoteErrorKind::Transient
+        );
+        assert_eq!(
+            classify_token_error(&yup_oauth2::Error::MissingAccessToken),
+            RemoteErrorKind::Transient
+        );
     }
 
     #[test]

@@ -522,7 +522,8 @@ pub fn person_groups(person: &Person) -> Vec<String> {
 
 /// The Person we write for a synced contact: the synced fields, `clientData` `crmsync_id`
 /// (plus `keep_client_data`, other keys already on the contact) and membership in `group`
-/// (plus `keep_groups`, memberships the contact already has, and `myContacts`).
+/// (plus `keep_groups`, the memberships the contact already has; a new contact, with none,
+/// also goes to `myContacts`).
 pub fn contact_to_google(
     crm_id: &CrmId,
     group: &str,
@@ -598,8 +599,14 @@ pub fn contact_to_google(
         value: Some(crm_id.to_string()),
         metadata: None,
     });
-    let mut groups: Vec<String> = vec![MY_CONTACTS.to_owned(), group.to_owned()];
-    for g in keep_groups {
+    // A new contact goes to My Contacts and our group; an existing one keeps its
+    // memberships (the phone user's labels) and gains our group.
+    let mut groups: Vec<String> = if keep_groups.is_empty() {
+        vec![MY_CONTACTS.to_owned()]
+    } else {
+        Vec::new()
+    };
+    for g in keep_groups.iter().chain(std::iter::once(&group.to_owned())) {
         if !groups.contains(g) {
             groups.push(g.clone());
         }

@@ -17,6 +17,23 @@
 //!   items named in `BatchUpdateContactsErrorDetails` get their errors and the rest is sent
 //!   again; without details, the chunk falls back to one call per item, so one bad item
 //!   never blocks the others.
+//!
+//! Calls per operation (N items; each call also pays its retries):
+//!
+//! | operation | calls |
+//! |---|---|
+//! | `ensure_calendar` | 1 `calendars.get` (known id) · else ⌈calendars/250⌉ `calendarList.list` (+1 `calendars.insert`) |
+//! | `ensure_group` | 1 `contactGroups.get` (known) · else ⌈groups/1000⌉ `contactGroups.list` (+1 create; +list on 409) |
+//! | `list_events` | ⌈N/2500⌉ `events.list` pages |
+//! | `event_ops` | ⌈N/B⌉ batch requests, B = min(1000, `event_batch_size`, pacing per minute) (500 by default); every part counts against Google's quota |
+//! | `list_contacts` | ⌈N/1000⌉ `connections.list` pages |
+//! | `contact_ops` creates | ⌈N/200⌉ `batchCreateContacts` |
+//! | `contact_ops` updates | ⌈N/200⌉ `people:batchGet` + ⌈N/200⌉ `batchUpdateContacts` |
+//! | `contact_ops` deletes | ⌈N/500⌉ `batchDeleteContacts` |
+//! | `get_event` / `get_contact` | 1 |
+//!
+//! A chunk refused as a whole because of one item costs one more call per item of it.
+//!
 //! - A failure of a whole call after the retry policy gave up (auth, quota, outage) becomes
 //!   the result of every op it covered and of every op not yet sent (no more calls are
 //!   made for the user); the outer error of a [`BatchResult`] is reserved for failing
@@ -381,6 +398,14 @@ impl GoogleRemote {
         })
     }
 
+    /// [`GoogleRemote::new`] with [`GoogleRemoteConfig::new`] from the config file.
+    pub async fn from_config(
+        google: &GoogleConfig,
+        sync: &SyncConfig,
+    ) -> Result<Self, RemoteError> {
+        Self::new(GoogleRemoteConfig::new(google, sync)).await
+    }
+
     pub fn config(&self) -> &GoogleRemoteConfig {
         &self.config
     }
@@ -670,14 +695,16 @@ impl GoogleRemote {
         Err(invalid("contactGroups.list did not end"))
     }
 
-    /// Current memberships, client data and etag of contacts (one `people:batchGet` per
-    /// 200; per-contact gets if the endpoint is unavailable). Missing contacts are absent.
+    /// Contacts as they are now — etag, memberships, client data — (one `people:batchGet`
+    /// per 200; per-contact gets if the endpoint is unavailable). Missing contacts are
+    /// absent.
     async fn current_people(
         &self,
         c: &UserClients,
         resources: &[String],
     ) -> Result<HashMap<String, Person>, RemoteError> {
-        let fields = "memberships,clientData,metadata";
+        // The listing's own field mask, so the etags compare like for like.
+        let fields = PERSON_FIELDS;
         let mut found = HashMap::new();
         for chunk in resources.chunks(MAX_BATCH_GET) {
             let answer = self

@@ -373,6 +373,21 @@ fn contacts_carry_marker_group_and_my_contacts() {
 fn keeping_other_groups_and_client_data_when_linking() {
     let v = sample_contact();
     let others = vec!["contactGroups/family".to_owned(), MY_CONTACTS.to_owned()];
+    // A contact the phone user took out of My Contacts is not put back.
+    let p = contact_to_google(
+        &crm("c-1"),
+        "contactGroups/abc",
+        &v,
+        &["contactGroups/family".to_owned()],
+        &[],
+    );
+    assert_eq!(
+        person_groups(&p),
+        vec![
+            "contactGroups/family".to_owned(),
+            "contactGroups/abc".to_owned()
+        ]
+    );
     let data = vec![
         ClientData {
             key: Some("other_app".into()),
@@ -389,9 +404,9 @@ fn keeping_other_groups_and_client_data_when_linking() {
     assert_eq!(
         person_groups(&p),
         vec![
+            "contactGroups/family".to_owned(),
             MY_CONTACTS.to_owned(),
             "contactGroups/abc".to_owned(),
-            "contactGroups/family".to_owned()
         ]
     );
     let keys: Vec<_> = p
