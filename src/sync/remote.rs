@@ -145,9 +145,8 @@ pub enum ContactOp {
 
 /// What a successful write left in Google.
 // `Written` is the common case; boxing it would only add an allocation per op.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[allow(clippy::large_enum_variant)] // short-lived per-op results; boxing buys nothing here
+#[allow(clippy::large_enum_variant)]
 pub enum OpOutcome<T> {
     /// The item as written (new etag; new resource name for created contacts).
     Written(RemoteItem<T>),
