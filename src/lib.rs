@@ -5,6 +5,7 @@
 pub mod config;
 pub mod crm;
 pub mod db;
+pub mod demo;
 pub mod emulator;
 pub mod google;
 pub mod mirror;

@@ -2,6 +2,7 @@
 //! the library and prints a human or JSON report. No sync logic lives here.
 
 mod crm_cmd;
+mod sync_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use crmsync::config::Config;
@@ -45,8 +46,8 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Per-user sync status: last success, errors, stale users.
     Status,
-    /// Show the audit trail.
-    Audit,
+    /// Show the audit trail (newest last).
+    Audit(AuditArgs),
     /// Work with the embedded CRM.
     #[command(subcommand)]
     Crm(CrmCommand),
@@ -116,6 +117,19 @@ pub enum AccessCommand {
         #[arg(long)]
         kind: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this user's lines.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only this record's lines (KIND:ID).
+    #[arg(long)]
+    pub record: Option<String>,
+    /// At most this many lines.
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -221,14 +235,14 @@ pub fn run(cli: Cli) -> CmdResult {
     let config = load_config(cli.config.as_ref())?;
     match cli.command {
         Command::Crm(cmd) => crm_cmd::run(&config, &out, cmd),
-        Command::Demo(_) => not_built_yet("demo", "the sync engine (issue 5)"),
-        Command::Sync(_) => not_built_yet("sync", "the sync engine (issue 5)"),
+        Command::Demo(args) => sync_cmd::demo(&out, args),
+        Command::Sync(args) => sync_cmd::sync(&config, &out, args),
         Command::Run => not_built_yet("run", "the operations work (roadmap item 5)"),
-        Command::Emulator(_) => not_built_yet("emulator", "the Google API emulator (issue 4)"),
+        Command::Emulator(args) => sync_cmd::emulator(args),
         Command::Scope(_) => not_built_yet("scope", "the security engine (issue 3)"),
         Command::Access(_) => not_built_yet("access", "the security engine (issue 3)"),
         Command::Revoke(_) => not_built_yet("revoke", "offboarding (roadmap item 1)"),
-        Command::Status => not_built_yet("status", "the sync engine (issue 5)"),
-        Command::Audit => not_built_yet("audit", "audit and undo (roadmap item 2)"),
+        Command::Status => sync_cmd::status(&config, &out),
+        Command::Audit(args) => sync_cmd::audit(&config, &out, args),
     }
 }
