@@ -149,6 +149,16 @@ impl EventTiming {
 
     /// Whether any occurrence of `event` (whose timing this is) overlaps `window`.
     pub fn overlaps(&self, event: &Event, window: &Window) -> bool {
+        self.overlaps_with(window, || Some(event))
+    }
+
+    /// [`overlaps`](Self::overlaps), fetching the event only when its rules must be read
+    /// (unbounded series).
+    pub fn overlaps_with<'e>(
+        &self,
+        window: &Window,
+        event: impl FnOnce() -> Option<&'e Event>,
+    ) -> bool {
         let ws = window.start.timestamp();
         let we = window.end.timestamp();
         let single = |start: i64| start < we && start + self.duration > ws;
@@ -163,6 +173,9 @@ impl EventTiming {
                 if self.start >= we {
                     return false;
                 }
+                let Some(event) = event() else {
+                    return single(self.start);
+                };
                 let zone = zone_of(event);
                 let Some(set) = rule_set(event, zone) else {
                     return single(self.start);
