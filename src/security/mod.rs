@@ -342,8 +342,9 @@ impl fmt::Display for Reason {
             }
             Reason::NoGrant { user } => write!(
                 f,
-                "nothing grants {user} access to the record (not owner, assignee, above the owner, \
-                 in a sharing rule, in its visibility or an attendee; org-wide default private)"
+                "nothing grants {user} access to the record (not its owner or an assignee, not \
+                 above them in the role tree, not reached by a sharing rule, its visibility or \
+                 as an attendee, and the org-wide default grants nothing)"
             ),
         }
     }
