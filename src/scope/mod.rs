@@ -707,5 +707,24 @@ pub fn resolve(
     })
 }
 
+/// Resolves every user's effective scope (what a sync pass starts with). A user whose
+/// scope cannot be resolved (e.g. `filter` without criteria) gets the error, so the engine
+/// can skip that user and report it without stopping the others.
+pub fn resolve_all(
+    config: &ScopeConfig,
+    model: &OrgModel,
+    overrides: &BTreeMap<UserId, ScopeLayer>,
+) -> BTreeMap<UserId, Result<ResolvedScope, ScopeError>> {
+    let none = ScopeLayer::default();
+    model
+        .users
+        .keys()
+        .map(|u| {
+            let layer = overrides.get(u).unwrap_or(&none);
+            (u.clone(), resolve(config, model, u, layer))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

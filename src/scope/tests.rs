@@ -62,3 +62,24 @@ fn selections_render_for_messages() {
         "all_visible"
     );
 }
+
+#[test]
+fn resolve_all_reports_per_user_errors() {
+    let model: OrgModel = crate::security::synthetic::small_org(3);
+    let first = model.users.keys().next().cloned().unwrap();
+    let mut overrides = BTreeMap::new();
+    overrides.insert(
+        first.clone(),
+        ScopeLayer {
+            contact: Some(SelectionMode::Filter),
+            ..ScopeLayer::default()
+        },
+    );
+    let all = resolve_all(&ScopeConfig::default(), &model, &overrides);
+    assert_eq!(all.len(), model.users.len());
+    assert!(matches!(all[&first], Err(ScopeError::EmptyFilter { .. })));
+    assert!(all
+        .iter()
+        .filter(|(u, _)| **u != first)
+        .all(|(_, r)| r.is_ok()));
+}

@@ -39,7 +39,7 @@ mod readable;
 pub mod synthetic;
 
 pub use bits::Bits;
-pub use changes::{affected_users, AffectedUsers, ChangeCause};
+pub use changes::{affected_users, affected_users_between, AffectedUsers, ChangeCause};
 pub use index::Access;
 pub use readable::RecordSet;
 
@@ -451,6 +451,13 @@ mod tests {
             r.to_string(),
             "sharing rule r1 grants read (owner hank in role_and_subordinates mgr_west; erin in role mgr_east)"
         );
+    }
+
+    #[test]
+    fn the_index_can_be_shared_between_sync_workers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Access<'static>>();
+        shareable::<RecordSet<'static>>();
     }
 
     #[test]
