@@ -51,7 +51,7 @@ fn selection(m: u8, tags: u8, orgs: &[CrmId], pick: u8) -> Selection {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn scope_never_widens_access(
