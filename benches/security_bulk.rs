@@ -10,7 +10,7 @@
 use crmsync::model::ObjectKind;
 use crmsync::scope::{desired_set, EffectiveScope, Selection, SelectionMode};
 use crmsync::security::synthetic::{generate, SyntheticSpec};
-use crmsync::security::Access;
+use crmsync::security::{affected_users, Access};
 use std::time::{Duration, Instant};
 
 fn status_kb(field: &str) -> Option<u64> {
@@ -148,5 +148,39 @@ fn main() {
             desired
         );
     }
-    println!("peak RSS (VmHWM):        {}", mib(status_kb("VmHWM:")));
+    println!(
+        "peak RSS (VmHWM) so far:  {} (one org model + its access index)",
+        mib(status_kb("VmHWM:"))
+    );
+    // A permission change: one user moves to another role; who must be recomputed?
+    let mut moved = model.clone();
+    let mover = users[users.len() / 2].clone();
+    let target_role = moved.roles.keys().nth(7).cloned();
+    if let Some(user) = moved.users.get_mut(&mover) {
+        user.role = target_role;
+    }
+    let moved_access = Access::build(&moved);
+    let t = Instant::now();
+    let affected = affected_users(&access, &moved_access);
+    let changed = users
+        .iter()
+        .filter(|u| {
+            ObjectKind::ALL.into_iter().any(|k| {
+                access.readable(u, k).map(|s| s.bits().clone()).ok()
+                    != moved_access.readable(u, k).map(|s| s.bits().clone()).ok()
+            })
+        })
+        .count();
+    println!(
+        "affected users after moving {mover}: {} ({} reported, {} readable sets actually changed)",
+        ms(t.elapsed()),
+        affected.len(),
+        changed
+    );
+    drop(moved_access);
+    drop(moved);
+    println!(
+        "peak RSS (VmHWM) at end:  {} (two models and two indexes for the change step)",
+        mib(status_kb("VmHWM:"))
+    );
 }
