@@ -6,7 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use crmsync::model::{CrmId, ObjectKind, RecordRef};
-use crmsync::scope::{desired_set, sync_verdict, EffectiveScope, Selection, SelectionMode};
+use crmsync::scope::{
+    desired_set, scoped_set, sync_verdict, EffectiveScope, Selection, SelectionMode,
+};
 use crmsync::security::synthetic::small_org;
 use crmsync::security::Access;
 use proptest::prelude::*;
@@ -79,6 +81,11 @@ proptest! {
                 let readable = access.readable(user, kind).unwrap();
                 let desired = desired_set(&access, user, &scope, kind, now).unwrap();
                 prop_assert!(desired.is_subset(&readable), "{} {}: {:?} ⊄ {:?}", user, kind, desired, readable);
+                let scoped = scoped_set(&access, user, &scope, kind).unwrap();
+                prop_assert!(desired.is_subset(&scoped) && scoped.is_subset(&readable));
+                if kind != ObjectKind::Event {
+                    prop_assert_eq!(&desired, &scoped);
+                }
                 if !access.may_export(user, kind).unwrap() || kind == ObjectKind::Organization {
                     prop_assert!(desired.is_empty());
                 }

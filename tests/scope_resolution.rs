@@ -8,8 +8,9 @@ use crmsync::config::Config;
 use crmsync::crm::{orgfile, OrgModel};
 use crmsync::model::{ObjectKind, RecordRef, UserId};
 use crmsync::scope::{
-    desired_set, resolve, sync_verdict, ConflictPolicy, Direction, EffectiveScope, GoogleDelete,
-    ScopeEdit, ScopeError, ScopeKey, ScopeLayer, Selection, SelectionMode, SettingSource,
+    desired_set, resolve, scoped_set, sync_verdict, ConflictPolicy, Direction, EffectiveScope,
+    GoogleDelete, ScopeEdit, ScopeError, ScopeKey, ScopeLayer, Selection, SelectionMode,
+    SettingSource,
 };
 use crmsync::security::Access;
 
@@ -252,6 +253,13 @@ fn desired_sets_on_the_fixture() {
         ..scope_of(Mine, Mine)
     };
     assert_eq!(desired(&access, "erin", &wide, e), ["e7", "e8"]);
+    // e8 is in scope but aged out of the window (kept on a phone that has it, not lost).
+    let scoped: Vec<String> = scoped_set(&access, &id("erin"), &scope_of(Mine, Mine), e)
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    assert_eq!(scoped, ["e7", "e8"]);
     // The organization kind is never synced.
     assert!(desired(
         &access,

@@ -8,17 +8,14 @@ use crate::security::{Access, AccessError, Bits, RecordSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// The records of `kind` that should be synced to `user` under `scope` at time `now`.
-///
-/// Always a subset of [`Access::readable`]: empty for organizations (not synced), for an
-/// inactive user and when the export gate closes the kind; events are kept when any
-/// occurrence overlaps the scope's window around `now`.
-pub fn desired_set<'a>(
+/// The records of `kind` in `user`'s scope, before the event window: readable ∩ export
+/// gate ∩ selection. A linked event that is here but not in [`desired_set`] has aged out of
+/// the window (DESIGN §3: it stays on the phone); one that is not here is lost.
+pub fn scoped_set<'a>(
     access: &'a Access<'_>,
     user: &UserId,
     scope: &EffectiveScope,
     kind: ObjectKind,
-    now: DateTime<Utc>,
 ) -> Result<RecordSet<'a>, AccessError> {
     let mut set = access.readable(user, kind)?;
     let u = access.user_or_err(user)?;
@@ -63,7 +60,23 @@ pub fn desired_set<'a>(
             *set.bits_mut() = keep;
         }
     }
-    if kind == ObjectKind::Event {
+    Ok(set)
+}
+
+/// The records of `kind` that should be synced to `user` under `scope` at time `now`.
+///
+/// Always a subset of [`Access::readable`]: empty for organizations (not synced), for an
+/// inactive user and when the export gate closes the kind; events are kept when any
+/// occurrence overlaps the scope's window around `now`.
+pub fn desired_set<'a>(
+    access: &'a Access<'_>,
+    user: &UserId,
+    scope: &EffectiveScope,
+    kind: ObjectKind,
+    now: DateTime<Utc>,
+) -> Result<RecordSet<'a>, AccessError> {
+    let mut set = scoped_set(access, user, scope, kind)?;
+    if kind == ObjectKind::Event && !set.is_empty() {
         let in_window = events_in_window(access, &scope.window(now));
         set.bits_mut().intersect_with(&in_window);
     }

@@ -19,7 +19,7 @@ mod desired;
 mod parse;
 pub mod window;
 
-pub use desired::{desired_set, sync_verdict, SyncVerdict};
+pub use desired::{desired_set, scoped_set, sync_verdict, SyncVerdict};
 pub use parse::ScopeEdit;
 
 use crate::crm::OrgModel;

@@ -302,8 +302,15 @@ impl<'m> Access<'m> {
                 list.dedup();
             }
         }
-        let kinds = ObjectKind::ALL.map(|k| access.index_kind(k));
-        access.kinds = kinds;
+        // Contacts and organizations first: events resolve their parents through them.
+        for kind in [
+            ObjectKind::Contact,
+            ObjectKind::Organization,
+            ObjectKind::Event,
+        ] {
+            let index = access.index_kind(kind);
+            access.kinds[kind_slot(kind)] = index;
+        }
         let mut linked: [Vec<Vec<Ix>>; 2] = [
             vec![Vec::new(); access.kinds[0].ids.len()],
             vec![Vec::new(); access.kinds[2].ids.len()],
@@ -502,18 +509,8 @@ impl<'m> Access<'m> {
             });
         }
         if kind == ObjectKind::Event {
-            let contact_ix: IdMap<&CrmId, Ix> = model
-                .contacts
-                .keys()
-                .enumerate()
-                .map(|(i, id)| (id, ix(i)))
-                .collect();
-            let org_ix: IdMap<&CrmId, Ix> = model
-                .organizations
-                .keys()
-                .enumerate()
-                .map(|(i, id)| (id, ix(i)))
-                .collect();
+            let contact_ix = &self.kind(ObjectKind::Contact).by_id;
+            let org_ix = &self.kind(ObjectKind::Organization).by_id;
             index.timings.reserve(model.events.len());
             for (i, event) in model.events.values().enumerate() {
                 let mut attendees: Vec<Ix> = event
