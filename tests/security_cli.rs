@@ -187,3 +187,35 @@ fn unknown_users_records_and_kinds_exit_2() {
     let err = bad.fails(&["access", "list", "--user", "erin"]);
     assert!(err.contains("nosuch"), "{err}");
 }
+
+#[test]
+fn a_reloaded_role_move_shows_up_without_any_record_changing() {
+    let env = Env::new("");
+    let before = env.json(&[
+        "access", "list", "--user", "gary", "--kind", "contact", "--json",
+    ]);
+    assert!(before["contact"].to_string().contains("\"c3\""));
+    // Hank moves from West to East; the org file's records are untouched.
+    let text = include_str!("fixtures/security-org.json").replace(
+        r#""profile": "sales", "role": "rep_west", "google_account": "hank@acme.example""#,
+        r#""profile": "sales", "role": "rep_east", "google_account": "hank@acme.example""#,
+    );
+    let moved = env.dir.path().join("moved.json");
+    std::fs::write(&moved, text).unwrap();
+    let out = env.run(&["crm", "load", moved.to_str().unwrap()]);
+    assert!(out.status.success());
+    let after = env.json(&[
+        "access", "list", "--user", "gary", "--kind", "contact", "--json",
+    ]);
+    assert!(!after["contact"].to_string().contains("\"c3\""), "{after}");
+    let v = env.json(&[
+        "access",
+        "explain",
+        "--user",
+        "gary",
+        "--record",
+        "contact:c3",
+        "--json",
+    ]);
+    assert_eq!(v["read"], false);
+}

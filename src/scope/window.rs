@@ -273,6 +273,22 @@ mod tests {
     }
 
     #[test]
+    fn local_times_in_dst_transitions_resolve() {
+        let zone: Tz = "Europe/London".parse().unwrap();
+        let local = |s: &str| s.parse::<NaiveDateTime>().unwrap();
+        // 01:30 on 29 March 2026 does not exist in London: read as an hour later (BST).
+        assert_eq!(
+            local_to_utc(zone, local("2026-03-29T01:30:00")),
+            at("2026-03-29T01:30:00Z")
+        );
+        // 01:30 on 25 October 2026 happens twice: the earlier (BST) instant.
+        assert_eq!(
+            local_to_utc(zone, local("2026-10-25T01:30:00")),
+            at("2026-10-25T00:30:00Z")
+        );
+    }
+
+    #[test]
     fn all_day_events_cover_their_dates() {
         let e = event("2026-12-01", "2026-12-03", "UTC", &[]);
         let t = EventTiming::of(&e);
