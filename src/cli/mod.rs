@@ -1,7 +1,10 @@
 //! Command-line interface: argument structs (clap), and one function per command that calls
 //! the library and prints a human or JSON report. No sync logic lives here.
 
+mod access_cmd;
 mod crm_cmd;
+mod mirror_load;
+mod scope_cmd;
 mod sync_cmd;
 
 use clap::{Args, Parser, Subcommand};
@@ -89,16 +92,42 @@ pub struct EmulatorArgs {
 #[derive(Debug, Subcommand)]
 pub enum ScopeCommand {
     /// Print a user's effective scope and where each setting came from.
+    ///
+    /// Precedence, per setting: user override > [scope.role.<id>] > [scope.profile.<id>] >
+    /// [scope.org] > built-in default.
     Show { user: String },
     /// Set per-user overrides, e.g. `contact=team direction=two_way`.
+    #[command(after_help = SCOPE_SET_HELP)]
     Set {
         user: String,
-        #[arg(required = true)]
+        /// KEY=VALUE settings (see below).
+        #[arg(required = true, value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },
-    /// Drop a user's overrides (back to profile/role/org defaults).
+    /// Drop a user's overrides (back to role/profile/org defaults).
     Reset { user: String },
 }
+
+const SCOPE_SET_HELP: &str = "\
+Settings (the same keys as in the config's [scope.*] sections):
+  contact=mine|team|all_visible|filter|none   which contacts go to the phone
+  event=mine|team|all_visible|filter|none     which events go to the phone
+  contact_tags=T1,T2            filter: contacts with any of these tags
+  contact_organizations=O1,O2   filter: contacts of any of these organizations
+  event_tags=T1,T2              filter: events linked to a readable contact with a tag
+  event_organizations=O1,O2     filter: events linked to one of these organizations
+  direction=crm_to_google|two_way
+  days_past=N  days_future=N    event window around now (0..3650 days)
+  conflict_policy=crm_wins|google_wins|newest_wins
+  google_delete=unlink|restore|delete_in_crm
+  KEY=inherit                   drop this override (fall back to role/profile/org)
+
+mine = owned or assigned; team = mine + owned by team-mates + owned by or assigned to
+users below the user's role. A scope never widens access: the synced set is always
+readable ∩ export gate ∩ scope. A filter needs at least one tag or organization; unknown
+keys, values, tags, organizations and users are refused and nothing is stored.
+
+Example: crmsync scope set erin contact=filter contact_tags=vip event=team direction=two_way";
 
 #[derive(Debug, Subcommand)]
 pub enum AccessCommand {
@@ -239,8 +268,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Sync(args) => sync_cmd::sync(&config, &out, args),
         Command::Run => not_built_yet("run", "the operations work (roadmap item 5)"),
         Command::Emulator(args) => sync_cmd::emulator(args),
-        Command::Scope(_) => not_built_yet("scope", "the security engine (issue 3)"),
-        Command::Access(_) => not_built_yet("access", "the security engine (issue 3)"),
+        Command::Scope(cmd) => scope_cmd::run(&config, &out, cmd),
+        Command::Access(cmd) => access_cmd::run(&config, &out, cmd),
         Command::Revoke(_) => not_built_yet("revoke", "offboarding (roadmap item 1)"),
         Command::Status => sync_cmd::status(&config, &out),
         Command::Audit(args) => sync_cmd::audit(&config, &out, args),

@@ -111,13 +111,20 @@ pub fn status(config: &Config, out: &Output) -> CmdResult {
         .collect();
     let value = serde_json::json!({"users": rows, "crm_problems": problems});
     out.emit(&value, || {
-        let mut s = format!("{:<10} {:<24} {:<6} {:<26} last error\n", "user", "account", "stale", "last success");
+        let mut s = format!(
+            "{:<10} {:<24} {:<6} {:<26} last error\n",
+            "user", "account", "stale", "last success"
+        );
         for r in &rows {
             s.push_str(&format!(
                 "{:<10} {:<24} {:<6} {:<26} {}\n",
                 r["user"].as_str().unwrap_or(""),
                 r["account"].as_str().unwrap_or(""),
-                if r["stale"].as_bool().unwrap_or(true) { "STALE" } else { "ok" },
+                if r["stale"].as_bool().unwrap_or(true) {
+                    "STALE"
+                } else {
+                    "ok"
+                },
                 r["last_success_at"].as_str().unwrap_or("never"),
                 r["last_error"].as_str().unwrap_or("")
             ));
@@ -173,7 +180,12 @@ pub fn demo(out: &Output, args: DemoArgs) -> CmdResult {
     out.emit(&outcome, || {
         let mut s = outcome.story.clone();
         s.push_str("\nRun reports:\n");
-        for r in [&outcome.first, &outcome.second, &outcome.third] {
+        let forced = outcome.forced.iter();
+        for r in [&outcome.first, &outcome.second]
+            .into_iter()
+            .chain(forced)
+            .chain([&outcome.third])
+        {
             s.push_str(&crmsync::sync::report::render(r));
         }
         s.push_str(&format!(
@@ -207,7 +219,10 @@ pub fn emulator(args: EmulatorArgs) -> CmdResult {
         state_file: args.state,
         ..EmulatorOptions::default()
     };
-    eprintln!("Google API emulator on http://{} (Ctrl-C to stop)", args.listen);
+    eprintln!(
+        "Google API emulator on http://{} (Ctrl-C to stop)",
+        args.listen
+    );
     rt.block_on(crmsync::emulator::run_until_shutdown(
         args.listen,
         options,

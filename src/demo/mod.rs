@@ -7,6 +7,7 @@
 //! change that removes access — and then tells what happened, from the run reports and the
 //! audit trail.
 
+pub mod leaks;
 pub mod phone;
 
 use crate::config::Config;
@@ -51,8 +52,12 @@ pub struct DemoOutcome {
     pub dir: PathBuf,
     pub first: RunReport,
     pub second: RunReport,
+    /// The admin's forced pass for users whose second pass the delete breaker refused.
+    pub forced: Option<RunReport>,
     pub third: RunReport,
     pub story: String,
+    /// The org-wide invariant after the last pass.
+    pub leak_check: leaks::LeakCheck,
     /// Google API calls the emulator served, per pass.
     pub api_calls: [u64; 3],
 }
@@ -124,6 +129,10 @@ struct Demo<'a> {
 
 impl Demo<'_> {
     async fn pass(&self) -> Result<(RunReport, u64), DemoError> {
+        self.pass_with(&SyncOptions::default()).await
+    }
+
+    async fn pass_with(&self, options: &SyncOptions) -> Result<(RunReport, u64), DemoError> {
         let before = self.emu.counters().api_calls;
         let crm = SqliteCrm::open(&self.config.crm.path).map_err(setup)?;
         let engine = Engine {
@@ -133,7 +142,7 @@ impl Demo<'_> {
             remote: self.remote,
             now: self.now,
         };
-        let report = engine.sync_once(&SyncOptions::default()).await?;
+        let report = engine.sync_once(options).await?;
         Ok((report, self.emu.counters().api_calls - before))
     }
 
@@ -240,18 +249,50 @@ async fn run_with(dir: &Path, emu: &TestEmulator) -> Result<DemoOutcome, DemoErr
     }
     demo.load(&doc)?;
 
-    // Day 3: the next pass sorts it all out.
+    // Day 3: the next pass sorts it all out — except where the delete breaker stops a pass
+    // that would empty much of a phone; the admin reviews and confirms those with --force.
     let (second, calls2) = demo.pass().await?;
+    let refused: Vec<UserId> = second
+        .users
+        .iter()
+        .filter(|u| u.status == crate::sync::engine::UserStatus::Refused)
+        .map(|u| u.user.clone())
+        .collect();
+    let forced = if refused.is_empty() {
+        None
+    } else {
+        let options = SyncOptions {
+            users: refused,
+            force: true,
+            ..SyncOptions::default()
+        };
+        Some(demo.pass_with(&options).await?.0)
+    };
     // Day 4: and the one after has (almost) nothing left to do.
     let (third, calls3) = demo.pass().await?;
 
-    let story = tell(&demo, &first, &second, &third, &frank_contact, &olivia_contact).await?;
+    let (model_after, _) = SqliteCrm::open(&config.crm.path)
+        .map_err(setup)?
+        .snapshot()
+        .map_err(setup)?;
+    let leak_check = leaks::check(emu, &model_after);
+    let story = tell(
+        &demo,
+        &leak_check,
+        [&first, &second, &third],
+        forced.as_ref(),
+        &frank_contact,
+        &olivia_contact,
+    )
+    .await?;
     Ok(DemoOutcome {
         dir: dir.to_owned(),
         first,
         second,
+        forced,
         third,
         story,
+        leak_check,
         api_calls: [calls1, calls2, calls3],
     })
 }
@@ -273,14 +314,17 @@ fn contact_mut<'a>(doc: &'a mut serde_json::Value, id: &str) -> Option<&'a mut s
 
 async fn tell(
     demo: &Demo<'_>,
-    first: &RunReport,
-    second: &RunReport,
-    third: &RunReport,
+    leak_check: &leaks::LeakCheck,
+    [first, second, third]: [&RunReport; 3],
+    forced: Option<&RunReport>,
     frank_contact: &str,
     olivia_contact: &str,
 ) -> Result<String, DemoError> {
     let mut s = String::new();
-    let _ = writeln!(s, "crmsync demo — Acme Robotics (8 users, 200 contacts, 60 events)\n");
+    let _ = writeln!(
+        s,
+        "crmsync demo — Acme Robotics (8 users, 200 contacts, 60 events)\n"
+    );
     let _ = writeln!(s, "Day 1: first sync. Each user got a \"CRM\" calendar and contact group with exactly what they may see:");
     for u in &first.users {
         let t = u.total();
@@ -294,13 +338,31 @@ async fn tell(
         );
     }
     let _ = writeln!(s, "\nDay 2: on the phones and in the office…");
-    let _ = writeln!(s, "  - frank edited contact {frank_contact} on his phone (title + a note line);");
-    let _ = writeln!(s, "    the office changed the same contact in the CRM (another title + the first note line)");
-    let _ = writeln!(s, "  - gina created \"Nadia Novak\" in her phone's CRM group");
-    let _ = writeln!(s, "  - olivia (read-only) changed a phone number of contact {olivia_contact} on her phone");
-    let _ = writeln!(s, "  - ivan moved from Rep West to Rep East in the CRM role tree\n");
+    let _ = writeln!(
+        s,
+        "  - frank edited contact {frank_contact} on his phone (title + a note line);"
+    );
+    let _ = writeln!(
+        s,
+        "    the office changed the same contact in the CRM (another title + the first note line)"
+    );
+    let _ = writeln!(
+        s,
+        "  - gina created \"Nadia Novak\" in her phone's CRM group"
+    );
+    let _ = writeln!(
+        s,
+        "  - olivia (read-only) changed a phone number of contact {olivia_contact} on her phone"
+    );
+    let _ = writeln!(
+        s,
+        "  - ivan moved from Rep West to Rep East in the CRM role tree\n"
+    );
     let _ = writeln!(s, "Day 3: second sync:");
-    let audit = demo.state.audit_entries(None, None, 100_000).map_err(setup)?;
+    let audit = demo
+        .state
+        .audit_entries(None, None, 100_000)
+        .map_err(setup)?;
     let of_run = |run: &str, action: &str| -> Vec<String> {
         audit
             .iter()
@@ -315,10 +377,13 @@ async fn tell(
             .collect()
     };
     let conflicts = demo.state.conflict_entries(None).map_err(setup)?;
-    for c in conflicts.iter().filter(|c| c.record.ends_with(frank_contact)) {
+    for c in conflicts
+        .iter()
+        .filter(|c| c.record.ends_with(frank_contact))
+    {
         let _ = writeln!(
             s,
-            "  conflict on {} for {}: field {} — phone {} vs CRM {} → kept {} ({:?} policy)",
+            "  conflict on {} for {}: field {} — phone {} vs CRM {} → kept {} ({} policy)",
             c.record, c.user_id, c.field, c.google_value, c.crm_value, c.resolution, c.policy
         );
     }
@@ -332,27 +397,62 @@ async fn tell(
         let _ = writeln!(s, "  imported from a phone into the CRM: {line}");
     }
     for line in of_run(&second.run_id, "reverted") {
-        let _ = writeln!(s, "  reverted on the phone (no edit right in the CRM): {line}");
+        let _ = writeln!(
+            s,
+            "  reverted on the phone (no edit right in the CRM): {line}"
+        );
     }
-    let pulled = of_run(&second.run_id, "pulled_back");
+    for u in second
+        .users
+        .iter()
+        .filter(|u| u.status == crate::sync::engine::UserStatus::Refused)
+    {
+        let _ = writeln!(
+            s,
+            "  {}'s pass was stopped by the delete breaker: {}",
+            u.user,
+            u.message.as_deref().unwrap_or("")
+        );
+    }
+    let mut pulled = of_run(&second.run_id, "pulled_back");
+    if let Some(f) = forced {
+        let _ = writeln!(
+            s,
+            "  the admin reviewed it and re-ran those users with --force"
+        );
+        pulled.extend(of_run(&f.run_id, "pulled_back"));
+    }
+    let mut per_user: std::collections::BTreeMap<&str, usize> = Default::default();
+    for p in &pulled {
+        *per_user
+            .entry(p.split(' ').next().unwrap_or("?"))
+            .or_default() += 1;
+    }
     let _ = writeln!(
         s,
-        "  pulled back from phones after the role change: {} item(s){}",
+        "  pulled back from phones after the role change: {} item(s) ({})",
         pulled.len(),
-        if pulled.is_empty() {
-            String::new()
-        } else {
-            format!(" — {}", pulled.join(", "))
-        }
+        per_user
+            .iter()
+            .map(|(u, n)| format!("{u}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let gained: usize = second
         .users
         .iter()
         .map(|u| u.contacts.created + u.events.created)
         .sum();
-    let _ = writeln!(s, "  new on phones (incl. gains from the role change): {gained} item(s)");
+    let _ = writeln!(
+        s,
+        "  new on phones (incl. gains from the role change): {gained} item(s)"
+    );
     if let Ok(Some(c)) = demo.phone("frank")?.contact(frank_contact).await {
-        let _ = writeln!(s, "\n  frank's phone now shows {frank_contact}: title \"{}\"", c.title);
+        let _ = writeln!(
+            s,
+            "\n  frank's phone now shows {frank_contact}: title \"{}\"",
+            c.title
+        );
         for l in c.notes.lines() {
             let _ = writeln!(s, "    | {l}");
         }
@@ -371,7 +471,12 @@ async fn tell(
     );
     let _ = writeln!(
         s,
-        "\nEvery pass checked access first: no phone holds a record its owner may not read in the CRM."
+        "\nChecked against Google itself: {} synced item(s) across all phones, {} that its owner may not read in the CRM.",
+        leak_check.items_checked,
+        leak_check.leaks.len()
     );
+    for leak in &leak_check.leaks {
+        let _ = writeln!(s, "  LEAK: {} holds {}", leak.user, leak.record);
+    }
     Ok(s)
 }

@@ -8,8 +8,7 @@ use crate::model::{CrmId, ObjectKind, SyncedContact, SyncedEvent, UserId};
 use crate::store::StateDb;
 use crate::sync::plan::Link;
 use crate::sync::remote::{
-    ContactOp, EventOp, GoogleUser, OpOutcome, Remote, RemoteChange, RemoteError,
-    RemoteErrorKind,
+    ContactOp, EventOp, GoogleUser, OpOutcome, Remote, RemoteChange, RemoteError, RemoteErrorKind,
 };
 use google_people1::api::{ContactGroupMembership, EmailAddress, Membership, Name, Person};
 use google_people1::FieldMask;
@@ -74,7 +73,11 @@ impl<R: Remote> Phone<'_, R> {
     /// The contact as the phone shows it now (`None` if deleted).
     pub async fn contact(&self, id: &str) -> Result<Option<SyncedContact>, PhoneError> {
         let resource = self.google_id(ObjectKind::Contact, id)?;
-        match self.remote.get_contact(&self.user, &self.group()?, &resource).await {
+        match self
+            .remote
+            .get_contact(&self.user, &self.group()?, &resource)
+            .await
+        {
             Ok(RemoteChange::Present(item)) => Ok(Some(item.data)),
             Ok(RemoteChange::Deleted { .. }) => Ok(None),
             Err(e) if e.kind == RemoteErrorKind::NotFound => Ok(None),
@@ -90,8 +93,10 @@ impl<R: Remote> Phone<'_, R> {
     ) -> Result<(), PhoneError> {
         let resource = self.google_id(ObjectKind::Contact, id)?;
         let group = self.group()?;
-        let RemoteChange::Present(item) =
-            self.remote.get_contact(&self.user, &group, &resource).await?
+        let RemoteChange::Present(item) = self
+            .remote
+            .get_contact(&self.user, &group, &resource)
+            .await?
         else {
             return Err(PhoneError::NotSynced(format!("contact:{id}")));
         };
@@ -111,13 +116,21 @@ impl<R: Remote> Phone<'_, R> {
     pub async fn delete_contact(&self, id: &str) -> Result<(), PhoneError> {
         let resource = self.google_id(ObjectKind::Contact, id)?;
         let op = ContactOp::Delete { resource };
-        expect_written(self.remote.contact_ops(&self.user, &self.group()?, &[op]).await?)
+        expect_written(
+            self.remote
+                .contact_ops(&self.user, &self.group()?, &[op])
+                .await?,
+        )
     }
 
     /// The event as the phone shows it now (`None` if deleted).
     pub async fn event(&self, id: &str) -> Result<Option<SyncedEvent>, PhoneError> {
         let event_id = self.google_id(ObjectKind::Event, id)?;
-        match self.remote.get_event(&self.user, &self.calendar()?, &event_id).await {
+        match self
+            .remote
+            .get_event(&self.user, &self.calendar()?, &event_id)
+            .await
+        {
             Ok(RemoteChange::Present(item)) => Ok(Some(item.data)),
             Ok(RemoteChange::Deleted { .. }) => Ok(None),
             Err(e) if e.kind == RemoteErrorKind::NotFound => Ok(None),
@@ -133,8 +146,10 @@ impl<R: Remote> Phone<'_, R> {
     ) -> Result<(), PhoneError> {
         let event_id = self.google_id(ObjectKind::Event, id)?;
         let calendar = self.calendar()?;
-        let RemoteChange::Present(item) =
-            self.remote.get_event(&self.user, &calendar, &event_id).await?
+        let RemoteChange::Present(item) = self
+            .remote
+            .get_event(&self.user, &calendar, &event_id)
+            .await?
         else {
             return Err(PhoneError::NotSynced(format!("event:{id}")));
         };

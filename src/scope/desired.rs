@@ -1,11 +1,67 @@
 //! Desired sets: the records that should be on a user's phone — readable ∩ export gate ∩
 //! selection (∩ the event window) — and the per-record verdict `access explain` prints.
 
+use super::window::Window;
 use super::{EffectiveScope, Selection, SelectionMode};
 use crate::model::{Contact, Event, ObjectKind, ParentLink, RecordRef, UserId};
 use crate::security::{Access, AccessError, Bits, RecordSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+/// The records of `kind` in `user`'s scope, before the event window: readable ∩ export
+/// gate ∩ selection. A linked event that is here but not in [`desired_set`] has aged out of
+/// the window (DESIGN §3: it stays on the phone); one that is not here is lost.
+pub fn scoped_set<'a>(
+    access: &'a Access<'_>,
+    user: &UserId,
+    scope: &EffectiveScope,
+    kind: ObjectKind,
+) -> Result<RecordSet<'a>, AccessError> {
+    let mut set = access.readable(user, kind)?;
+    let u = access.user_or_err(user)?;
+    let universe = set.bits().universe();
+    let selection = match scope.selection(kind) {
+        Some(s) if s.mode != SelectionMode::None && access.export_allowed(u, kind) => s,
+        _ => {
+            *set.bits_mut() = Bits::empty(universe);
+            return Ok(set);
+        }
+    };
+    let index = access.kind(kind);
+    match selection.mode {
+        SelectionMode::None | SelectionMode::AllVisible => {}
+        SelectionMode::Mine => {
+            let mut mine = Bits::empty(universe);
+            mine.extend(&index.by_party[u as usize]);
+            set.bits_mut().intersect_with(&mine);
+        }
+        SelectionMode::Team => {
+            let entry = &access.users[u as usize];
+            let mut team = Bits::empty(universe);
+            team.extend(&index.by_party[u as usize]);
+            for &t in &entry.teams {
+                for &m in &access.teams[t as usize].members {
+                    team.extend(&index.by_owner[m as usize]);
+                }
+            }
+            if let Some(Some(below)) = entry.role.map(|r| &index.below_role[r as usize]) {
+                team.union_with(below);
+            }
+            set.bits_mut().intersect_with(&team);
+        }
+        SelectionMode::Filter => {
+            let ctx = Context::new(access, u, selection);
+            let mut keep = Bits::empty(universe);
+            for r in set.bits().iter() {
+                if ctx.selected(kind, r) {
+                    keep.insert(r);
+                }
+            }
+            *set.bits_mut() = keep;
+        }
+    }
+    Ok(set)
+}
 
 /// The records of `kind` that should be synced to `user` under `scope` at time `now`.
 ///
@@ -19,30 +75,45 @@ pub fn desired_set<'a>(
     kind: ObjectKind,
     now: DateTime<Utc>,
 ) -> Result<RecordSet<'a>, AccessError> {
-    let mut set = access.readable(user, kind)?;
-    let u = access.user_or_err(user)?;
-    let universe = set.bits().universe();
-    let selection = match scope.selection(kind) {
-        Some(s) if s.mode != SelectionMode::None && access.export_allowed(u, kind) => s,
-        _ => {
-            *set.bits_mut() = Bits::empty(universe);
-            return Ok(set);
-        }
-    };
-    let ctx = Context::new(access, u, selection);
-    let window = scope.window(now);
-    let mut keep = Bits::empty(universe);
-    for r in set.bits().iter() {
-        if !ctx.selected(kind, r) {
-            continue;
-        }
-        if kind == ObjectKind::Event && !ctx.in_window(r, &window) {
-            continue;
-        }
-        keep.insert(r);
+    let mut set = scoped_set(access, user, scope, kind)?;
+    if kind == ObjectKind::Event && !set.is_empty() {
+        let in_window = events_in_window(access, &scope.window(now));
+        set.bits_mut().intersect_with(&in_window);
     }
-    *set.bits_mut() = keep;
     Ok(set)
+}
+
+/// Cached windows kept per access index.
+const WINDOW_CACHE: usize = 8;
+
+/// The events with an occurrence in `window` (computed once per window and index).
+fn events_in_window(access: &Access<'_>, window: &Window) -> Bits {
+    let key = (window.start.timestamp(), window.end.timestamp());
+    if let Ok(cache) = access.window_cache.lock() {
+        if let Some((_, bits)) = cache.iter().find(|(k, _)| *k == key) {
+            return bits.clone();
+        }
+    }
+    let index = access.kind(ObjectKind::Event);
+    let mut bits = Bits::empty(index.ids.len());
+    for (r, timing) in index.timings.iter().enumerate() {
+        let fetch = || {
+            index
+                .ids
+                .get(r)
+                .and_then(|id| access.model().events.get(*id))
+        };
+        if timing.overlaps_with(window, fetch) {
+            bits.insert(r as u32);
+        }
+    }
+    if let Ok(mut cache) = access.window_cache.lock() {
+        if cache.len() >= WINDOW_CACHE {
+            cache.remove(0);
+        }
+        cache.push((key, bits.clone()));
+    }
+    bits
 }
 
 /// Whether one record would be synced to a user, and why (not).
@@ -249,11 +320,11 @@ impl<'x, 'm> Context<'x, 'm> {
         tags && orgs
     }
 
-    fn in_window(&self, r: u32, window: &super::window::Window) -> bool {
+    fn in_window(&self, r: u32, window: &Window) -> bool {
         let index = self.access.kind(ObjectKind::Event);
-        match (index.timings.get(r as usize), self.event(r)) {
-            (Some(timing), Some(event)) => timing.overlaps(event, window),
-            _ => false,
-        }
+        index
+            .timings
+            .get(r as usize)
+            .is_some_and(|timing| timing.overlaps_with(window, || self.event(r)))
     }
 }

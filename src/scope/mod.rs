@@ -19,7 +19,7 @@ mod desired;
 mod parse;
 pub mod window;
 
-pub use desired::{desired_set, sync_verdict, SyncVerdict};
+pub use desired::{desired_set, scoped_set, sync_verdict, SyncVerdict};
 pub use parse::ScopeEdit;
 
 use crate::crm::OrgModel;
@@ -553,6 +553,9 @@ impl fmt::Display for SettingSource {
 pub struct ResolvedScope {
     pub user: UserId,
     pub scope: EffectiveScope,
+    /// Every setting as resolved from the layers (filter lists included even when the
+    /// selection is not `filter`, where they have no effect).
+    pub settings: ScopeLayer,
     pub sources: BTreeMap<ScopeKey, SettingSource>,
     pub fingerprint: String,
 }
@@ -574,22 +577,21 @@ impl ResolvedScope {
                 let value = match k {
                     ScopeKey::Contact => enum_str(&s.contact.mode),
                     ScopeKey::Event => enum_str(&s.event.mode),
-                    ScopeKey::ContactTags => list(s.contact.tags.iter().cloned().collect()),
-                    ScopeKey::EventTags => list(s.event.tags.iter().cloned().collect()),
-                    ScopeKey::ContactOrganizations => list(
-                        s.contact
-                            .organizations
-                            .iter()
-                            .map(|o| o.to_string())
-                            .collect(),
+                    ScopeKey::ContactTags => filter_list(
+                        s.contact.mode,
+                        list(self.settings.contact_tags.clone().unwrap_or_default()),
                     ),
-                    ScopeKey::EventOrganizations => list(
-                        s.event
-                            .organizations
-                            .iter()
-                            .map(|o| o.to_string())
-                            .collect(),
+                    ScopeKey::EventTags => filter_list(
+                        s.event.mode,
+                        list(self.settings.event_tags.clone().unwrap_or_default()),
                     ),
+                    ScopeKey::ContactOrganizations => filter_list(
+                        s.contact.mode,
+                        list(orgs(&self.settings.contact_organizations)),
+                    ),
+                    ScopeKey::EventOrganizations => {
+                        filter_list(s.event.mode, list(orgs(&self.settings.event_organizations)))
+                    }
                     ScopeKey::Direction => enum_str(&s.direction),
                     ScopeKey::DaysPast => s.days_past.to_string(),
                     ScopeKey::DaysFuture => s.days_future.to_string(),
@@ -604,6 +606,19 @@ impl ResolvedScope {
                 (k, value, source)
             })
             .collect()
+    }
+}
+
+fn orgs(list: &Option<Vec<CrmId>>) -> Vec<String> {
+    list.iter().flatten().map(|o| o.to_string()).collect()
+}
+
+/// A filter list, marked unused when the selection is not `filter`.
+fn filter_list(mode: SelectionMode, shown: String) -> String {
+    if mode == SelectionMode::Filter || shown == "(none)" {
+        shown
+    } else {
+        format!("{shown} (unused: not filter)")
     }
 }
 
@@ -703,8 +718,28 @@ pub fn resolve(
         user: user.clone(),
         fingerprint: scope.fingerprint(),
         scope,
+        settings: merged,
         sources,
     })
+}
+
+/// Resolves every user's effective scope (what a sync pass starts with). A user whose
+/// scope cannot be resolved (e.g. `filter` without criteria) gets the error, so the engine
+/// can skip that user and report it without stopping the others.
+pub fn resolve_all(
+    config: &ScopeConfig,
+    model: &OrgModel,
+    overrides: &BTreeMap<UserId, ScopeLayer>,
+) -> BTreeMap<UserId, Result<ResolvedScope, ScopeError>> {
+    let none = ScopeLayer::default();
+    model
+        .users
+        .keys()
+        .map(|u| {
+            let layer = overrides.get(u).unwrap_or(&none);
+            (u.clone(), resolve(config, model, u, layer))
+        })
+        .collect()
 }
 
 #[cfg(test)]

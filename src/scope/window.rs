@@ -149,6 +149,16 @@ impl EventTiming {
 
     /// Whether any occurrence of `event` (whose timing this is) overlaps `window`.
     pub fn overlaps(&self, event: &Event, window: &Window) -> bool {
+        self.overlaps_with(window, || Some(event))
+    }
+
+    /// [`overlaps`](Self::overlaps), fetching the event only when its rules must be read
+    /// (unbounded series).
+    pub fn overlaps_with<'e>(
+        &self,
+        window: &Window,
+        event: impl FnOnce() -> Option<&'e Event>,
+    ) -> bool {
         let ws = window.start.timestamp();
         let we = window.end.timestamp();
         let single = |start: i64| start < we && start + self.duration > ws;
@@ -163,6 +173,9 @@ impl EventTiming {
                 if self.start >= we {
                     return false;
                 }
+                let Some(event) = event() else {
+                    return single(self.start);
+                };
                 let zone = zone_of(event);
                 let Some(set) = rule_set(event, zone) else {
                     return single(self.start);
@@ -257,6 +270,22 @@ mod tests {
         };
         assert!(!EventTiming::of(&ny).overlaps(&ny, &w));
         assert!(EventTiming::of(&e).overlaps(&e, &w));
+    }
+
+    #[test]
+    fn local_times_in_dst_transitions_resolve() {
+        let zone: Tz = "Europe/London".parse().unwrap();
+        let local = |s: &str| s.parse::<NaiveDateTime>().unwrap();
+        // 01:30 on 29 March 2026 does not exist in London: read as an hour later (BST).
+        assert_eq!(
+            local_to_utc(zone, local("2026-03-29T01:30:00")),
+            at("2026-03-29T01:30:00Z")
+        );
+        // 01:30 on 25 October 2026 happens twice: the earlier (BST) instant.
+        assert_eq!(
+            local_to_utc(zone, local("2026-10-25T01:30:00")),
+            at("2026-10-25T00:30:00Z")
+        );
     }
 
     #[test]

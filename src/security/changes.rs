@@ -367,6 +367,15 @@ pub fn affected_users(old: &Access<'_>, new: &Access<'_>) -> AffectedUsers {
     out
 }
 
+/// [`affected_users`] for two models (builds both indexes; keep and reuse an [`Access`]
+/// when you have one).
+pub fn affected_users_between(
+    old: &crate::crm::OrgModel,
+    new: &crate::crm::OrgModel,
+) -> AffectedUsers {
+    affected_users(&Access::build(old), &Access::build(new))
+}
+
 /// Records of `kind` that differ between the models: (old index, new index).
 fn changed_records(
     old: &Access<'_>,

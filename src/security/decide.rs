@@ -175,33 +175,11 @@ impl<'m> Access<'m> {
         let mut reasons = explain.then(Vec::new);
         ev.level = self.grant_level(u, kind, rec, reasons.as_mut());
 
-        let covers = |op: Operation, scope: Option<ScopeLevel>| -> Option<Reason> {
-            let scope = scope?;
-            if !self.scope_covers(u, rec, scope) {
-                return None;
-            }
-            let detail = match scope {
-                ScopeLevel::All => "every record".to_owned(),
-                ScopeLevel::Own => format!("{user_id} owns or is assigned to it"),
-                ScopeLevel::Team => {
-                    let owner = rec
-                        .owner
-                        .map(|o| self.users[o as usize].user.id.to_string())
-                        .unwrap_or_default();
-                    format!("owner {owner} shares a team with {user_id}")
-                }
-            };
-            Some(Reason::OperationScope {
-                profile: profile.id.clone(),
-                kind,
-                op,
-                scope,
-                detail,
-            })
-        };
-        let read_scope = covers(Operation::Read, perms.scope.read);
-        let edit_scope = covers(Operation::Edit, perms.scope.edit);
-        let delete_scope = covers(Operation::Delete, perms.scope.delete);
+        // Operation scopes that cover this record (step 3).
+        let covering = |scope: Option<ScopeLevel>| scope.filter(|s| self.scope_covers(u, rec, *s));
+        let read_scope = covering(perms.scope.read);
+        let edit_scope = covering(perms.scope.edit);
+        let delete_scope = covering(perms.scope.delete);
 
         ev.read =
             perms.read && (perms.read_all || read_scope.is_some() || ev.level >= AccessLevel::Read);
@@ -241,7 +219,31 @@ impl<'m> Access<'m> {
                     kind,
                 });
             }
-            step3.extend([read_scope, edit_scope, delete_scope].into_iter().flatten());
+            for (op, scope) in [
+                (Operation::Read, read_scope),
+                (Operation::Edit, edit_scope),
+                (Operation::Delete, delete_scope),
+            ] {
+                let Some(scope) = scope else { continue };
+                let detail = match scope {
+                    ScopeLevel::All => "every record".to_owned(),
+                    ScopeLevel::Own => format!("{user_id} owns or is assigned to it"),
+                    ScopeLevel::Team => {
+                        let owner = rec
+                            .owner
+                            .map(|o| self.users[o as usize].user.id.to_string())
+                            .unwrap_or_default();
+                        format!("owner {owner} shares a team with {user_id}")
+                    }
+                };
+                step3.push(Reason::OperationScope {
+                    profile: profile.id.clone(),
+                    kind,
+                    op,
+                    scope,
+                    detail,
+                });
+            }
             if ev.level == AccessLevel::None && step3.is_empty() {
                 reasons.push(Reason::NoGrant {
                     user: user_id.clone(),

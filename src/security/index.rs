@@ -15,8 +15,66 @@ use crate::model::{
 };
 use crate::scope::window::EventTiming;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
 
 pub(crate) type Ix = u32;
+
+/// A small, fast, non-cryptographic hasher (Fx-style rotate-multiply) for the id maps:
+/// ids come from the CRM, not from an adversary, and SipHash dominates index build time.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // Fold the high bits (where the differing bytes of similar ids end up after the
+        // multiply) into the low bits the table indexes by.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+}
+
+/// A hash map keyed by ids, with [`IdHasher`].
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 pub(crate) fn kind_slot(kind: ObjectKind) -> usize {
     match kind {
@@ -95,7 +153,7 @@ pub(crate) struct RecordEntry {
 pub(crate) struct KindIndex<'m> {
     pub kind: ObjectKind,
     pub ids: Vec<&'m CrmId>,
-    pub by_id: HashMap<&'m CrmId, Ix>,
+    pub by_id: IdMap<&'m CrmId, Ix>,
     pub records: Vec<RecordEntry>,
     /// Per user: records the user owns or is assigned to, ascending.
     pub by_party: Vec<Vec<Ix>>,
@@ -123,30 +181,33 @@ pub(crate) struct KindIndex<'m> {
 pub struct Access<'m> {
     pub(crate) model: &'m OrgModel,
     pub(crate) users: Vec<UserEntry<'m>>,
-    pub(crate) user_ix: HashMap<&'m UserId, Ix>,
+    pub(crate) user_ix: IdMap<&'m UserId, Ix>,
     pub(crate) roles: Vec<RoleEntry<'m>>,
     pub(crate) teams: Vec<TeamEntry<'m>>,
-    pub(crate) team_ix: HashMap<&'m TeamId, Ix>,
+    pub(crate) team_ix: IdMap<&'m TeamId, Ix>,
     pub(crate) rules: Vec<RuleEntry<'m>>,
     pub(crate) kinds: [KindIndex<'m>; 3],
+    /// Events overlapping recently asked windows (`[start, end)` in unix seconds): the
+    /// window test is the same for every user, so it is done once per window.
+    pub(crate) window_cache: Mutex<Vec<((i64, i64), Bits)>>,
 }
 
 impl<'m> Access<'m> {
     /// Indexes `model`. Linear in its size, plus one bit set per non-leaf role and per rule.
     pub fn build(model: &'m OrgModel) -> Self {
-        let user_ix: HashMap<&UserId, Ix> = model
+        let user_ix: IdMap<&UserId, Ix> = model
             .users
             .keys()
             .enumerate()
             .map(|(i, id)| (id, ix(i)))
             .collect();
-        let role_ix: HashMap<&RoleId, Ix> = model
+        let role_ix: IdMap<&RoleId, Ix> = model
             .roles
             .keys()
             .enumerate()
             .map(|(i, id)| (id, ix(i)))
             .collect();
-        let team_ix: HashMap<&TeamId, Ix> = model
+        let team_ix: IdMap<&TeamId, Ix> = model
             .teams
             .keys()
             .enumerate()
@@ -227,6 +288,7 @@ impl<'m> Access<'m> {
                 KindIndex::empty(ObjectKind::Event),
                 KindIndex::empty(ObjectKind::Organization),
             ],
+            window_cache: Mutex::new(Vec::new()),
         };
         for (r, rule) in access.rules.iter().enumerate() {
             let slot = kind_slot(rule.rule.object);
@@ -240,8 +302,15 @@ impl<'m> Access<'m> {
                 list.dedup();
             }
         }
-        let kinds = ObjectKind::ALL.map(|k| access.index_kind(k));
-        access.kinds = kinds;
+        // Contacts and organizations first: events resolve their parents through them.
+        for kind in [
+            ObjectKind::Contact,
+            ObjectKind::Organization,
+            ObjectKind::Event,
+        ] {
+            let index = access.index_kind(kind);
+            access.kinds[kind_slot(kind)] = index;
+        }
         let mut linked: [Vec<Vec<Ix>>; 2] = [
             vec![Vec::new(); access.kinds[0].ids.len()],
             vec![Vec::new(); access.kinds[2].ids.len()],
@@ -440,18 +509,8 @@ impl<'m> Access<'m> {
             });
         }
         if kind == ObjectKind::Event {
-            let contact_ix: HashMap<&CrmId, Ix> = model
-                .contacts
-                .keys()
-                .enumerate()
-                .map(|(i, id)| (id, ix(i)))
-                .collect();
-            let org_ix: HashMap<&CrmId, Ix> = model
-                .organizations
-                .keys()
-                .enumerate()
-                .map(|(i, id)| (id, ix(i)))
-                .collect();
+            let contact_ix = &self.kind(ObjectKind::Contact).by_id;
+            let org_ix = &self.kind(ObjectKind::Organization).by_id;
             index.timings.reserve(model.events.len());
             for (i, event) in model.events.values().enumerate() {
                 let mut attendees: Vec<Ix> = event
@@ -552,7 +611,7 @@ impl<'m> KindIndex<'m> {
         Self {
             kind,
             ids: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: IdMap::default(),
             records: Vec::new(),
             by_party: Vec::new(),
             by_owner: Vec::new(),
@@ -570,7 +629,7 @@ impl<'m> KindIndex<'m> {
 
 /// The role tree as an Euler tour. Roles whose parent chain never reaches a root (a cycle
 /// in a mirrored model) are toured as roots of their own, so every role has a position.
-fn build_roles<'m>(model: &'m OrgModel, role_ix: &HashMap<&'m RoleId, Ix>) -> Vec<RoleEntry<'m>> {
+fn build_roles<'m>(model: &'m OrgModel, role_ix: &IdMap<&'m RoleId, Ix>) -> Vec<RoleEntry<'m>> {
     let mut roles: Vec<RoleEntry> = model
         .roles
         .values()

@@ -39,7 +39,7 @@ mod readable;
 pub mod synthetic;
 
 pub use bits::Bits;
-pub use changes::{affected_users, AffectedUsers, ChangeCause};
+pub use changes::{affected_users, affected_users_between, AffectedUsers, ChangeCause};
 pub use index::Access;
 pub use readable::RecordSet;
 
@@ -342,8 +342,9 @@ impl fmt::Display for Reason {
             }
             Reason::NoGrant { user } => write!(
                 f,
-                "nothing grants {user} access to the record (not owner, assignee, above the owner, \
-                 in a sharing rule, in its visibility or an attendee; org-wide default private)"
+                "nothing grants {user} access to the record (not its owner or an assignee, not \
+                 above them in the role tree, not reached by a sharing rule, its visibility or \
+                 as an attendee, and the org-wide default grants nothing)"
             ),
         }
     }
@@ -450,6 +451,13 @@ mod tests {
             r.to_string(),
             "sharing rule r1 grants read (owner hank in role_and_subordinates mgr_west; erin in role mgr_east)"
         );
+    }
+
+    #[test]
+    fn the_index_can_be_shared_between_sync_workers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Access<'static>>();
+        shareable::<RecordSet<'static>>();
     }
 
     #[test]

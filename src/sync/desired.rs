@@ -8,7 +8,7 @@ use crate::model::{
     Attendee, AttendeeLine, Contact, CrmId, Event, ObjectKind, RecordRef, SyncedContact,
     SyncedEvent, User, UserId,
 };
-use crate::scope::{desired_set, EffectiveScope, MAX_WINDOW_DAYS};
+use crate::scope::{desired_set, scoped_set, EffectiveScope};
 use crate::security::{Access, AccessError, Operation};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -238,10 +238,7 @@ pub fn event_sets<'a>(
     let mut sets = UserSets::default();
     if user.active {
         let in_window = desired_set(access, &user.id, scope, ObjectKind::Event, now)?;
-        let mut unbounded = scope.clone();
-        unbounded.days_past = MAX_WINDOW_DAYS;
-        unbounded.days_future = MAX_WINDOW_DAYS;
-        let selected = desired_set(access, &user.id, &unbounded, ObjectKind::Event, now)?;
+        let selected = scoped_set(access, &user.id, scope, ObjectKind::Event)?;
         for id in selected.iter() {
             let Some(e) = model.events.get(id) else {
                 continue;

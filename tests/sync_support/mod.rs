@@ -12,9 +12,8 @@ use crmsync::crm::sqlite::SqliteCrm;
 use crmsync::emulator::{EmulatorOptions, EmulatorSettings, QuotaConfig, TestEmulator};
 use crmsync::google::remote::{GoogleRemote, GoogleRemoteConfig};
 use crmsync::google::retry::RetryConfig;
-use crmsync::model::{ObjectKind, RecordRef, UserId};
+use crmsync::model::{ObjectKind, UserId};
 use crmsync::scope::{Direction, ScopeLayer, SelectionMode};
-use crmsync::security::{Access, Operation};
 use crmsync::store::StateDb;
 use crmsync::sync::engine::{Engine, RunReport, SyncOptions, UserStatus};
 use crmsync::sync::remote::GoogleUser;
@@ -263,34 +262,8 @@ impl Harness {
     /// the user whose account holds it, per the CRM as it is now.
     pub fn assert_nothing_leaks(&self) {
         let (model, _) = self.crm().snapshot().unwrap();
-        let access = Access::build(&model);
-        for user in model.users.values() {
-            let name = user.id.as_str();
-            for (marker, title) in self.events(name) {
-                let Some(id) = marker else { continue };
-                let record = RecordRef::new(ObjectKind::Event, id.parse().unwrap());
-                let ok = user.active
-                    && access
-                        .may(&user.id, &record, Operation::Read)
-                        .unwrap_or(false);
-                assert!(
-                    ok,
-                    "LEAK: {name} has event {id} ({title}) they may not read"
-                );
-            }
-            for (marker, given) in self.contacts(name) {
-                let Some(id) = marker else { continue };
-                let record = RecordRef::new(ObjectKind::Contact, id.parse().unwrap());
-                let ok = user.active
-                    && access
-                        .may(&user.id, &record, Operation::Read)
-                        .unwrap_or(false);
-                assert!(
-                    ok,
-                    "LEAK: {name} has contact {id} ({given}) they may not read"
-                );
-            }
-        }
+        let check = crmsync::demo::leaks::check(&self.emu, &model);
+        assert!(check.leaks.is_empty(), "LEAKS: {:?}", check.leaks);
     }
 }
 
@@ -323,9 +296,9 @@ pub fn ids(list: &[(Option<String>, String)]) -> Vec<String> {
 
 // ── the phone: edits made through the Google APIs as the user ──────────────────────────
 
+use crmsync::demo::phone::Phone;
 use crmsync::model::{CrmId, SyncedContact, SyncedEvent};
 use crmsync::sync::plan::Link;
-use crmsync::sync::remote::{ContactOp, EventOp, OpOutcome, Remote, RemoteChange};
 
 impl Harness {
     pub fn link_of<T: serde::de::DeserializeOwned>(
@@ -340,18 +313,24 @@ impl Harness {
             .remove(&CrmId::new(id).unwrap())
     }
 
-    pub async fn phone_contact(&self, user: &str, id: &str) -> Option<SyncedContact> {
-        let link = self.link_of::<SyncedContact>(user, ObjectKind::Contact, id)?;
-        let g = self.google_user(user);
-        match self
-            .remote
-            .get_contact(&g, &self.group_of(user), link.google_id.as_deref()?)
-            .await
-            .unwrap()
-        {
-            RemoteChange::Present(item) => Some(item.data),
-            RemoteChange::Deleted { .. } => None,
+    /// The user's phone.
+    pub fn phone(&self, user: &str) -> Phone<'_, GoogleRemote> {
+        Phone {
+            remote: &self.remote,
+            state: &self.state,
+            user: self.google_user(user),
+            root: self.emu.base_url(),
+            key: key_path(),
+            token_uri: Some(self.emu.token_uri()),
         }
+    }
+
+    pub async fn phone_contact(&self, user: &str, id: &str) -> Option<SyncedContact> {
+        self.phone(user).contact(id).await.unwrap()
+    }
+
+    pub async fn phone_event(&self, user: &str, id: &str) -> Option<SyncedEvent> {
+        self.phone(user).event(id).await.unwrap()
     }
 
     pub async fn phone_edit_contact(
@@ -360,73 +339,7 @@ impl Harness {
         id: &str,
         edit: impl FnOnce(&mut SyncedContact),
     ) {
-        let link = self
-            .link_of::<SyncedContact>(user, ObjectKind::Contact, id)
-            .expect("linked");
-        let g = self.google_user(user);
-        let group = self.group_of(user);
-        let resource = link.google_id.unwrap();
-        let RemoteChange::Present(item) = self
-            .remote
-            .get_contact(&g, &group, &resource)
-            .await
-            .unwrap()
-        else {
-            panic!("contact gone")
-        };
-        let mut data = item.data.clone();
-        edit(&mut data);
-        let out = self
-            .remote
-            .contact_ops(
-                &g,
-                &group,
-                &[ContactOp::Update {
-                    resource,
-                    etag: item.etag,
-                    crm_id: CrmId::new(id).unwrap(),
-                    data,
-                }],
-            )
-            .await
-            .unwrap();
-        assert!(matches!(out[0], Ok(OpOutcome::Written(_))), "{out:?}");
-    }
-
-    pub async fn phone_delete_contact(&self, user: &str, id: &str) {
-        let link = self
-            .link_of::<SyncedContact>(user, ObjectKind::Contact, id)
-            .expect("linked");
-        let g = self.google_user(user);
-        let out = self
-            .remote
-            .contact_ops(
-                &g,
-                &self.group_of(user),
-                &[ContactOp::Delete {
-                    resource: link.google_id.unwrap(),
-                }],
-            )
-            .await
-            .unwrap();
-        assert!(matches!(out[0], Ok(OpOutcome::Deleted)), "{out:?}");
-    }
-
-    pub async fn phone_event(&self, user: &str, id: &str) -> Option<SyncedEvent> {
-        let link = self.link_of::<SyncedEvent>(user, ObjectKind::Event, id)?;
-        match self
-            .remote
-            .get_event(
-                &self.google_user(user),
-                &self.calendar_of(user),
-                link.google_id.as_deref()?,
-            )
-            .await
-            .unwrap()
-        {
-            RemoteChange::Present(item) => Some(item.data),
-            RemoteChange::Deleted { .. } => None,
-        }
+        self.phone(user).edit_contact(id, edit).await.unwrap();
     }
 
     pub async fn phone_edit_event(
@@ -435,37 +348,11 @@ impl Harness {
         id: &str,
         edit: impl FnOnce(&mut SyncedEvent),
     ) {
-        let link = self
-            .link_of::<SyncedEvent>(user, ObjectKind::Event, id)
-            .expect("linked");
-        let g = self.google_user(user);
-        let calendar = self.calendar_of(user);
-        let event_id = link.google_id.unwrap();
-        let RemoteChange::Present(item) = self
-            .remote
-            .get_event(&g, &calendar, &event_id)
-            .await
-            .unwrap()
-        else {
-            panic!("event gone")
-        };
-        let mut data = item.data.clone();
-        edit(&mut data);
-        let out = self
-            .remote
-            .event_ops(
-                &g,
-                &calendar,
-                &[EventOp::Update {
-                    id: event_id,
-                    etag: item.etag,
-                    crm_id: CrmId::new(id).unwrap(),
-                    data,
-                }],
-            )
-            .await
-            .unwrap();
-        assert!(matches!(out[0], Ok(OpOutcome::Written(_))), "{out:?}");
+        self.phone(user).edit_event(id, edit).await.unwrap();
+    }
+
+    pub async fn phone_delete_contact(&self, user: &str, id: &str) {
+        self.phone(user).delete_contact(id).await.unwrap();
     }
 
     /// A contact created on the phone (no crmsync marker), optionally in the CRM group.
@@ -476,58 +363,20 @@ impl Harness {
         email: &str,
         in_group: bool,
     ) -> String {
-        use google_people1::api::{ContactGroupMembership, EmailAddress, Membership, Name, Person};
-        let key = crmsync::google::auth::load_service_account_key(
-            &key_path(),
-            Some(&self.emu.token_uri()),
-        )
-        .await
-        .unwrap();
-        let auth = crmsync::google::auth::impersonate(&key, &format!("{user}@acme.example"))
+        self.phone(user)
+            .create_contact(given, "", email, in_group)
             .await
-            .unwrap();
-        let hub = crmsync::google::hub::people_hub(&self.emu.base_url(), auth).unwrap();
-        let mut memberships = vec![Membership {
-            contact_group_membership: Some(ContactGroupMembership {
-                contact_group_resource_name: Some("contactGroups/myContacts".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }];
-        if in_group {
-            memberships.push(Membership {
-                contact_group_membership: Some(ContactGroupMembership {
-                    contact_group_resource_name: Some(self.group_of(user)),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        }
-        let person = Person {
-            names: Some(vec![Name {
-                given_name: Some(given.into()),
-                ..Default::default()
-            }]),
-            email_addresses: Some(vec![EmailAddress {
-                value: Some(email.into()),
-                type_: Some("work".into()),
-                ..Default::default()
-            }]),
-            memberships: Some(memberships),
-            ..Default::default()
-        };
-        let (_, created) = hub
-            .people()
-            .create_contact(person)
-            .person_fields(google_people1::FieldMask::new(&[
-                "names",
-                "emailAddresses",
-                "memberships",
-            ]))
-            .doit()
-            .await
-            .unwrap();
-        created.resource_name.unwrap()
+            .unwrap()
+    }
+
+    /// A contact the user had on the phone before crmsync first ran.
+    pub async fn phone_create_contact_before_sync(
+        &self,
+        user: &str,
+        given: &str,
+        email: &str,
+    ) -> String {
+        self.phone_create_contact(user, given, email, false).await
     }
 }
 
@@ -551,46 +400,4 @@ pub fn audit_actions(h: &Harness, user: &str) -> Vec<String> {
         .into_iter()
         .map(|e| format!("{} {}", e.action, e.record.unwrap_or_default()))
         .collect()
-}
-
-impl Harness {
-    /// A contact the user had on the phone before crmsync first ran (no group yet).
-    pub async fn phone_create_contact_before_sync(
-        &self,
-        user: &str,
-        given: &str,
-        email: &str,
-    ) -> String {
-        use google_people1::api::{EmailAddress, Name, Person};
-        let key = crmsync::google::auth::load_service_account_key(
-            &key_path(),
-            Some(&self.emu.token_uri()),
-        )
-        .await
-        .unwrap();
-        let auth = crmsync::google::auth::impersonate(&key, &format!("{user}@acme.example"))
-            .await
-            .unwrap();
-        let hub = crmsync::google::hub::people_hub(&self.emu.base_url(), auth).unwrap();
-        let person = Person {
-            names: Some(vec![Name {
-                given_name: Some(given.into()),
-                ..Default::default()
-            }]),
-            email_addresses: Some(vec![EmailAddress {
-                value: Some(email.into()),
-                type_: Some("home".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        };
-        let (_, created) = hub
-            .people()
-            .create_contact(person)
-            .person_fields(google_people1::FieldMask::new(&["names", "emailAddresses"]))
-            .doit()
-            .await
-            .unwrap();
-        created.resource_name.unwrap()
-    }
 }

@@ -1,0 +1,59 @@
+//! The demo is the main job: it must tell a true story, end converged and leak nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crmsync::sync::engine::UserStatus;
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_demo_story_happens_and_nothing_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crmsync::demo::run(dir.path()).await.unwrap();
+    assert!(out
+        .first
+        .users
+        .iter()
+        .all(|u| u.status == UserStatus::Synced));
+    let user = |r: &crmsync::sync::engine::RunReport, name: &str| {
+        r.users
+            .iter()
+            .find(|u| u.user.as_str() == name)
+            .unwrap()
+            .clone()
+    };
+    // Day 3: the conflict, the merge, the import, the revert and the role change.
+    let frank = user(&out.second, "frank");
+    assert_eq!(frank.contacts.conflicts, 1);
+    assert_eq!(frank.contacts.written_back, 1);
+    assert_eq!(frank.contacts.text_merges, 1);
+    assert_eq!(user(&out.second, "gina").contacts.imported, 1);
+    assert_eq!(user(&out.second, "olivia").contacts.reverted, 1);
+    assert!(
+        user(&out.second, "erin").contacts.created > 0,
+        "erin gains ivan's records"
+    );
+    assert_eq!(
+        user(&out.second, "hank").status,
+        UserStatus::Refused,
+        "the breaker"
+    );
+    let forced = out.forced.as_ref().expect("the admin forces hank's pass");
+    assert!(
+        user(forced, "hank").total().deleted > 0,
+        "hank loses ivan's records"
+    );
+    // Day 4: nothing fails, and no phone holds anything its owner may not read.
+    assert!(out.third.users.iter().all(|u| u.errors.is_empty()));
+    assert!(out.leak_check.items_checked > 1000);
+    assert!(
+        out.leak_check.leaks.is_empty(),
+        "{:?}",
+        out.leak_check.leaks
+    );
+    assert!(out.story.contains("conflict on contact:"));
+    // Incremental: the quiet-ish third pass costs a fraction of the first.
+    assert!(
+        out.api_calls[2] * 3 < out.api_calls[0],
+        "{:?}",
+        out.api_calls
+    );
+}
