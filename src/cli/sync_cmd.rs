@@ -8,7 +8,7 @@ use crmsync::emulator::EmulatorOptions;
 use crmsync::google::remote::GoogleRemote;
 use crmsync::model::UserId;
 use crmsync::store::StateDb;
-use crmsync::sync::engine::{Engine, EngineError, SyncOptions};
+use crmsync::sync::engine::{Engine, EngineError, Progress, SyncOptions};
 use std::cell::RefCell;
 use std::io::IsTerminal;
 
@@ -56,7 +56,25 @@ pub fn sync(config: &Config, out: &Output, args: SyncArgs) -> CmdResult {
             now: chrono::Utc::now(),
         };
         let bar = spinner(out, "syncing…");
-        let result = engine.sync_once(&options).await;
+        let on_progress = |p: Progress<'_>| {
+            let Some(bar) = &bar else { return };
+            match p {
+                Progress::Started { users } => {
+                    bar.set_length(users as u64);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {pos}/{len} users {wide_bar} {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                }
+                Progress::UserDone(report) => {
+                    bar.inc(1);
+                    bar.set_message(report.user.to_string());
+                }
+            }
+        };
+        let result = engine.sync_once_with_progress(&options, &on_progress).await;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }

@@ -172,9 +172,27 @@ fn scope_policies(scope: &EffectiveScope, may_create: bool) -> Policies {
     }
 }
 
+/// What a running pass tells a progress display.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'r> {
+    /// The pass will sync this many users.
+    Started { users: usize },
+    /// One user's pass ended.
+    UserDone(&'r UserReport),
+}
+
 impl<R: Remote> Engine<'_, R> {
     /// One pass over all (or the chosen) users.
     pub async fn sync_once(&self, options: &SyncOptions) -> Result<RunReport, EngineError> {
+        self.sync_once_with_progress(options, &|_| {}).await
+    }
+
+    /// [`Engine::sync_once`], telling `progress` how it goes (the CLI's progress bar).
+    pub async fn sync_once_with_progress(
+        &self,
+        options: &SyncOptions,
+        progress: &dyn Fn(Progress<'_>),
+    ) -> Result<RunReport, EngineError> {
         let run_id = now_run_id();
         let (model, crm_changes, crm_problems) = self.load_model(options.dry_run)?;
         let access = Access::build(&model);
@@ -190,8 +208,15 @@ impl<R: Remote> Engine<'_, R> {
             .filter(|u| u.google_account.is_some())
             .collect();
         let concurrency = self.config.sync.concurrency.max(1);
+        progress(Progress::Started { users: users.len() });
         let passes = futures::stream::iter(users)
-            .map(|u| self.user_pass(&access, u, options, &run_id))
+            .map(|u| async {
+                let pass = self.user_pass(&access, u, options, &run_id).await;
+                if let Ok(report) = &pass {
+                    progress(Progress::UserDone(report));
+                }
+                pass
+            })
             .buffer_unordered(concurrency)
             .collect::<Vec<_>>()
             .await;
