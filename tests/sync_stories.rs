@@ -303,3 +303,67 @@ async fn a_pre_existing_phone_contact_is_linked_not_duplicated() {
     assert!(audit_actions(&h, "erin").contains(&"linked_existing contact:c3".to_string()));
     assert!(is_quiet(&h.sync().await));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_user_removed_from_the_crm_altogether_loses_everything_synced() {
+    let mut doc = org();
+    let h = Harness::start(doc.clone()).await;
+    assert_all_synced(&h.sync().await);
+    assert!(!h.contacts("hank").is_empty());
+    // hank disappears from the CRM (his records move to erin first, so the file is valid).
+    for c in doc["contacts"].as_array_mut().unwrap() {
+        if c["owner"] == "hank" {
+            c["owner"] = serde_json::json!("erin");
+        }
+    }
+    for e in doc["events"].as_array_mut().unwrap() {
+        if e["owner"] == "hank" {
+            e["owner"] = serde_json::json!("erin");
+            e["attendees"] = serde_json::json!([{"user": "erin"}]);
+        }
+    }
+    for o in doc["organizations"].as_array_mut().unwrap() {
+        o["owner"] = serde_json::json!("erin");
+    }
+    doc["users"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|u| u["id"] != "hank");
+    h.load(&doc);
+    let report = h.sync().await;
+    let hank = report
+        .users
+        .iter()
+        .find(|u| u.user.as_str() == "hank")
+        .unwrap();
+    assert!(hank.total().deleted >= 3, "{hank:?}");
+    assert!(h.contacts("hank").is_empty() && h.events("hank").is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_phone_contact_the_crm_cannot_take_is_reported_once_and_left_alone() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    // Not an e-mail address: the CRM refuses the import.
+    h.phone_create_contact("frank", "Broken", "not-an-address", true)
+        .await;
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    let refused = |h: &Harness| {
+        h.state
+            .audit_entries(Some("frank"), None, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "not_imported")
+            .count()
+    };
+    assert_eq!(refused(&h), 1);
+    assert!(is_quiet(&h.sync().await));
+    assert_eq!(refused(&h), 1, "reported once");
+    assert!(
+        h.contacts("frank")
+            .iter()
+            .any(|(m, name)| m.is_none() && name == "Broken"),
+        "left on the phone"
+    );
+}

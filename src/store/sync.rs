@@ -438,7 +438,8 @@ impl SyncWriter<'_> {
         Ok(())
     }
 
-    /// Remembers a Google item no link points at (keeps its `reported` flag).
+    /// Remembers a Google item no link points at. Its `reported` flag is kept while the item
+    /// is unchanged, and cleared when it changed (a fixed phone item is considered again).
     pub fn upsert_unlinked<T: Serialize>(
         &self,
         user: &UserId,
@@ -447,7 +448,8 @@ impl SyncWriter<'_> {
     ) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT INTO remote_unlinked (user_id, kind, google_id, item) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (user_id, kind, google_id) DO UPDATE SET item = ?4",
+             ON CONFLICT (user_id, kind, google_id) DO UPDATE SET item = ?4,
+                 reported = CASE WHEN item = ?4 THEN reported ELSE 0 END",
             params![user.as_str(), kind_str(kind), item.google_id, to_json(item)],
         )?;
         Ok(())

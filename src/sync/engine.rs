@@ -201,9 +201,29 @@ impl<R: Remote> Engine<'_, R> {
                 return Err(EngineError::UnknownUser(u.clone()));
             }
         }
+        // Users the CRM no longer has at all are synced as inactive: everything pulled back.
+        let removed: Vec<User> = self
+            .state
+            .sync_users()?
+            .into_iter()
+            .filter_map(|s| {
+                let id = UserId::new(s.user_id.as_str()).ok()?;
+                (!model.users.contains_key(&id)).then(|| User {
+                    name: id.to_string(),
+                    email: s.google_account.clone(),
+                    id,
+                    active: false,
+                    admin: false,
+                    profile: None,
+                    role: None,
+                    google_account: Some(s.google_account),
+                })
+            })
+            .collect();
         let users: Vec<&User> = model
             .users
             .values()
+            .chain(removed.iter())
             .filter(|u| options.users.is_empty() || options.users.contains(&u.id))
             .filter(|u| u.google_account.is_some())
             .collect();
@@ -286,6 +306,14 @@ impl<R: Remote> Engine<'_, R> {
         }
         let resolved = match self.scope_of(access.model(), &user.id) {
             Ok(r) => r,
+            // An inactive user gets nothing whatever the scope says: pull everything back.
+            Err(_) if !user.active => ResolvedScope {
+                user: user.id.clone(),
+                fingerprint: EffectiveScope::builtin().fingerprint(),
+                scope: EffectiveScope::builtin(),
+                settings: scope::ScopeLayer::default(),
+                sources: BTreeMap::new(),
+            },
             Err(e) => {
                 report.status = UserStatus::Refused;
                 report.message = Some(format!("scope: {e}"));

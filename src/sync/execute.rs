@@ -362,6 +362,7 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
         .all(|w| matches!(w.status, Status::Done | Status::Pending));
     ctx.state.write(|w| {
         let mut linked_ids: BTreeSet<String> = BTreeSet::new();
+        let mut to_mark: Vec<String> = Vec::new();
         for item in &work {
             let record = item
                 .plan
@@ -413,9 +414,7 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                     &detail,
                 )?;
                 if n.action == "not_imported" {
-                    if let Some(g) = &item.plan.google_id {
-                        w.mark_reported(&user, kind, g)?;
-                    }
+                    to_mark.extend(item.plan.google_id.iter().cloned());
                 }
             }
             if let Some(r) = &record {
@@ -446,6 +445,10 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 }
                 RemoteChange::Deleted { google_id } => w.remove_unlinked(&user, kind, google_id)?,
             }
+        }
+        // After the index is current, so that items first seen in this listing are marked.
+        for google_id in &to_mark {
+            w.mark_reported(&user, kind, google_id)?;
         }
         if complete {
             w.set_sync_token(&user, kind, listing.next_sync_token.as_deref())?;
@@ -551,6 +554,20 @@ fn run_crm_step<T: RemoteKind, R>(ctx: &UserCtx<'_, R>, hooks: &Hooks<'_, T>, it
         {
             // A crash after an earlier import: the record is there, link it.
             created(item);
+        }
+        Err(CrmError::Refused(why)) | Err(CrmError::Invalid(why))
+            if matches!(step, CrmStep::Create { .. }) =>
+        {
+            // A phone item the CRM cannot take (e.g. an invalid e-mail): left on the phone
+            // and reported once, like any item that is not imported.
+            item.plan.crm = None;
+            item.plan.crm_id = None;
+            item.plan.google = None;
+            item.plan.link = LinkStep::Keep;
+            item.plan.notes = vec![super::plan::Note {
+                action: "not_imported".into(),
+                detail: serde_json::json!({"why": format!("the CRM refused it: {why}")}),
+            }];
         }
         Err(CrmError::Refused(why)) | Err(CrmError::Invalid(why)) => {
             revert_instead(item, &format!("the CRM refused the write-back: {why}"));

@@ -1062,6 +1062,8 @@ fn plan_phone_new<T: Synced>(
             || !item.in_container
             || !seen.insert(item.google_id.clone())
             || input.remote.deleted.contains(&item.google_id)
+            // Reported as not importable, and unchanged since: nothing new to say or do.
+            || input.already_reported.contains(&item.google_id)
         {
             continue;
         }
