@@ -362,6 +362,8 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
         .all(|w| matches!(w.status, Status::Done | Status::Pending));
     ctx.state.write(|w| {
         let mut linked_ids: BTreeSet<String> = BTreeSet::new();
+        // Phone items reported as not importable: marked once the index below has their row.
+        let mut reported: Vec<String> = Vec::new();
         for item in &work {
             let record = item
                 .plan
@@ -414,7 +416,7 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 )?;
                 if n.action == "not_imported" {
                     if let Some(g) = &item.plan.google_id {
-                        w.mark_reported(&user, kind, g)?;
+                        reported.push(g.clone());
                     }
                 }
             }
@@ -446,6 +448,9 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 }
                 RemoteChange::Deleted { google_id } => w.remove_unlinked(&user, kind, google_id)?,
             }
+        }
+        for g in &reported {
+            w.mark_reported(&user, kind, g)?;
         }
         if complete {
             w.set_sync_token(&user, kind, listing.next_sync_token.as_deref())?;
