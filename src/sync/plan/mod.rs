@@ -909,6 +909,15 @@ fn phone_delete<T: Synced>(
     plan.case = Case::PhoneDelete;
     let p = input.policies;
     let restore = |plan: &mut RecordPlan<T>, why: &str| {
+        if !d.may_create {
+            // Aged out of the window: kept while it was on the phone, never created again.
+            plan.link = LinkStep::Remove;
+            plan.notes.push(note(
+                "not_restored",
+                serde_json::json!({"why": "deleted on the phone after leaving the event window"}),
+            ));
+            return;
+        }
         plan.google = Some(create_step(input, crm_id, l.generation + 1, &d.data));
         plan.link = LinkStep::Linked {
             google_id: None,
