@@ -802,7 +802,11 @@ pub fn plan_record<T: Synced>(
             let (google_now, etag) = match remote {
                 RemoteState::Unchanged => (None, l.etag.clone().unwrap_or_default()),
                 RemoteState::Present(item) if item.data == base => {
-                    if Some(&item.etag) != l.etag.as_ref() && !crm_changed {
+                    // A renamed item (previousResourceNames) also moves the link's id below.
+                    if Some(&item.etag) != l.etag.as_ref()
+                        && !crm_changed
+                        && item.google_id == google_id
+                    {
                         plan.case = Case::Echo;
                         plan.link = LinkStep::Etag {
                             etag: item.etag.clone(),
