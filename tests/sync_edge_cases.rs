@@ -155,6 +155,8 @@ async fn a_phone_edit_hidden_by_propagation_delay_is_picked_up_later() {
 struct EditAfterListing<'a> {
     h: &'a Harness,
     fired: Cell<bool>,
+    /// Edit the event e1 after the event listing instead of the contact c4.
+    events: bool,
 }
 
 impl Remote for EditAfterListing<'_> {
@@ -182,7 +184,15 @@ impl Remote for EditAfterListing<'_> {
         calendar: &str,
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedEvent>, RemoteError> {
-        self.h.remote.list_events(user, calendar, sync_token).await
+        let listing = self.h.remote.list_events(user, calendar, sync_token).await;
+        if self.events && user.user.as_str() == "frank" && !self.fired.replace(true) {
+            self.h
+                .phone_edit_event("frank", "e1", |e| {
+                    e.location = "Room 9 (phone, mid-pass)".into()
+                })
+                .await;
+        }
+        listing
     }
 
     async fn get_event(
@@ -210,7 +220,7 @@ impl Remote for EditAfterListing<'_> {
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedContact>, RemoteError> {
         let listing = self.h.remote.list_contacts(user, group, sync_token).await;
-        if user.user.as_str() == "frank" && !self.fired.replace(true) {
+        if !self.events && user.user.as_str() == "frank" && !self.fired.replace(true) {
             self.h
                 .phone_edit_contact("frank", "c4", |c| {
                     c.first_name = "Fiona".into();
@@ -251,6 +261,7 @@ async fn a_phone_edit_between_listing_and_push_is_reread_and_merged_in_the_same_
     let remote = EditAfterListing {
         h: &h,
         fired: Cell::new(false),
+        events: false,
     };
     let report = h.sync_via(&remote, &SyncOptions::default()).await;
     assert!(remote.fired.get());
@@ -280,6 +291,40 @@ async fn a_phone_edit_between_listing_and_push_is_reread_and_merged_in_the_same_
         h.phone_contact("erin", "c4").await.unwrap().first_name,
         "Fiona"
     );
+    assert!(is_quiet(&h.sync().await));
+    h.assert_no_duplicates();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_event_edited_between_listing_and_push_gets_412_and_is_merged_in_the_same_pass() {
+    let mut doc = org();
+    let h = Harness::start(doc.clone()).await;
+    assert_all_synced(&h.sync().await);
+    doc["events"][0]["title"] = json!("Quarterly review (agenda v2)");
+    h.load(&doc);
+    let remote = EditAfterListing {
+        h: &h,
+        fired: Cell::new(false),
+        events: true,
+    };
+    h.emu.reset_counters();
+    let report = h.sync_via(&remote, &SyncOptions::default()).await;
+    assert!(remote.fired.get());
+    // The push carried If-Match with the listed etag: Calendar answered 412.
+    assert!(h.emu.counters().by_status.get(&412).copied().unwrap_or(0) >= 1);
+    assert_all_synced(&report);
+    let frank = user_report(&report, "frank");
+    assert!(frank.errors.is_empty(), "{:?}", frank.errors);
+    assert_eq!(frank.events.written_back, 1);
+    let crm = crm_event(&h, "e1").unwrap();
+    assert_eq!(crm.title, "Quarterly review (agenda v2)");
+    assert_eq!(crm.location, "Room 9 (phone, mid-pass)");
+    let phone = h.phone_event("frank", "e1").await.unwrap();
+    assert_eq!(
+        (phone.title.as_str(), phone.location.as_str()),
+        ("Quarterly review (agenda v2)", "Room 9 (phone, mid-pass)")
+    );
+    assert_all_synced(&h.sync().await);
     assert!(is_quiet(&h.sync().await));
     h.assert_no_duplicates();
 }
