@@ -45,9 +45,10 @@ pub fn sync(config: &Config, out: &Output, args: SyncArgs) -> CmdResult {
     let report = rt.block_on(async {
         let state = StateDb::open(&config.state.path).map_err(runtime)?;
         let crm = SqliteCrm::open(&config.crm.path).map_err(runtime)?;
+        // Only configuration can make this fail (base URL, service-account key): exit 2.
         let remote = GoogleRemote::from_config(&config.google, &config.sync)
             .await
-            .map_err(runtime)?;
+            .map_err(usage)?;
         let engine = Engine {
             config,
             state: &state,

@@ -265,6 +265,35 @@ impl Harness {
         let check = crmsync::demo::leaks::check(&self.emu, &model);
         assert!(check.leaks.is_empty(), "LEAKS: {:?}", check.leaks);
     }
+
+    /// The invariant, for passes that knowingly leave copies of records deleted from the
+    /// CRM (a refused breaker; another user's delete written back in the same run): every
+    /// marked item whose record still exists is readable by its user.
+    pub fn assert_nothing_leaks_but_deleted_records(&self) {
+        let (model, _) = self.crm().snapshot().unwrap();
+        let check = crmsync::demo::leaks::check(&self.emu, &model);
+        let exists = |record: &str| match record.split_once(':') {
+            Some(("contact", id)) => model.contacts.contains_key(&CrmId::new(id).unwrap()),
+            Some(("event", id)) => model.events.contains_key(&CrmId::new(id).unwrap()),
+            _ => true,
+        };
+        let leaks: Vec<_> = check.leaks.iter().filter(|l| exists(&l.record)).collect();
+        assert!(leaks.is_empty(), "LEAKS: {leaks:?}");
+    }
+
+    /// A pass checked with [`Harness::assert_nothing_leaks_but_deleted_records`].
+    pub async fn sync_leaving_deleted(&self, options: &SyncOptions) -> RunReport {
+        let engine = Engine {
+            config: &self.config,
+            state: &self.state,
+            crm: RefCell::new(Box::new(self.crm())),
+            remote: &self.remote,
+            now: self.now,
+        };
+        let report = engine.sync_once(options).await.unwrap();
+        self.assert_nothing_leaks_but_deleted_records();
+        report
+    }
 }
 
 /// Asserts every user of the report synced (or had nothing to do).
@@ -400,4 +429,191 @@ pub fn audit_actions(h: &Harness, user: &str) -> Vec<String> {
         .into_iter()
         .map(|e| format!("{} {}", e.action, e.record.unwrap_or_default()))
         .collect()
+}
+
+// ── raw Google calls as the user: what a phone does that the engine's `Remote` never does ──
+
+pub const CALENDAR_SCOPE: &str = "https://www.googleapis.com/auth/calendar";
+pub const CONTACTS_SCOPE: &str = "https://www.googleapis.com/auth/contacts";
+
+pub fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl Harness {
+    /// One HTTP call to the emulator as `user` (a token minted over the control API).
+    pub async fn raw(
+        &self,
+        user: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let account = format!("{user}@acme.example");
+        let token = self
+            .emu
+            .mint_access_token(&account, &[CALENDAR_SCOPE, CONTACTS_SCOPE])
+            .unwrap();
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.emu.base_url()))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `/calendar/v3/calendars/{the user's CRM calendar}/events`.
+    pub fn events_path(&self, user: &str) -> String {
+        format!(
+            "/calendar/v3/calendars/{}/events",
+            enc(&self.calendar_of(user))
+        )
+    }
+
+    /// The event's Google id, from the user's link.
+    pub fn event_google_id(&self, user: &str, crm_id: &str) -> String {
+        self.link_of::<SyncedEvent>(user, ObjectKind::Event, crm_id)
+            .and_then(|l| l.google_id)
+            .expect("event is linked")
+    }
+
+    /// The contact's resource name, from the user's link.
+    pub fn contact_resource(&self, user: &str, crm_id: &str) -> String {
+        self.link_of::<SyncedContact>(user, ObjectKind::Contact, crm_id)
+            .and_then(|l| l.google_id)
+            .expect("contact is linked")
+    }
+
+    /// An event created in the user's CRM calendar by the phone (no crmsync marker).
+    pub async fn phone_create_event(&self, user: &str, body: Value) -> String {
+        let (status, v) = self
+            .raw(
+                user,
+                reqwest::Method::POST,
+                &self.events_path(user),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn phone_delete_event(&self, user: &str, crm_id: &str) {
+        let path = format!(
+            "{}/{}",
+            self.events_path(user),
+            self.event_google_id(user, crm_id)
+        );
+        let (status, v) = self.raw(user, reqwest::Method::DELETE, &path, None).await;
+        assert_eq!(status, 204, "{v}");
+    }
+
+    /// The raw stored events (live) of the user's CRM calendar, as Google holds them.
+    pub fn stored_events(&self, user: &str) -> Vec<google_calendar3::api::Event> {
+        let calendar = self.calendar_of(user);
+        self.emu
+            .dump_user(&format!("{user}@acme.example"))
+            .map(|d| d.live_events(&calendar).into_iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many live Google items carry each crmsync marker (contacts and events).
+    pub fn marker_counts(&self, user: &str) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for (m, _) in self.contacts(user).into_iter().chain(self.events(user)) {
+            if let Some(m) = m {
+                *out.entry(m).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// Asserts no crmsync marker appears on more than one live item, for every user.
+    pub fn assert_no_duplicates(&self) {
+        for user in ["alice", "erin", "frank", "hank"] {
+            let counts = self.marker_counts(user);
+            let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(dups.is_empty(), "{user} has duplicates: {dups:?}");
+        }
+    }
+
+    /// Sets one user's scope overrides (as `crmsync scope set` does).
+    pub fn set_scope(&mut self, user: &str, layer: &ScopeLayer) {
+        self.state
+            .replace_scope_overrides(&UserId::new(user).unwrap(), layer)
+            .unwrap();
+    }
+}
+
+/// Reads one event of the CRM as it is now.
+pub fn crm_event(h: &Harness, id: &str) -> Option<crmsync::model::Event> {
+    match h
+        .crm()
+        .get(crmsync::crm::EntityKind::Event, id)
+        .unwrap()
+        .map(|(_, e)| e)
+    {
+        Some(crmsync::crm::Entity::Event(e)) => Some(e),
+        _ => None,
+    }
+}
+
+pub fn user_report<'a>(report: &'a RunReport, user: &str) -> &'a crmsync::sync::engine::UserReport {
+    report
+        .users
+        .iter()
+        .find(|u| u.user.as_str() == user)
+        .unwrap()
+}
+
+/// Audit entries of one action for one user.
+pub fn audit_of(h: &Harness, user: &str, action: &str) -> Vec<crmsync::store::AuditEntry> {
+    h.state
+        .audit_entries(Some(user), None, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == action)
+        .collect()
+}
+
+impl Harness {
+    /// One pass through another `Remote` (a wrapper around `self.remote`).
+    pub async fn sync_via<R: crmsync::sync::remote::Remote>(
+        &self,
+        remote: &R,
+        options: &SyncOptions,
+    ) -> RunReport {
+        let engine = Engine {
+            config: &self.config,
+            state: &self.state,
+            crm: RefCell::new(Box::new(self.crm())),
+            remote,
+            now: self.now,
+        };
+        let report = engine.sync_once(options).await.unwrap();
+        self.assert_nothing_leaks();
+        report
+    }
+
+    /// Google API write calls the emulator has served (reads and control calls excluded).
+    pub fn google_writes(&self) -> u64 {
+        self.emu
+            .counters()
+            .by_endpoint
+            .iter()
+            .filter(|(e, _)| {
+                !(e.ends_with(".list") || e.ends_with(".get") || e.ends_with(".instances"))
+            })
+            .filter(|(e, _)| {
+                e.starts_with("calendar.")
+                    || e.starts_with("people.people")
+                    || e.starts_with("people.contactGroups")
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
 }

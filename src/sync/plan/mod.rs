@@ -802,7 +802,11 @@ pub fn plan_record<T: Synced>(
             let (google_now, etag) = match remote {
                 RemoteState::Unchanged => (None, l.etag.clone().unwrap_or_default()),
                 RemoteState::Present(item) if item.data == base => {
-                    if Some(&item.etag) != l.etag.as_ref() && !crm_changed {
+                    // A renamed item (previousResourceNames) also moves the link's id below.
+                    if Some(&item.etag) != l.etag.as_ref()
+                        && !crm_changed
+                        && item.google_id == google_id
+                    {
                         plan.case = Case::Echo;
                         plan.link = LinkStep::Etag {
                             etag: item.etag.clone(),
@@ -909,6 +913,15 @@ fn phone_delete<T: Synced>(
     plan.case = Case::PhoneDelete;
     let p = input.policies;
     let restore = |plan: &mut RecordPlan<T>, why: &str| {
+        if !d.may_create {
+            // Aged out of the window: kept while it was on the phone, never created again.
+            plan.link = LinkStep::Remove;
+            plan.notes.push(note(
+                "not_restored",
+                serde_json::json!({"why": "deleted on the phone after leaving the event window"}),
+            ));
+            return;
+        }
         plan.google = Some(create_step(input, crm_id, l.generation + 1, &d.data));
         plan.link = LinkStep::Linked {
             google_id: None,

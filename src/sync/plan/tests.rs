@@ -591,6 +591,42 @@ fn renamed_contacts_keep_their_link() {
 }
 
 #[test]
+fn a_rename_with_a_new_etag_moves_the_link_too() {
+    // Google gives a renamed person a new etag as well: not a plain echo.
+    let c = contact("Ada", "ada@x.example", "");
+    let mut moved = item("people/c2", "e2", c.clone());
+    moved.previous_ids = vec!["people/c1".into()];
+    let p = World::new()
+        .want("c1", desired(c.clone()))
+        .linked(link("c1", "people/c1", c))
+        .listed(RemoteChange::Present(moved))
+        .only();
+    assert_eq!(p.case, Case::Echo);
+    assert!(matches!(
+        p.link,
+        LinkStep::Linked { google_id: Some(ref g), etag: Some(ref e), .. } if g == "people/c2" && e == "e2"
+    ));
+}
+
+#[test]
+fn an_aged_out_event_deleted_on_the_phone_is_not_restored() {
+    let e = event("Old");
+    let mut d = desired(e.clone());
+    d.may_create = false;
+    let mut w = World::new()
+        .want("e1", d)
+        .linked(link("e1", "ev1", e))
+        .listed(RemoteChange::Deleted {
+            google_id: "ev1".into(),
+        });
+    w.retained.insert(id("e1"));
+    w.policies.google_delete = GoogleDeletePolicy::Restore;
+    let p = w.only();
+    assert_eq!((p.case, &p.link), (Case::PhoneDelete, &LinkStep::Remove));
+    assert!(p.google.is_none(), "never created outside the window");
+}
+
+#[test]
 fn leftovers_of_a_crash_for_unwanted_records_are_deleted() {
     let mut w: World<SyncedEvent> = World::new();
     let mut ours = item("evgone", "e1", event("Gone"));
