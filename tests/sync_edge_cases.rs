@@ -660,3 +660,40 @@ async fn a_personal_google_account_is_refused_unless_allowed() {
     let dump = h.emu.dump_user("hank@gmail.example").unwrap();
     assert_eq!(dump.live_contacts().len(), 2);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_listing_forgets_phone_items_that_are_gone() {
+    use crmsync::sync::remote::{ContactOp, Remote};
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    let resource = h
+        .phone_create_contact("frank", "Mum", "mum@home.example", false)
+        .await;
+    assert_all_synced(&h.sync().await);
+    let frank = crmsync::model::UserId::new("frank").unwrap();
+    let known = |h: &Harness| {
+        let (items, _) = h
+            .state
+            .unlinked_items::<crmsync::model::SyncedContact>(
+                &frank,
+                crmsync::model::ObjectKind::Contact,
+            )
+            .unwrap();
+        items.iter().any(|i| i.google_id == resource)
+    };
+    assert!(known(&h), "the phone's own contact is a dedup candidate");
+    // Deleted on the phone while crmsync's token expired: only a full listing tells.
+    h.remote
+        .contact_ops(
+            &h.google_user("frank"),
+            &h.group_of("frank"),
+            &[ContactOp::Delete {
+                resource: resource.clone(),
+            }],
+        )
+        .await
+        .unwrap();
+    h.emu.expire_sync_tokens(Some("frank@acme.example"), None);
+    assert_all_synced(&h.sync().await);
+    assert!(!known(&h), "forgotten after the full listing");
+}

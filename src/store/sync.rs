@@ -468,6 +468,27 @@ impl SyncWriter<'_> {
         Ok(())
     }
 
+    /// After a full listing: forgets unlinked items Google no longer has.
+    pub fn retain_unlinked(
+        &self,
+        user: &UserId,
+        kind: ObjectKind,
+        present: &BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT google_id FROM remote_unlinked WHERE user_id = ?1 AND kind = ?2",
+        )?;
+        let stored = stmt
+            .query_map(params![user.as_str(), kind_str(kind)], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for google_id in stored.iter().filter(|g| !present.contains(*g)) {
+            self.remove_unlinked(user, kind, google_id)?;
+        }
+        Ok(())
+    }
+
     pub fn mark_reported(
         &self,
         user: &UserId,

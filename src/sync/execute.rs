@@ -432,7 +432,19 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 }
             }
         }
-        // Keep the index of unlinked Google items current from this listing.
+        // Keep the index of unlinked Google items current from this listing; a full listing
+        // is the whole truth, so items it does not show are gone.
+        if listing.full {
+            let present: BTreeSet<String> = listing
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    RemoteChange::Present(it) => Some(it.google_id.clone()),
+                    RemoteChange::Deleted { .. } => None,
+                })
+                .collect();
+            w.retain_unlinked(&user, kind, &present)?;
+        }
         let links_now = linked_google_ids(ctx.state, &user, kind)?;
         for change in &listing.changes {
             match change {
