@@ -712,3 +712,64 @@ async fn batch_update_contacts_checks_etags() {
         .unwrap_err();
     assert_eq!(status(&err), Some(400));
 }
+
+/// people:batchGet: found people with the mask applied, a missing one with status 5
+/// (NOT_FOUND) in place, and more than 200 names refused.
+#[tokio::test]
+async fn batch_get_reports_each_person() {
+    let env = start().await;
+    let people = env.people(ALICE).await;
+    let mut names = Vec::new();
+    for given in ["Ann", "Ben"] {
+        let (_, created) = people
+            .people()
+            .create_contact(contact(given, &format!("crm-{given}")))
+            .doit()
+            .await
+            .unwrap();
+        names.push(created.resource_name.unwrap());
+    }
+    let mut call = people
+        .people()
+        .get_batch_get()
+        .person_fields(fields(&["names"]));
+    for n in names
+        .iter()
+        .chain(std::iter::once(&"people/c404".to_string()))
+    {
+        call = call.add_resource_names(n);
+    }
+    let (_, answer) = call.doit().await.unwrap();
+    let responses = answer.responses.unwrap();
+    assert_eq!(responses.len(), 3);
+    assert_eq!(
+        responses[0]
+            .person
+            .as_ref()
+            .unwrap()
+            .names
+            .as_ref()
+            .unwrap()[0]
+            .given_name
+            .as_deref(),
+        Some("Ann")
+    );
+    assert!(
+        responses[0]
+            .person
+            .as_ref()
+            .unwrap()
+            .email_addresses
+            .is_none(),
+        "masked"
+    );
+    assert_eq!(responses[2].status.as_ref().unwrap().code, Some(5));
+    let mut too_many = people
+        .people()
+        .get_batch_get()
+        .person_fields(fields(&["names"]));
+    for i in 0..201 {
+        too_many = too_many.add_resource_names(&format!("people/c{i}"));
+    }
+    assert!(too_many.doit().await.is_err());
+}

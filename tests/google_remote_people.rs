@@ -500,6 +500,9 @@ async fn writes_cost_the_fewest_calls_the_batch_limits_allow() {
         emu.counters().endpoint("people.people.batchUpdateContacts"),
         2
     ); // ⌈250/200⌉
+       // The current etags come from people:batchGet, not one get per contact.
+    assert_eq!(emu.counters().endpoint("people.people.getBatchGet"), 2); // ⌈250/200⌉
+    assert_eq!(emu.counters().endpoint("people.people.get"), 0);
 
     let deletes: Vec<ContactOp> = created
         .iter()

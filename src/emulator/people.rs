@@ -22,6 +22,8 @@ use super::EmulatorSettings;
 pub(crate) enum PeopleRoute {
     CreateContact,
     Get(String),
+    /// `people:batchGet` (at most [`MAX_BATCH_GET`] resource names).
+    BatchGet,
     UpdateContact(String),
     DeleteContact(String),
     BatchCreate,
@@ -36,6 +38,9 @@ pub(crate) enum PeopleRoute {
 }
 
 /// Route a request path (the part after `/v1/`, percent-decoded).
+/// `people:batchGet` takes at most this many `resourceNames` (Google's limit).
+pub(crate) const MAX_BATCH_GET: usize = 200;
+
 pub(crate) fn route(method: &str, rest: &str) -> Option<PeopleRoute> {
     use PeopleRoute as R;
     let (path, verb) = match rest.rsplit_once(':') {
@@ -48,6 +53,7 @@ pub(crate) fn route(method: &str, rest: &str) -> Option<PeopleRoute> {
         ("POST", ["people"], Some("batchCreateContacts")) => R::BatchCreate,
         ("POST", ["people"], Some("batchUpdateContacts")) => R::BatchUpdate,
         ("POST", ["people"], Some("batchDeleteContacts")) => R::BatchDelete,
+        ("GET", ["people"], Some("batchGet")) => R::BatchGet,
         ("GET", ["people", id], None) => R::Get(format!("people/{id}")),
         ("PATCH", ["people", id], Some("updateContact")) => {
             R::UpdateContact(format!("people/{id}"))
@@ -73,6 +79,7 @@ impl PeopleRoute {
         match self {
             R::CreateContact => "people.people.createContact",
             R::Get(_) => "people.people.get",
+            R::BatchGet => "people.people.getBatchGet",
             R::UpdateContact(_) => "people.people.updateContact",
             R::DeleteContact(_) => "people.people.deleteContact",
             R::BatchCreate => "people.people.batchCreateContacts",
@@ -91,7 +98,7 @@ impl PeopleRoute {
         use PeopleRoute as R;
         !matches!(
             self,
-            R::Get(_) | R::ConnectionsList(_) | R::GroupsGet(_) | R::GroupsList
+            R::Get(_) | R::BatchGet | R::ConnectionsList(_) | R::GroupsGet(_) | R::GroupsList
         )
     }
 }
@@ -429,6 +436,33 @@ pub(crate) fn execute(
             Ok(ApiResponse::json_value(
                 200,
                 &masked(&public_view(&stored.person), Some(&fields)),
+            ))
+        }
+        R::BatchGet => {
+            let fields = required_mask(q.get("personFields"), "personFields", PERSON_FIELDS)?;
+            let names = q.all("resourceNames");
+            if names.is_empty() || names.len() > MAX_BATCH_GET {
+                return Err(invalid(&format!(
+                    "resourceNames must name between 1 and {MAX_BATCH_GET} people."
+                )));
+            }
+            let responses: Vec<Value> = names
+                .iter()
+                .map(|name| match live_contact(&user.people, name) {
+                    Ok(stored) => json!({
+                        "requestedResourceName": name,
+                        "person": masked(&public_view(&stored.person), Some(&fields)),
+                        "status": {},
+                    }),
+                    Err(_) => json!({
+                        "requestedResourceName": name,
+                        "status": {"code": 5, "message": "Requested entity was not found."},
+                    }),
+                })
+                .collect();
+            Ok(ApiResponse::json_value(
+                200,
+                &json!({"responses": responses}),
             ))
         }
         R::UpdateContact(name) => {
