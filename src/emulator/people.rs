@@ -442,7 +442,7 @@ pub(crate) fn execute(
             let fields = required_mask(q.get("personFields"), "personFields", PERSON_FIELDS)?;
             let names = q.all("resourceNames");
             if names.is_empty() || names.len() > MAX_BATCH_GET {
-                return Err(invalid(&format!(
+                return Err(invalid(format!(
                     "resourceNames must name between 1 and {MAX_BATCH_GET} people."
                 )));
             }
