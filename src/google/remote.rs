@@ -198,6 +198,24 @@ fn hub_result<T>(
     result.map(|(_, v)| v).map_err(|e| hub_failure(e, capture))
 }
 
+/// Sends a hub call builder with [`SCOPES`] and a [`Capture`] as its delegate: the hub's
+/// own result and what the capture saw. A macro, because the builders share no trait.
+macro_rules! hub_send {
+    ($call:expr) => {{
+        let mut capture = Capture::default();
+        let result = $call.add_scopes(SCOPES).delegate(&mut capture).doit().await;
+        (result, capture)
+    }};
+}
+
+/// [`hub_send!`] with the result as the retry policy sees it ([`hub_result`]).
+macro_rules! hub_call {
+    ($call:expr) => {{
+        let (result, capture) = hub_send!($call);
+        hub_result(result, capture)
+    }};
+}
+
 fn hub_failure(err: google_calendar3::common::Error, capture: Capture) -> Failure {
     use google_calendar3::common::Error as E;
     let ambiguous = match &err {
@@ -451,19 +469,16 @@ impl GoogleRemote {
                 .run(&c.calendar_pacer, 1, Repeat::Safe, || {
                     let token = token.clone();
                     async move {
-                        let mut capture = Capture::default();
                         let mut call = c
                             .calendar
                             .calendar_list()
                             .list()
                             .show_hidden(true)
-                            .max_results(250)
-                            .add_scopes(SCOPES);
+                            .max_results(250);
                         if let Some(t) = &token {
                             call = call.page_token(t);
                         }
-                        let result = call.delegate(&mut capture).doit().await;
-                        hub_result(result, capture)
+                        hub_call!(call)
                     }
                 })
                 .await?;
@@ -665,18 +680,11 @@ impl GoogleRemote {
                 .people_read(c, || {
                     let token = token.clone();
                     async move {
-                        let mut capture = Capture::default();
-                        let mut call = c
-                            .people
-                            .contact_groups()
-                            .list()
-                            .page_size(1000)
-                            .add_scopes(SCOPES);
+                        let mut call = c.people.contact_groups().list().page_size(1000);
                         if let Some(t) = &token {
                             call = call.page_token(t);
                         }
-                        let result = call.delegate(&mut capture).doit().await;
-                        hub_result(result, capture)
+                        hub_call!(call)
                     }
                 })
                 .await?;
@@ -709,18 +717,15 @@ impl GoogleRemote {
         for chunk in resources.chunks(MAX_BATCH_GET) {
             let answer = self
                 .people_read(c, || async move {
-                    let mut capture = Capture::default();
                     let mut call = c
                         .people
                         .people()
                         .get_batch_get()
-                        .person_fields(FieldMask::from_str(fields).unwrap_or_default())
-                        .add_scopes(SCOPES);
+                        .person_fields(FieldMask::from_str(fields).unwrap_or_default());
                     for r in chunk {
                         call = call.add_resource_names(r);
                     }
-                    let result = call.delegate(&mut capture).doit().await;
-                    hub_result(result, capture)
+                    hub_call!(call)
                 })
                 .await;
             match answer {
@@ -741,17 +746,11 @@ impl GoogleRemote {
                     for r in chunk {
                         let person = self
                             .people_read(c, || async move {
-                                let mut capture = Capture::default();
-                                let result = c
+                                hub_call!(c
                                     .people
                                     .people()
                                     .get(r)
-                                    .person_fields(FieldMask::from_str(fields).unwrap_or_default())
-                                    .add_scopes(SCOPES)
-                                    .delegate(&mut capture)
-                                    .doit()
-                                    .await;
-                                hub_result(result, capture)
+                                    .person_fields(FieldMask::from_str(fields).unwrap_or_default()))
                             })
                             .await;
                         match person {
@@ -776,17 +775,11 @@ impl GoogleRemote {
     ) -> Result<OpOutcome<SyncedContact>, RemoteError> {
         let created = self
             .people_write(c, Repeat::NotAfterSend, || async move {
-                let mut capture = Capture::default();
-                let result = c
+                hub_call!(c
                     .people
                     .people()
                     .create_contact(person.clone())
-                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
-                    .add_scopes(SCOPES)
-                    .delegate(&mut capture)
-                    .doit()
-                    .await;
-                hub_result(result, capture)
+                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default()))
             })
             .await?;
         written_contact(&created, group)
@@ -801,20 +794,14 @@ impl GoogleRemote {
     ) -> Result<OpOutcome<SyncedContact>, RemoteError> {
         let updated = self
             .people_write(c, Repeat::Safe, || async move {
-                let mut capture = Capture::default();
-                let result = c
+                hub_call!(c
                     .people
                     .people()
                     .update_contact(person.clone(), resource)
                     .update_person_fields(
                         FieldMask::from_str(UPDATE_PERSON_FIELDS).unwrap_or_default(),
                     )
-                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
-                    .add_scopes(SCOPES)
-                    .delegate(&mut capture)
-                    .doit()
-                    .await;
-                hub_result(result, capture)
+                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default()))
             })
             .await?;
         written_contact(&updated, group)
@@ -826,16 +813,7 @@ impl GoogleRemote {
         resource: &str,
     ) -> Result<OpOutcome<SyncedContact>, RemoteError> {
         self.people_write(c, Repeat::Safe, || async move {
-            let mut capture = Capture::default();
-            let result = c
-                .people
-                .people()
-                .delete_contact(resource)
-                .add_scopes(SCOPES)
-                .delegate(&mut capture)
-                .doit()
-                .await;
-            hub_result(result, capture)
+            hub_call!(c.people.people().delete_contact(resource))
         })
         .await?;
         Ok(OpOutcome::Deleted)
@@ -868,18 +846,7 @@ impl GoogleRemote {
         let answer = self
             .people_write(c, Repeat::NotAfterSend, || {
                 let request = request.clone();
-                async move {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .people
-                        .people()
-                        .batch_create_contacts(request)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
-                }
+                async move { hub_call!(c.people.people().batch_create_contacts(request)) }
             })
             .await;
         match answer {
@@ -1016,15 +983,8 @@ impl GoogleRemote {
                 .people_write(c, Repeat::Safe, || {
                     let request = request.clone();
                     async move {
-                        let mut capture = Capture::default();
-                        let result = c
-                            .people
-                            .people()
-                            .batch_update_contacts(request)
-                            .add_scopes(SCOPES)
-                            .delegate(&mut capture)
-                            .doit()
-                            .await;
+                        let (result, capture) =
+                            hub_send!(c.people.people().batch_update_contacts(request));
                         match result {
                             Ok((_, answer)) => Ok(Ok(answer)),
                             // BatchUpdateContactsErrorDetails: which contacts failed.
@@ -1103,18 +1063,7 @@ impl GoogleRemote {
         let answer = self
             .people_write(c, Repeat::Safe, || {
                 let request = request.clone();
-                async move {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .people
-                        .people()
-                        .batch_delete_contacts(request)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
-                }
+                async move { hub_call!(c.people.people().batch_delete_contacts(request)) }
             })
             .await;
         match answer {
@@ -1167,16 +1116,7 @@ impl Remote for GoogleRemote {
             let found = self
                 .policy
                 .run(&c.calendar_pacer, 1, Repeat::Safe, || async {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .calendar
-                        .calendars()
-                        .get(id)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
+                    hub_call!(c.calendar.calendars().get(id))
                 })
                 .await;
             match found {
@@ -1200,18 +1140,7 @@ impl Remote for GoogleRemote {
             .run(&c.calendar_pacer, 1, Repeat::NotAfterSend, || {
                 let request = request.clone();
                 let c = &c;
-                async move {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .calendar
-                        .calendars()
-                        .insert(request)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
-                }
+                async move { hub_call!(c.calendar.calendars().insert(request)) }
             })
             .await?;
         created.id.ok_or_else(|| {
@@ -1229,16 +1158,7 @@ impl Remote for GoogleRemote {
         if let Some(id) = known {
             let found = self
                 .people_read(&c, || async {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .people
-                        .contact_groups()
-                        .get(id)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
+                    hub_call!(c.people.contact_groups().get(id))
                 })
                 .await;
             match found {
@@ -1265,18 +1185,7 @@ impl Remote for GoogleRemote {
             .people_write(&c, Repeat::Safe, || {
                 let request = request.clone();
                 let c = &c;
-                async move {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .people
-                        .contact_groups()
-                        .create(request)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
-                }
+                async move { hub_call!(c.people.contact_groups().create(request)) }
             })
             .await;
         match created {
@@ -1309,22 +1218,19 @@ impl Remote for GoogleRemote {
                     let token = token.clone();
                     let c = &c;
                     async move {
-                        let mut capture = Capture::default();
                         let mut call = c
                             .calendar
                             .events()
                             .list(calendar)
                             .single_events(false)
-                            .max_results(page_size)
-                            .add_scopes(SCOPES);
+                            .max_results(page_size);
                         if let Some(s) = sync_token {
                             call = call.sync_token(s);
                         }
                         if let Some(t) = &token {
                             call = call.page_token(t);
                         }
-                        let result = call.delegate(&mut capture).doit().await;
-                        hub_result(result, capture)
+                        hub_call!(call)
                     }
                 })
                 .await
@@ -1359,16 +1265,7 @@ impl Remote for GoogleRemote {
         let event = self
             .policy
             .run(&c.calendar_pacer, 1, Repeat::Safe, || async {
-                let mut capture = Capture::default();
-                let result = c
-                    .calendar
-                    .events()
-                    .get(calendar, id)
-                    .add_scopes(SCOPES)
-                    .delegate(&mut capture)
-                    .doit()
-                    .await;
-                hub_result(result, capture)
+                hub_call!(c.calendar.events().get(calendar, id))
             })
             .await?;
         Ok(event_from_google(&event))
@@ -1457,23 +1354,20 @@ impl Remote for GoogleRemote {
                     let token = token.clone();
                     let c = &c;
                     async move {
-                        let mut capture = Capture::default();
                         let mut call = c
                             .people
                             .people()
                             .connections_list("people/me")
                             .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
                             .page_size(page_size)
-                            .request_sync_token(true)
-                            .add_scopes(SCOPES);
+                            .request_sync_token(true);
                         if let Some(s) = sync_token {
                             call = call.sync_token(s);
                         }
                         if let Some(t) = &token {
                             call = call.page_token(t);
                         }
-                        let result = call.delegate(&mut capture).doit().await;
-                        hub_result(result, capture)
+                        hub_call!(call)
                     }
                 })
                 .await?;
@@ -1507,17 +1401,11 @@ impl Remote for GoogleRemote {
         let c = self.clients(user).await?;
         let person = self
             .people_read(&c, || async {
-                let mut capture = Capture::default();
-                let result = c
+                hub_call!(c
                     .people
                     .people()
                     .get(resource)
-                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
-                    .add_scopes(SCOPES)
-                    .delegate(&mut capture)
-                    .doit()
-                    .await;
-                hub_result(result, capture)
+                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default()))
             })
             .await?;
         Ok(contact_from_google(&person, group))
