@@ -43,9 +43,9 @@ use super::auth::{self, UserAuth, SCOPES};
 use super::batch::{self, BatchRequestPart, BatchResponsePart};
 use super::classify::{
     classify_auth, classify_http, classify_hub, classify_json, classify_reqwest, parse_retry_after,
-    SeenFailure,
+    retry_after_header, SeenFailure,
 };
-use super::hub::{self, GOOGLE_CALENDAR_ROOT, GOOGLE_PEOPLE_ROOT};
+use super::hub::{self, with_slash, GOOGLE_CALENDAR_ROOT, GOOGLE_PEOPLE_ROOT};
 use super::mapping::{
     contact_from_google, contact_to_google, event_from_google, event_patch_body, event_to_google,
     person_groups, to_json_without_nulls, MARKER_ID, PERSON_FIELDS, UPDATE_PERSON_FIELDS,
@@ -58,14 +58,17 @@ use crate::sync::remote::{
     RemoteError, RemoteErrorKind,
 };
 use chrono::Utc;
-use google_calendar3::api::{Calendar, Event};
+use google_calendar3::api::{Calendar, CalendarList, Event, Events};
 use google_calendar3::common::{Delegate, FieldMask, Response, Retry};
 use google_people1::api::{
     BatchCreateContactsRequest, BatchDeleteContactsRequest, BatchUpdateContactsRequest, ClientData,
-    ContactGroup, ContactToCreate, CreateContactGroupRequest, Person, PersonResponse,
+    ContactGroup, ContactToCreate, CreateContactGroupRequest, ListConnectionsResponse,
+    ListContactGroupsResponse, Person, PersonResponse,
 };
 use rand::SeedableRng;
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -144,14 +147,6 @@ impl GoogleRemoteConfig {
     }
 }
 
-fn with_slash(root: &str) -> String {
-    if root.ends_with('/') {
-        root.to_owned()
-    } else {
-        format!("{root}/")
-    }
-}
-
 /// One impersonated account's clients, pacers and write lock.
 struct UserClients {
     auth: UserAuth,
@@ -181,11 +176,7 @@ struct Capture(SeenFailure);
 impl Delegate for Capture {
     fn http_failure(&mut self, response: &Response, _err: Option<&serde_json::Value>) -> Retry {
         self.0.status = Some(response.status().as_u16());
-        self.0.retry_after = response
-            .headers()
-            .get(hyper::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, Utc::now()));
+        self.0.retry_after = retry_after_header(response.headers());
         Retry::Abort
     }
 }
@@ -339,6 +330,13 @@ fn written_event(event: &Event) -> Result<OpOutcome<SyncedEvent>, RemoteError> {
     }
 }
 
+/// One page of an event or contact listing.
+struct ListPage<T> {
+    changes: Vec<RemoteChange<T>>,
+    next_page: Option<String>,
+    next_sync_token: Option<String>,
+}
+
 /// Per-op results under construction.
 struct Slots<T> {
     results: Vec<Option<Result<OpOutcome<T>, RemoteError>>>,
@@ -368,6 +366,27 @@ impl<T> Slots<T> {
         if halts(error.kind) && self.halted.is_none() {
             self.halted = Some(error.clone());
         }
+    }
+
+    /// After a halt: the halting error for `indices` (true); before one, nothing (false).
+    fn fail_if_halted(&mut self, indices: impl IntoIterator<Item = usize>) -> bool {
+        let Some(halt) = self.halted.clone() else {
+            return false;
+        };
+        for i in indices {
+            self.set(i, Err(halt.clone()));
+        }
+        true
+    }
+
+    /// The result of an item's own call; a whole-call failure stops every later call.
+    fn record(&mut self, index: usize, result: Result<OpOutcome<T>, RemoteError>) {
+        if let Err(e) = &result {
+            if halts(e.kind) {
+                self.halted = Some(e.clone());
+            }
+        }
+        self.set(index, result);
     }
 
     fn finish(self) -> Vec<Result<OpOutcome<T>, RemoteError>> {
@@ -454,6 +473,100 @@ impl GoogleRemote {
         Ok(clients)
     }
 
+    // ----- Calls and listings -----------------------------------------------------------
+
+    /// One Calendar call (a part of a batch costs one more each: see `send_batch`) through
+    /// the retry policy and the account's Calendar pacer; the People ones follow.
+    async fn calendar_call<T, F, Fut>(
+        &self,
+        c: &UserClients,
+        repeat: Repeat,
+        call: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.policy.run(&c.calendar_pacer, 1, repeat, call).await
+    }
+
+    async fn people_read<T, F, Fut>(&self, c: &UserClients, call: F) -> Result<T, RemoteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.policy
+            .run(&c.people_read_pacer, 1, Repeat::Safe, call)
+            .await
+    }
+
+    async fn people_write<T, F, Fut>(
+        &self,
+        c: &UserClients,
+        repeat: Repeat,
+        call: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.policy
+            .run(&c.people_write_pacer, 1, repeat, call)
+            .await
+    }
+
+    /// Walks a listing page by page, at most `max_pages` of them: `fetch` gets the page a
+    /// token names (the first for `None`); `take` reads it and names the next page or ends
+    /// the walk with the answer.
+    async fn pages<P, T, F, Fut>(
+        &self,
+        what: &str,
+        mut fetch: F,
+        mut take: impl FnMut(P) -> ControlFlow<T, String>,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<P, RemoteError>>,
+    {
+        let mut page: Option<String> = None;
+        for _ in 0..self.config.max_pages {
+            match take(fetch(page.take()).await?) {
+                ControlFlow::Break(answer) => return Ok(answer),
+                ControlFlow::Continue(next) => page = Some(next),
+            }
+        }
+        Err(invalid(format!("{what} did not end")))
+    }
+
+    /// A whole listing of events or contacts, [`Self::pages`] collected: full when no sync
+    /// token was given.
+    async fn listing<T, P, F, Fut>(
+        &self,
+        what: &str,
+        sync_token: Option<&str>,
+        fetch: F,
+        read: impl Fn(P) -> ListPage<T>,
+    ) -> Result<Listing<T>, RemoteError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<P, RemoteError>>,
+    {
+        let mut changes = Vec::new();
+        self.pages(what, fetch, |page| {
+            let page = read(page);
+            changes.extend(page.changes);
+            match page.next_page {
+                Some(next) => ControlFlow::Continue(next),
+                None => ControlFlow::Break(Listing {
+                    changes: std::mem::take(&mut changes),
+                    next_sync_token: page.next_sync_token,
+                    full: sync_token.is_none(),
+                }),
+            }
+        })
+        .await
+    }
+
     // ----- Calendar ---------------------------------------------------------------------
 
     async fn find_calendar(
@@ -461,12 +574,10 @@ impl GoogleRemote {
         c: &UserClients,
         marker: &str,
     ) -> Result<Option<String>, RemoteError> {
-        let mut page: Option<String> = None;
-        for _ in 0..self.config.max_pages {
-            let token = page.clone();
-            let list = self
-                .policy
-                .run(&c.calendar_pacer, 1, Repeat::Safe, || {
+        self.pages(
+            "calendarList.list",
+            |token| {
+                self.calendar_call(c, Repeat::Safe, move || {
                     let token = token.clone();
                     async move {
                         let mut call = c
@@ -481,20 +592,18 @@ impl GoogleRemote {
                         hub_call!(call)
                     }
                 })
-                .await?;
-            if let Some(found) =
-                list.items.iter().flatten().find(|e| {
+            },
+            |list: CalendarList| {
+                if let Some(found) = list.items.iter().flatten().find(|e| {
                     e.deleted != Some(true) && has_marker(e.description.as_deref(), marker)
-                })
-            {
-                return Ok(found.id.clone());
-            }
-            match list.next_page_token {
-                Some(next) => page = Some(next),
-                None => return Ok(None),
-            }
-        }
-        Err(invalid("calendarList.list did not end"))
+                }) {
+                    return ControlFlow::Break(found.id.clone());
+                }
+                list.next_page_token
+                    .map_or(ControlFlow::Break(None), ControlFlow::Continue)
+            },
+        )
+        .await
     }
 
     // ----- Calendar batch ---------------------------------------------------------------
@@ -593,11 +702,7 @@ impl GoogleRemote {
                         .await
                         .map_err(|e| reqwest_failure(&e))?;
                     let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, Utc::now()));
+                    let retry_after = retry_after_header(response.headers());
                     let content_type = response
                         .headers()
                         .get(reqwest::header::CONTENT_TYPE)
@@ -645,39 +750,13 @@ impl GoogleRemote {
         }
     }
 
-    // ----- People helpers ---------------------------------------------------------------
-
-    async fn people_read<T, F, Fut>(&self, c: &UserClients, call: F) -> Result<T, RemoteError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, Failure>>,
-    {
-        self.policy
-            .run(&c.people_read_pacer, 1, Repeat::Safe, call)
-            .await
-    }
-
-    async fn people_write<T, F, Fut>(
-        &self,
-        c: &UserClients,
-        repeat: Repeat,
-        call: F,
-    ) -> Result<T, RemoteError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, Failure>>,
-    {
-        self.policy
-            .run(&c.people_write_pacer, 1, repeat, call)
-            .await
-    }
+    // ----- People -----------------------------------------------------------------------
 
     async fn find_group(&self, c: &UserClients, name: &str) -> Result<Option<String>, RemoteError> {
-        let mut page: Option<String> = None;
-        for _ in 0..self.config.max_pages {
-            let token = page.clone();
-            let list = self
-                .people_read(c, || {
+        self.pages(
+            "contactGroups.list",
+            |token| {
+                self.people_read(c, move || {
                     let token = token.clone();
                     async move {
                         let mut call = c.people.contact_groups().list().page_size(1000);
@@ -687,20 +766,20 @@ impl GoogleRemote {
                         hub_call!(call)
                     }
                 })
-                .await?;
-            if let Some(group) = list.contact_groups.iter().flatten().find(|g| {
-                g.group_type.as_deref() == Some("USER_CONTACT_GROUP")
-                    && g.name.as_deref() == Some(name)
-                    && !g.metadata.as_ref().and_then(|m| m.deleted).unwrap_or(false)
-            }) {
-                return Ok(group.resource_name.clone());
-            }
-            match list.next_page_token {
-                Some(next) => page = Some(next),
-                None => return Ok(None),
-            }
-        }
-        Err(invalid("contactGroups.list did not end"))
+            },
+            |list: ListContactGroupsResponse| {
+                if let Some(group) = list.contact_groups.iter().flatten().find(|g| {
+                    g.group_type.as_deref() == Some("USER_CONTACT_GROUP")
+                        && g.name.as_deref() == Some(name)
+                        && !g.metadata.as_ref().and_then(|m| m.deleted).unwrap_or(false)
+                }) {
+                    return ControlFlow::Break(group.resource_name.clone());
+                }
+                list.next_page_token
+                    .map_or(ControlFlow::Break(None), ControlFlow::Continue)
+            },
+        )
+        .await
     }
 
     /// Contacts as they are now — etag, memberships, client data — (one `people:batchGet`
@@ -884,17 +963,10 @@ impl GoogleRemote {
             Err(e) if !halts(e.kind) => {
                 // One bad contact fails the whole batch: create one by one.
                 for ((index, _, _), person) in chunk.iter().zip(&persons) {
-                    if let Some(halt) = &slots.halted {
-                        slots.set(*index, Err(halt.clone()));
-                        continue;
+                    if !slots.fail_if_halted([*index]) {
+                        let result = self.create_one(c, group, person).await;
+                        slots.record(*index, result);
                     }
-                    let result = self.create_one(c, group, person).await;
-                    if let Err(e) = &result {
-                        if halts(e.kind) {
-                            slots.halted = Some(e.clone());
-                        }
-                    }
-                    slots.set(*index, result);
                 }
             }
             Err(e) => slots.fail_all(&indices, &e),
@@ -964,9 +1036,8 @@ impl GoogleRemote {
             if pending.is_empty() {
                 return;
             }
-            if let Some(halt) = slots.halted.clone() {
-                let idx: Vec<usize> = pending.iter().map(|p| p.0).collect();
-                return slots.fail_all(&idx, &halt);
+            if slots.fail_if_halted(pending.iter().map(|p| p.0)) {
+                return;
             }
             let request = BatchUpdateContactsRequest {
                 contacts: Some(
@@ -1036,17 +1107,10 @@ impl GoogleRemote {
         }
         // One bad contact failed the batch without saying which: update one by one.
         for (index, resource, person) in &pending {
-            if let Some(halt) = &slots.halted {
-                slots.set(*index, Err(halt.clone()));
-                continue;
+            if !slots.fail_if_halted([*index]) {
+                let result = self.update_one(c, group, resource, person).await;
+                slots.record(*index, result);
             }
-            let result = self.update_one(c, group, resource, person).await;
-            if let Err(e) = &result {
-                if halts(e.kind) {
-                    slots.halted = Some(e.clone());
-                }
-            }
-            slots.set(*index, result);
         }
     }
 
@@ -1075,17 +1139,10 @@ impl GoogleRemote {
             Err(e) if !halts(e.kind) => {
                 // One missing contact fails the whole batch: delete one by one.
                 for &(index, resource) in chunk {
-                    if let Some(halt) = &slots.halted {
-                        slots.set(index, Err(halt.clone()));
-                        continue;
+                    if !slots.fail_if_halted([index]) {
+                        let result = self.delete_one(c, resource).await;
+                        slots.record(index, result);
                     }
-                    let result = self.delete_one(c, resource).await;
-                    if let Err(e) = &result {
-                        if halts(e.kind) {
-                            slots.halted = Some(e.clone());
-                        }
-                    }
-                    slots.set(index, result);
                 }
             }
             Err(e) => slots.fail_all(&indices, &e),
@@ -1114,8 +1171,7 @@ impl Remote for GoogleRemote {
         let marker = calendar_marker(&user.user);
         if let Some(id) = known {
             let found = self
-                .policy
-                .run(&c.calendar_pacer, 1, Repeat::Safe, || async {
+                .calendar_call(&c, Repeat::Safe, || async {
                     hub_call!(c.calendar.calendars().get(id))
                 })
                 .await;
@@ -1136,8 +1192,7 @@ impl Remote for GoogleRemote {
             ..Calendar::default()
         };
         let created = self
-            .policy
-            .run(&c.calendar_pacer, 1, Repeat::NotAfterSend, || {
+            .calendar_call(&c, Repeat::NotAfterSend, || {
                 let request = request.clone();
                 let c = &c;
                 async move { hub_call!(c.calendar.calendars().insert(request)) }
@@ -1206,17 +1261,14 @@ impl Remote for GoogleRemote {
         calendar: &str,
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedEvent>, RemoteError> {
-        let c = self.clients(user).await?;
+        let c = &*self.clients(user).await?;
         let page_size = i32::try_from(self.config.event_page_size.clamp(1, 2500)).unwrap_or(2500);
-        let mut changes = Vec::new();
-        let mut page: Option<String> = None;
-        for _ in 0..self.config.max_pages {
-            let token = page.clone();
-            let answer = self
-                .policy
-                .run(&c.calendar_pacer, 1, Repeat::Safe, || {
+        self.listing(
+            "events.list",
+            sync_token,
+            |token| async move {
+                self.calendar_call(c, Repeat::Safe, || {
                     let token = token.clone();
-                    let c = &c;
                     async move {
                         let mut call = c
                             .calendar
@@ -1239,20 +1291,20 @@ impl Remote for GoogleRemote {
                         e.kind = RemoteErrorKind::SyncTokenExpired;
                     }
                     e
-                })?;
-            changes.extend(answer.items.iter().flatten().map(event_from_google));
-            match answer.next_page_token {
-                Some(next) => page = Some(next),
-                None => {
-                    return Ok(Listing {
-                        changes,
-                        next_sync_token: answer.next_sync_token,
-                        full: sync_token.is_none(),
-                    })
-                }
-            }
-        }
-        Err(invalid("events.list did not end"))
+                })
+            },
+            |answer: Events| ListPage {
+                changes: answer
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(event_from_google)
+                    .collect(),
+                next_page: answer.next_page_token,
+                next_sync_token: answer.next_sync_token,
+            },
+        )
+        .await
     }
 
     async fn get_event(
@@ -1263,8 +1315,7 @@ impl Remote for GoogleRemote {
     ) -> Result<RemoteChange<SyncedEvent>, RemoteError> {
         let c = self.clients(user).await?;
         let event = self
-            .policy
-            .run(&c.calendar_pacer, 1, Repeat::Safe, || async {
+            .calendar_call(&c, Repeat::Safe, || async {
                 hub_call!(c.calendar.events().get(calendar, id))
             })
             .await?;
@@ -1296,8 +1347,7 @@ impl Remote for GoogleRemote {
             let mut again: Vec<usize> = Vec::new();
             let mut wait_at_least: Option<Duration> = None;
             for chunk in pending.chunks(batch_size) {
-                if let Some(halt) = slots.halted.clone() {
-                    slots.fail_all(chunk, &halt);
+                if slots.fail_if_halted(chunk.iter().copied()) {
                     continue;
                 }
                 let chunk_parts: Vec<BatchRequestPart> =
@@ -1343,16 +1393,14 @@ impl Remote for GoogleRemote {
         group: &str,
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedContact>, RemoteError> {
-        let c = self.clients(user).await?;
+        let c = &*self.clients(user).await?;
         let page_size = i32::try_from(self.config.contact_page_size.clamp(1, 1000)).unwrap_or(1000);
-        let mut changes = Vec::new();
-        let mut page: Option<String> = None;
-        for _ in 0..self.config.max_pages {
-            let token = page.clone();
-            let answer = self
-                .people_read(&c, || {
+        self.listing(
+            "people.connections.list",
+            sync_token,
+            |token| {
+                self.people_read(c, move || {
                     let token = token.clone();
-                    let c = &c;
                     async move {
                         let mut call = c
                             .people
@@ -1370,26 +1418,19 @@ impl Remote for GoogleRemote {
                         hub_call!(call)
                     }
                 })
-                .await?;
-            changes.extend(
-                answer
+            },
+            |answer: ListConnectionsResponse| ListPage {
+                changes: answer
                     .connections
                     .iter()
                     .flatten()
-                    .map(|p| contact_from_google(p, group)),
-            );
-            match answer.next_page_token {
-                Some(next) => page = Some(next),
-                None => {
-                    return Ok(Listing {
-                        changes,
-                        next_sync_token: answer.next_sync_token,
-                        full: sync_token.is_none(),
-                    })
-                }
-            }
-        }
-        Err(invalid("people.connections.list did not end"))
+                    .map(|p| contact_from_google(p, group))
+                    .collect(),
+                next_page: answer.next_page_token,
+                next_sync_token: answer.next_sync_token,
+            },
+        )
+        .await
     }
 
     async fn get_contact(
@@ -1448,28 +1489,19 @@ impl Remote for GoogleRemote {
             }
         }
         for chunk in creates.chunks(MAX_BATCH_CREATE) {
-            if let Some(halt) = slots.halted.clone() {
-                let idx: Vec<usize> = chunk.iter().map(|t| t.0).collect();
-                slots.fail_all(&idx, &halt);
-                continue;
+            if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
+                self.create_chunk(&c, group, chunk, &mut slots).await;
             }
-            self.create_chunk(&c, group, chunk, &mut slots).await;
         }
         for chunk in updates.chunks(MAX_BATCH_UPDATE) {
-            if let Some(halt) = slots.halted.clone() {
-                let idx: Vec<usize> = chunk.iter().map(|t| t.0).collect();
-                slots.fail_all(&idx, &halt);
-                continue;
+            if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
+                self.update_chunk(&c, group, chunk, &mut slots).await;
             }
-            self.update_chunk(&c, group, chunk, &mut slots).await;
         }
         for chunk in deletes.chunks(MAX_BATCH_DELETE) {
-            if let Some(halt) = slots.halted.clone() {
-                let idx: Vec<usize> = chunk.iter().map(|t| t.0).collect();
-                slots.fail_all(&idx, &halt);
-                continue;
+            if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
+                self.delete_chunk(&c, chunk, &mut slots).await;
             }
-            self.delete_chunk(&c, chunk, &mut slots).await;
         }
         Ok(slots.finish())
     }
