@@ -502,21 +502,6 @@ impl GoogleRemote {
 
     // ----- Calls and listings -----------------------------------------------------------
 
-    /// One Calendar call (a part of a batch costs one more each: see `send_batch`) through
-    /// the retry policy and the account's Calendar pacer; the People ones follow.
-    async fn calendar_call<T, F, Fut>(
-        &self,
-        c: &UserClients,
-        repeat: Repeat,
-        call: F,
-    ) -> Result<T, RemoteError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Failure>>,
-    {
-        self.policy.run(&c.calendar_pacer, 1, repeat, call).await
-    }
-
     async fn people_read<T, F, Fut>(&self, c: &UserClients, call: F) -> Result<T, RemoteError>
     where
         F: FnMut() -> Fut,
@@ -604,21 +589,22 @@ impl GoogleRemote {
         self.pages(
             "calendarList.list",
             |token| {
-                self.calendar_call(c, Repeat::Safe, move || {
-                    let token = token.clone();
-                    async move {
-                        let mut call = c
-                            .calendar
-                            .calendar_list()
-                            .list()
-                            .show_hidden(true)
-                            .max_results(250);
-                        if let Some(t) = &token {
-                            call = call.page_token(t);
+                self.policy
+                    .run(&c.calendar_pacer, 1, Repeat::Safe, move || {
+                        let token = token.clone();
+                        async move {
+                            let mut call = c
+                                .calendar
+                                .calendar_list()
+                                .list()
+                                .show_hidden(true)
+                                .max_results(250);
+                            if let Some(t) = &token {
+                                call = call.page_token(t);
+                            }
+                            hub_call!(call)
                         }
-                        hub_call!(call)
-                    }
-                })
+                    })
             },
             |list: CalendarList| {
                 if let Some(found) = list.items.iter().flatten().find(|e| {
@@ -1198,7 +1184,8 @@ impl Remote for GoogleRemote {
         let marker = calendar_marker(&user.user);
         if let Some(id) = known {
             let found = self
-                .calendar_call(&c, Repeat::Safe, || async {
+                .policy
+                .run(&c.calendar_pacer, 1, Repeat::Safe, || async {
                     hub_call!(c.calendar.calendars().get(id))
                 })
                 .await;
@@ -1219,7 +1206,8 @@ impl Remote for GoogleRemote {
             ..Calendar::default()
         };
         let created = self
-            .calendar_call(&c, Repeat::NotAfterSend, || {
+            .policy
+            .run(&c.calendar_pacer, 1, Repeat::NotAfterSend, || {
                 let request = request.clone();
                 let c = &c;
                 async move { hub_call!(c.calendar.calendars().insert(request)) }
@@ -1294,31 +1282,32 @@ impl Remote for GoogleRemote {
             "events.list",
             sync_token,
             |token| async move {
-                self.calendar_call(c, Repeat::Safe, || {
-                    let token = token.clone();
-                    async move {
-                        let mut call = c
-                            .calendar
-                            .events()
-                            .list(calendar)
-                            .single_events(false)
-                            .max_results(page_size);
-                        if let Some(s) = sync_token {
-                            call = call.sync_token(s);
+                self.policy
+                    .run(&c.calendar_pacer, 1, Repeat::Safe, || {
+                        let token = token.clone();
+                        async move {
+                            let mut call = c
+                                .calendar
+                                .events()
+                                .list(calendar)
+                                .single_events(false)
+                                .max_results(page_size);
+                            if let Some(s) = sync_token {
+                                call = call.sync_token(s);
+                            }
+                            if let Some(t) = &token {
+                                call = call.page_token(t);
+                            }
+                            hub_call!(call)
                         }
-                        if let Some(t) = &token {
-                            call = call.page_token(t);
+                    })
+                    .await
+                    .map_err(|mut e| {
+                        if sync_token.is_some() && e.message.starts_with("HTTP 410") {
+                            e.kind = RemoteErrorKind::SyncTokenExpired;
                         }
-                        hub_call!(call)
-                    }
-                })
-                .await
-                .map_err(|mut e| {
-                    if sync_token.is_some() && e.message.starts_with("HTTP 410") {
-                        e.kind = RemoteErrorKind::SyncTokenExpired;
-                    }
-                    e
-                })
+                        e
+                    })
             },
             |answer: Events| ListPage {
                 changes: answer
@@ -1342,7 +1331,8 @@ impl Remote for GoogleRemote {
     ) -> Result<RemoteChange<SyncedEvent>, RemoteError> {
         let c = self.clients(user).await?;
         let event = self
-            .calendar_call(&c, Repeat::Safe, || async {
+            .policy
+            .run(&c.calendar_pacer, 1, Repeat::Safe, || async {
                 hub_call!(c.calendar.events().get(calendar, id))
             })
             .await?;
