@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod google;
 pub mod mirror;
 pub mod model;
+mod multipart;
 pub mod scope;
 pub mod security;
 pub mod store;

@@ -9,6 +9,7 @@ use super::control::EmulatorHandle;
 use super::faults::FaultKind;
 use super::server::{api_call_in_batch, resolve_route, ApiRoute, Reply};
 use super::wire::{ApiError, ApiFamily, ApiResponse, Query, RawRequest};
+use crate::multipart;
 
 /// Google's limit on calls in one batch.
 pub const MAX_BATCH_PARTS: usize = 1000;
@@ -23,42 +24,12 @@ fn boundary_of(content_type: &str) -> Option<String> {
     if !lower.trim_start().starts_with("multipart/mixed") {
         return None;
     }
-    content_type.split(';').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| v.trim().trim_matches('"').to_string())
-    })
-}
-
-/// Split `text` at the first blank line (CRLF or LF) into (head, rest).
-fn split_head(text: &str) -> (&str, &str) {
-    let crlf = text.find("\r\n\r\n").map(|i| (i, 4));
-    let lf = text.find("\n\n").map(|i| (i, 2));
-    let cut = match (crlf, lf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    };
-    match cut {
-        Some((i, n)) => (&text[..i], &text[i + n..]),
-        None => (text, ""),
-    }
-}
-
-fn header_lines(head: &str) -> Vec<(String, String)> {
-    head.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        })
-        .collect()
+    multipart::boundary_param(content_type)
 }
 
 fn parse_inner(http: &str) -> Result<RawRequest, String> {
-    let http = http.trim_start_matches(['\r', '\n']);
-    let (head, body) = split_head(http);
-    let mut lines = head.lines();
-    let request_line = lines.next().ok_or("empty part")?;
+    let message = multipart::message(http);
+    let request_line = message.start_line.ok_or("empty part")?;
     let mut words = request_line.split_whitespace();
     let method = words.next().ok_or("missing method")?.to_ascii_uppercase();
     let target = words.next().ok_or("missing request target")?;
@@ -73,36 +44,25 @@ fn parse_inner(http: &str) -> Result<RawRequest, String> {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let headers = header_lines(&lines.collect::<Vec<_>>().join("\n"));
-    let body = body.trim_end_matches(['\r', '\n']);
     Ok(RawRequest {
         method,
         path: path.to_string(),
         query: Query::parse(query),
-        headers,
-        body: body.as_bytes().to_vec(),
+        headers: message.headers,
+        body: message.body.as_bytes().to_vec(),
     })
 }
 
 fn parse_parts(body: &str, boundary: &str) -> Vec<Part> {
-    let delimiter = format!("--{boundary}");
-    let mut parts = Vec::new();
-    for chunk in body.split(delimiter.as_str()).skip(1) {
-        if chunk.starts_with("--") {
-            break;
-        }
-        let (head, http) = split_head(chunk.trim_start_matches(['\r', '\n']));
-        let headers = header_lines(head);
-        let content_id = headers
-            .iter()
-            .find(|(k, _)| k == "content-id")
-            .map(|(_, v)| v.trim_matches(['<', '>']).to_string());
-        parts.push(Part {
-            content_id,
-            request: parse_inner(http),
-        });
-    }
-    parts
+    multipart::parts(body, boundary)
+        .into_iter()
+        .map(|part| Part {
+            content_id: part
+                .content_id()
+                .map(|v| v.trim_matches(['<', '>']).to_string()),
+            request: parse_inner(part.http),
+        })
+        .collect()
 }
 
 fn reason_phrase(status: u16) -> &'static str {
@@ -224,22 +184,22 @@ fn execute_batch(handle: &EmulatorHandle, req: &RawRequest) -> ApiResponse {
             || format!("response-{}", i + 1),
             |id| format!("response-{id}"),
         );
-        out.push_str(&format!(
-            "--{response_boundary}\r\nContent-Type: application/http\r\nContent-ID: <{content_id}>\r\n\r\n"
-        ));
-        out.push_str(&format!(
-            "HTTP/1.1 {} {}\r\n",
-            response.status,
-            reason_phrase(response.status)
-        ));
-        for (k, v) in &response.headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        out.push_str(&format!("Content-Length: {}\r\n\r\n", response.body.len()));
-        out.push_str(&String::from_utf8_lossy(&response.body));
-        out.push_str("\r\n");
+        multipart::write_part_head(&mut out, &response_boundary, &content_id);
+        multipart::write_message(
+            &mut out,
+            &format!(
+                "HTTP/1.1 {} {}",
+                response.status,
+                reason_phrase(response.status)
+            ),
+            response
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            Some(&response.body),
+        );
     }
-    out.push_str(&format!("--{response_boundary}--\r\n"));
+    multipart::write_close(&mut out, &response_boundary);
     ApiResponse {
         status: 200,
         headers: vec![(

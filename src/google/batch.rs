@@ -5,6 +5,7 @@
 //! each with `Content-ID: <response-item-N>`, an HTTP status line, headers and a body. Parts
 //! are matched back by that id (by position when an answer carries none).
 
+use crate::multipart;
 use rand::Rng;
 
 /// Google's limit on calls in one batch request.
@@ -69,63 +70,30 @@ pub fn choose_boundary(parts: &[BatchRequestPart], rng: &mut impl Rng) -> String
 pub fn encode(parts: &[BatchRequestPart], boundary: &str) -> String {
     let mut out = String::new();
     for (i, part) in parts.iter().enumerate() {
-        out.push_str(&format!(
-            "--{boundary}\r\nContent-Type: application/http\r\nContent-ID: <item-{i}>\r\n\r\n"
-        ));
-        out.push_str(&format!("{} {} HTTP/1.1\r\n", part.method, part.path));
-        if let Some(etag) = &part.if_match {
-            out.push_str(&format!("If-Match: {etag}\r\n"));
-        }
-        match &part.body {
-            Some(body) => {
-                out.push_str("Content-Type: application/json; charset=UTF-8\r\n");
-                out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-                out.push_str(body);
-                out.push_str("\r\n");
-            }
-            None => out.push_str("\r\n"),
-        }
+        multipart::write_part_head(&mut out, boundary, &format!("item-{i}"));
+        let if_match = part.if_match.as_deref().map(|etag| ("If-Match", etag));
+        let content_type = part
+            .body
+            .as_ref()
+            .map(|_| ("Content-Type", "application/json; charset=UTF-8"));
+        multipart::write_message(
+            &mut out,
+            &format!("{} {} HTTP/1.1", part.method, part.path),
+            if_match.into_iter().chain(content_type),
+            part.body.as_deref().map(str::as_bytes),
+        );
     }
-    out.push_str(&format!("--{boundary}--\r\n"));
+    multipart::write_close(&mut out, boundary);
     out
 }
 
 /// The boundary named by a `multipart/mixed` content type.
 pub fn boundary_of(content_type: &str) -> Option<String> {
-    let mut fields = content_type.split(';');
-    let kind = fields.next()?.trim();
+    let kind = content_type.split(';').next()?.trim();
     if !kind.eq_ignore_ascii_case("multipart/mixed") {
         return None;
     }
-    fields.find_map(|f| {
-        let (k, v) = f.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-/// Splits at the first blank line (CRLF or LF).
-fn split_head(text: &str) -> (&str, &str) {
-    let crlf = text.find("\r\n\r\n").map(|i| (i, 4));
-    let lf = text.find("\n\n").map(|i| (i, 2));
-    let cut = match (crlf, lf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    };
-    match cut {
-        Some((i, n)) => (&text[..i], &text[i + n..]),
-        None => (text, ""),
-    }
-}
-
-fn headers(head: &str) -> Vec<(String, String)> {
-    head.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        })
-        .collect()
+    multipart::boundary_param(content_type)
 }
 
 /// The index `N` of a `response-item-N` content id.
@@ -149,24 +117,12 @@ pub fn decode(
 ) -> Result<Vec<Option<BatchResponsePart>>, String> {
     let boundary = boundary_of(content_type)
         .ok_or_else(|| format!("the batch answer is not multipart/mixed: {content_type:?}"))?;
-    let delimiter = format!("--{boundary}");
     let mut slots: Vec<Option<BatchResponsePart>> = vec![None; parts];
-    for (position, chunk) in body.split(delimiter.as_str()).skip(1).enumerate() {
-        if chunk.starts_with("--") {
-            break;
-        }
-        let (outer_head, http) = split_head(chunk.trim_start_matches(['\r', '\n']));
-        let outer = headers(outer_head);
-        let index = outer
-            .iter()
-            .find(|(k, _)| k == "content-id")
-            .and_then(|(_, v)| item_index(v))
-            .unwrap_or(position);
-        let http = http.trim_start_matches(['\r', '\n']);
-        let (head, body) = split_head(http);
-        let mut lines = head.lines();
-        let Some(status) = lines
-            .next()
+    for (position, part) in multipart::parts(body, &boundary).into_iter().enumerate() {
+        let index = part.content_id().and_then(item_index).unwrap_or(position);
+        let message = multipart::message(part.http);
+        let Some(status) = message
+            .start_line
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|s| s.parse::<u16>().ok())
         else {
@@ -174,8 +130,8 @@ pub fn decode(
         };
         let part = BatchResponsePart {
             status,
-            headers: headers(&lines.collect::<Vec<_>>().join("\n")),
-            body: body.trim_end_matches(['\r', '\n']).to_owned(),
+            headers: message.headers,
+            body: message.body.to_owned(),
         };
         if let Some(slot) = slots.get_mut(index) {
             *slot = Some(part);

@@ -40,6 +40,14 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
+/// The `Retry-After` of an answer's headers (hub or reqwest: the same `http` map), as of now.
+pub fn retry_after_header(headers: &hyper::HeaderMap) -> Option<Duration> {
+    headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, Utc::now()))
+}
+
 /// The reasons a Google error body carries: Calendar `error.errors[].reason`, People
 /// `error.details[].reason` (ErrorInfo), and `error.status`.
 fn reasons(body: &Value) -> (Vec<String>, Option<String>) {
@@ -206,13 +214,9 @@ pub fn classify_hub(err: google_calendar3::common::Error, seen: SeenFailure) -> 
         }
         E::Failure(response) => {
             let status = response.status().as_u16();
-            let retry_after = seen.retry_after.or_else(|| {
-                response
-                    .headers()
-                    .get(hyper::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, Utc::now()))
-            });
+            let retry_after = seen
+                .retry_after
+                .or_else(|| retry_after_header(response.headers()));
             classify_http(status, b"", retry_after)
         }
         E::HttpError(e) => RemoteError::new(

@@ -22,7 +22,8 @@ fn client() -> google_calendar3::common::Client<Connector> {
         .build(connector())
 }
 
-fn with_slash(root: &str) -> String {
+/// `root` with a trailing `/` (as it is when it has one).
+pub(super) fn with_slash(root: &str) -> String {
     if root.ends_with('/') {
         root.to_string()
     } else {

@@ -43,9 +43,9 @@ use super::auth::{self, UserAuth, SCOPES};
 use super::batch::{self, BatchRequestPart, BatchResponsePart};
 use super::classify::{
     classify_auth, classify_http, classify_hub, classify_json, classify_reqwest, parse_retry_after,
-    SeenFailure,
+    retry_after_header, SeenFailure,
 };
-use super::hub::{self, GOOGLE_CALENDAR_ROOT, GOOGLE_PEOPLE_ROOT};
+use super::hub::{self, with_slash, GOOGLE_CALENDAR_ROOT, GOOGLE_PEOPLE_ROOT};
 use super::mapping::{
     contact_from_google, contact_to_google, event_from_google, event_patch_body, event_to_google,
     person_groups, to_json_without_nulls, MARKER_ID, PERSON_FIELDS, UPDATE_PERSON_FIELDS,
@@ -58,15 +58,18 @@ use crate::sync::remote::{
     RemoteError, RemoteErrorKind,
 };
 use chrono::Utc;
-use google_calendar3::api::{Calendar, Event};
+use google_calendar3::api::{Calendar, CalendarList, Event, Events};
 use google_calendar3::common::{Delegate, FieldMask, Response, Retry};
 use google_people1::api::{
     BatchCreateContactsRequest, BatchDeleteContactsRequest, BatchUpdateContactsRequest, ClientData,
-    ContactGroup, ContactToCreate, CreateContactGroupRequest, Person, PersonResponse,
+    ContactGroup, ContactToCreate, CreateContactGroupRequest, ListConnectionsResponse,
+    ListContactGroupsResponse, Person, PersonResponse,
 };
 use rand::SeedableRng;
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,19 +139,38 @@ impl GoogleRemoteConfig {
         }
     }
 
+    /// For tests against the emulator at `base_url` (both APIs; `token_uri` its `/token`,
+    /// `key` its test service-account key): Google's page and batch sizes, 600 calls a
+    /// minute of each kind, and fast seeded retries (4 attempts, 5–50 ms backoff, 10 s an
+    /// attempt). A suite changes what it needs with struct update syntax.
+    pub fn for_emulator(base_url: &str, token_uri: &str, key: &Path) -> Self {
+        Self {
+            calendar_root: base_url.to_owned(),
+            people_root: base_url.to_owned(),
+            service_account_key: key.to_owned(),
+            token_uri: Some(token_uri.to_owned()),
+            calendar_requests_per_minute: 600,
+            people_reads_per_minute: 600,
+            people_writes_per_minute: 600,
+            retry: RetryConfig {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(50),
+                attempt_timeout: Duration::from_secs(10),
+                seed: Some(42),
+            },
+            event_page_size: 2500,
+            contact_page_size: 1000,
+            max_pages: 1000,
+            event_batch_size: 1000,
+        }
+    }
+
     fn batch_size(&self) -> usize {
         let by_pace = usize::try_from(self.calendar_requests_per_minute).unwrap_or(usize::MAX);
         self.event_batch_size
             .clamp(1, batch::MAX_PARTS)
             .min(by_pace.max(1))
-    }
-}
-
-fn with_slash(root: &str) -> String {
-    if root.ends_with('/') {
-        root.to_owned()
-    } else {
-        format!("{root}/")
     }
 }
 
@@ -181,11 +203,7 @@ struct Capture(SeenFailure);
 impl Delegate for Capture {
     fn http_failure(&mut self, response: &Response, _err: Option<&serde_json::Value>) -> Retry {
         self.0.status = Some(response.status().as_u16());
-        self.0.retry_after = response
-            .headers()
-            .get(hyper::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, Utc::now()));
+        self.0.retry_after = retry_after_header(response.headers());
         Retry::Abort
     }
 }
@@ -196,6 +214,24 @@ fn hub_result<T>(
     capture: Capture,
 ) -> Result<T, Failure> {
     result.map(|(_, v)| v).map_err(|e| hub_failure(e, capture))
+}
+
+/// Sends a hub call builder with [`SCOPES`] and a [`Capture`] as its delegate: the hub's
+/// own result and what the capture saw. A macro, because the builders share no trait.
+macro_rules! hub_send {
+    ($call:expr) => {{
+        let mut capture = Capture::default();
+        let result = $call.add_scopes(SCOPES).delegate(&mut capture).doit().await;
+        (result, capture)
+    }};
+}
+
+/// [`hub_send!`] with the result as the retry policy sees it ([`hub_result`]).
+macro_rules! hub_call {
+    ($call:expr) => {{
+        let (result, capture) = hub_send!($call);
+        hub_result(result, capture)
+    }};
 }
 
 fn hub_failure(err: google_calendar3::common::Error, capture: Capture) -> Failure {
@@ -321,6 +357,13 @@ fn written_event(event: &Event) -> Result<OpOutcome<SyncedEvent>, RemoteError> {
     }
 }
 
+/// One page of an event or contact listing.
+struct ListPage<T> {
+    changes: Vec<RemoteChange<T>>,
+    next_page: Option<String>,
+    next_sync_token: Option<String>,
+}
+
 /// Per-op results under construction.
 struct Slots<T> {
     results: Vec<Option<Result<OpOutcome<T>, RemoteError>>>,
@@ -350,6 +393,27 @@ impl<T> Slots<T> {
         if halts(error.kind) && self.halted.is_none() {
             self.halted = Some(error.clone());
         }
+    }
+
+    /// After a halt: the halting error for `indices` (true); before one, nothing (false).
+    fn fail_if_halted(&mut self, indices: impl IntoIterator<Item = usize>) -> bool {
+        let Some(halt) = self.halted.clone() else {
+            return false;
+        };
+        for i in indices {
+            self.set(i, Err(halt.clone()));
+        }
+        true
+    }
+
+    /// The result of an item's own call; a whole-call failure stops every later call.
+    fn record(&mut self, index: usize, result: Result<OpOutcome<T>, RemoteError>) {
+        if let Err(e) = &result {
+            if halts(e.kind) {
+                self.halted = Some(e.clone());
+            }
+        }
+        self.set(index, result);
     }
 
     fn finish(self) -> Vec<Result<OpOutcome<T>, RemoteError>> {
@@ -436,6 +500,85 @@ impl GoogleRemote {
         Ok(clients)
     }
 
+    // ----- Calls and listings -----------------------------------------------------------
+
+    async fn people_read<T, F, Fut>(&self, c: &UserClients, call: F) -> Result<T, RemoteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.policy
+            .run(&c.people_read_pacer, 1, Repeat::Safe, call)
+            .await
+    }
+
+    async fn people_write<T, F, Fut>(
+        &self,
+        c: &UserClients,
+        repeat: Repeat,
+        call: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.policy
+            .run(&c.people_write_pacer, 1, repeat, call)
+            .await
+    }
+
+    /// Walks a listing page by page, at most `max_pages` of them: `fetch` gets the page a
+    /// token names (the first for `None`); `take` reads it and names the next page or ends
+    /// the walk with the answer.
+    async fn pages<P, T, F, Fut>(
+        &self,
+        what: &str,
+        mut fetch: F,
+        mut take: impl FnMut(P) -> ControlFlow<T, String>,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<P, RemoteError>>,
+    {
+        let mut page: Option<String> = None;
+        for _ in 0..self.config.max_pages {
+            match take(fetch(page.take()).await?) {
+                ControlFlow::Break(answer) => return Ok(answer),
+                ControlFlow::Continue(next) => page = Some(next),
+            }
+        }
+        Err(invalid(format!("{what} did not end")))
+    }
+
+    /// A whole listing of events or contacts, [`Self::pages`] collected: full when no sync
+    /// token was given.
+    async fn listing<T, P, F, Fut>(
+        &self,
+        what: &str,
+        sync_token: Option<&str>,
+        fetch: F,
+        read: impl Fn(P) -> ListPage<T>,
+    ) -> Result<Listing<T>, RemoteError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<P, RemoteError>>,
+    {
+        let mut changes = Vec::new();
+        self.pages(what, fetch, |page| {
+            let page = read(page);
+            changes.extend(page.changes);
+            match page.next_page {
+                Some(next) => ControlFlow::Continue(next),
+                None => ControlFlow::Break(Listing {
+                    changes: std::mem::take(&mut changes),
+                    next_sync_token: page.next_sync_token,
+                    full: sync_token.is_none(),
+                }),
+            }
+        })
+        .await
+    }
+
     // ----- Calendar ---------------------------------------------------------------------
 
     async fn find_calendar(
@@ -443,43 +586,37 @@ impl GoogleRemote {
         c: &UserClients,
         marker: &str,
     ) -> Result<Option<String>, RemoteError> {
-        let mut page: Option<String> = None;
-        for _ in 0..self.config.max_pages {
-            let token = page.clone();
-            let list = self
-                .policy
-                .run(&c.calendar_pacer, 1, Repeat::Safe, || {
-                    let token = token.clone();
-                    async move {
-                        let mut capture = Capture::default();
-                        let mut call = c
-                            .calendar
-                            .calendar_list()
-                            .list()
-                            .show_hidden(true)
-                            .max_results(250)
-                            .add_scopes(SCOPES);
-                        if let Some(t) = &token {
-                            call = call.page_token(t);
+        self.pages(
+            "calendarList.list",
+            |token| {
+                self.policy
+                    .run(&c.calendar_pacer, 1, Repeat::Safe, move || {
+                        let token = token.clone();
+                        async move {
+                            let mut call = c
+                                .calendar
+                                .calendar_list()
+                                .list()
+                                .show_hidden(true)
+                                .max_results(250);
+                            if let Some(t) = &token {
+                                call = call.page_token(t);
+                            }
+                            hub_call!(call)
                         }
-                        let result = call.delegate(&mut capture).doit().await;
-                        hub_result(result, capture)
-                    }
-                })
-                .await?;
-            if let Some(found) =
-                list.items.iter().flatten().find(|e| {
+                    })
+            },
+            |list: CalendarList| {
+                if let Some(found) = list.items.iter().flatten().find(|e| {
                     e.deleted != Some(true) && has_marker(e.description.as_deref(), marker)
-                })
-            {
-                return Ok(found.id.clone());
-            }
-            match list.next_page_token {
-                Some(next) => page = Some(next),
-                None => return Ok(None),
-            }
-        }
-        Err(invalid("calendarList.list did not end"))
+                }) {
+                    return ControlFlow::Break(found.id.clone());
+                }
+                list.next_page_token
+                    .map_or(ControlFlow::Break(None), ControlFlow::Continue)
+            },
+        )
+        .await
     }
 
     // ----- Calendar batch ---------------------------------------------------------------
@@ -578,11 +715,7 @@ impl GoogleRemote {
                         .await
                         .map_err(|e| reqwest_failure(&e))?;
                     let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, Utc::now()));
+                    let retry_after = retry_after_header(response.headers());
                     let content_type = response
                         .headers()
                         .get(reqwest::header::CONTENT_TYPE)
@@ -630,69 +763,36 @@ impl GoogleRemote {
         }
     }
 
-    // ----- People helpers ---------------------------------------------------------------
-
-    async fn people_read<T, F, Fut>(&self, c: &UserClients, call: F) -> Result<T, RemoteError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, Failure>>,
-    {
-        self.policy
-            .run(&c.people_read_pacer, 1, Repeat::Safe, call)
-            .await
-    }
-
-    async fn people_write<T, F, Fut>(
-        &self,
-        c: &UserClients,
-        repeat: Repeat,
-        call: F,
-    ) -> Result<T, RemoteError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, Failure>>,
-    {
-        self.policy
-            .run(&c.people_write_pacer, 1, repeat, call)
-            .await
-    }
+    // ----- People -----------------------------------------------------------------------
 
     async fn find_group(&self, c: &UserClients, name: &str) -> Result<Option<String>, RemoteError> {
-        let mut page: Option<String> = None;
-        for _ in 0..self.config.max_pages {
-            let token = page.clone();
-            let list = self
-                .people_read(c, || {
+        self.pages(
+            "contactGroups.list",
+            |token| {
+                self.people_read(c, move || {
                     let token = token.clone();
                     async move {
-                        let mut capture = Capture::default();
-                        let mut call = c
-                            .people
-                            .contact_groups()
-                            .list()
-                            .page_size(1000)
-                            .add_scopes(SCOPES);
+                        let mut call = c.people.contact_groups().list().page_size(1000);
                         if let Some(t) = &token {
                             call = call.page_token(t);
                         }
-                        let result = call.delegate(&mut capture).doit().await;
-                        hub_result(result, capture)
+                        hub_call!(call)
                     }
                 })
-                .await?;
-            if let Some(group) = list.contact_groups.iter().flatten().find(|g| {
-                g.group_type.as_deref() == Some("USER_CONTACT_GROUP")
-                    && g.name.as_deref() == Some(name)
-                    && !g.metadata.as_ref().and_then(|m| m.deleted).unwrap_or(false)
-            }) {
-                return Ok(group.resource_name.clone());
-            }
-            match list.next_page_token {
-                Some(next) => page = Some(next),
-                None => return Ok(None),
-            }
-        }
-        Err(invalid("contactGroups.list did not end"))
+            },
+            |list: ListContactGroupsResponse| {
+                if let Some(group) = list.contact_groups.iter().flatten().find(|g| {
+                    g.group_type.as_deref() == Some("USER_CONTACT_GROUP")
+                        && g.name.as_deref() == Some(name)
+                        && !g.metadata.as_ref().and_then(|m| m.deleted).unwrap_or(false)
+                }) {
+                    return ControlFlow::Break(group.resource_name.clone());
+                }
+                list.next_page_token
+                    .map_or(ControlFlow::Break(None), ControlFlow::Continue)
+            },
+        )
+        .await
     }
 
     /// Contacts as they are now — etag, memberships, client data — (one `people:batchGet`
@@ -709,18 +809,15 @@ impl GoogleRemote {
         for chunk in resources.chunks(MAX_BATCH_GET) {
             let answer = self
                 .people_read(c, || async move {
-                    let mut capture = Capture::default();
                     let mut call = c
                         .people
                         .people()
                         .get_batch_get()
-                        .person_fields(FieldMask::from_str(fields).unwrap_or_default())
-                        .add_scopes(SCOPES);
+                        .person_fields(FieldMask::from_str(fields).unwrap_or_default());
                     for r in chunk {
                         call = call.add_resource_names(r);
                     }
-                    let result = call.delegate(&mut capture).doit().await;
-                    hub_result(result, capture)
+                    hub_call!(call)
                 })
                 .await;
             match answer {
@@ -741,17 +838,11 @@ impl GoogleRemote {
                     for r in chunk {
                         let person = self
                             .people_read(c, || async move {
-                                let mut capture = Capture::default();
-                                let result = c
+                                hub_call!(c
                                     .people
                                     .people()
                                     .get(r)
-                                    .person_fields(FieldMask::from_str(fields).unwrap_or_default())
-                                    .add_scopes(SCOPES)
-                                    .delegate(&mut capture)
-                                    .doit()
-                                    .await;
-                                hub_result(result, capture)
+                                    .person_fields(FieldMask::from_str(fields).unwrap_or_default()))
                             })
                             .await;
                         match person {
@@ -776,17 +867,11 @@ impl GoogleRemote {
     ) -> Result<OpOutcome<SyncedContact>, RemoteError> {
         let created = self
             .people_write(c, Repeat::NotAfterSend, || async move {
-                let mut capture = Capture::default();
-                let result = c
+                hub_call!(c
                     .people
                     .people()
                     .create_contact(person.clone())
-                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
-                    .add_scopes(SCOPES)
-                    .delegate(&mut capture)
-                    .doit()
-                    .await;
-                hub_result(result, capture)
+                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default()))
             })
             .await?;
         written_contact(&created, group)
@@ -801,20 +886,14 @@ impl GoogleRemote {
     ) -> Result<OpOutcome<SyncedContact>, RemoteError> {
         let updated = self
             .people_write(c, Repeat::Safe, || async move {
-                let mut capture = Capture::default();
-                let result = c
+                hub_call!(c
                     .people
                     .people()
                     .update_contact(person.clone(), resource)
                     .update_person_fields(
                         FieldMask::from_str(UPDATE_PERSON_FIELDS).unwrap_or_default(),
                     )
-                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
-                    .add_scopes(SCOPES)
-                    .delegate(&mut capture)
-                    .doit()
-                    .await;
-                hub_result(result, capture)
+                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default()))
             })
             .await?;
         written_contact(&updated, group)
@@ -826,16 +905,7 @@ impl GoogleRemote {
         resource: &str,
     ) -> Result<OpOutcome<SyncedContact>, RemoteError> {
         self.people_write(c, Repeat::Safe, || async move {
-            let mut capture = Capture::default();
-            let result = c
-                .people
-                .people()
-                .delete_contact(resource)
-                .add_scopes(SCOPES)
-                .delegate(&mut capture)
-                .doit()
-                .await;
-            hub_result(result, capture)
+            hub_call!(c.people.people().delete_contact(resource))
         })
         .await?;
         Ok(OpOutcome::Deleted)
@@ -868,18 +938,7 @@ impl GoogleRemote {
         let answer = self
             .people_write(c, Repeat::NotAfterSend, || {
                 let request = request.clone();
-                async move {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .people
-                        .people()
-                        .batch_create_contacts(request)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
-                }
+                async move { hub_call!(c.people.people().batch_create_contacts(request)) }
             })
             .await;
         match answer {
@@ -917,17 +976,10 @@ impl GoogleRemote {
             Err(e) if !halts(e.kind) => {
                 // One bad contact fails the whole batch: create one by one.
                 for ((index, _, _), person) in chunk.iter().zip(&persons) {
-                    if let Some(halt) = &slots.halted {
-                        slots.set(*index, Err(halt.clone()));
-                        continue;
+                    if !slots.fail_if_halted([*index]) {
+                        let result = self.create_one(c, group, person).await;
+                        slots.record(*index, result);
                     }
-                    let result = self.create_one(c, group, person).await;
-                    if let Err(e) = &result {
-                        if halts(e.kind) {
-                            slots.halted = Some(e.clone());
-                        }
-                    }
-                    slots.set(*index, result);
                 }
             }
             Err(e) => slots.fail_all(&indices, &e),
@@ -997,9 +1049,8 @@ impl GoogleRemote {
             if pending.is_empty() {
                 return;
             }
-            if let Some(halt) = slots.halted.clone() {
-                let idx: Vec<usize> = pending.iter().map(|p| p.0).collect();
-                return slots.fail_all(&idx, &halt);
+            if slots.fail_if_halted(pending.iter().map(|p| p.0)) {
+                return;
             }
             let request = BatchUpdateContactsRequest {
                 contacts: Some(
@@ -1016,15 +1067,8 @@ impl GoogleRemote {
                 .people_write(c, Repeat::Safe, || {
                     let request = request.clone();
                     async move {
-                        let mut capture = Capture::default();
-                        let result = c
-                            .people
-                            .people()
-                            .batch_update_contacts(request)
-                            .add_scopes(SCOPES)
-                            .delegate(&mut capture)
-                            .doit()
-                            .await;
+                        let (result, capture) =
+                            hub_send!(c.people.people().batch_update_contacts(request));
                         match result {
                             Ok((_, answer)) => Ok(Ok(answer)),
                             // BatchUpdateContactsErrorDetails: which contacts failed.
@@ -1076,17 +1120,10 @@ impl GoogleRemote {
         }
         // One bad contact failed the batch without saying which: update one by one.
         for (index, resource, person) in &pending {
-            if let Some(halt) = &slots.halted {
-                slots.set(*index, Err(halt.clone()));
-                continue;
+            if !slots.fail_if_halted([*index]) {
+                let result = self.update_one(c, group, resource, person).await;
+                slots.record(*index, result);
             }
-            let result = self.update_one(c, group, resource, person).await;
-            if let Err(e) = &result {
-                if halts(e.kind) {
-                    slots.halted = Some(e.clone());
-                }
-            }
-            slots.set(*index, result);
         }
     }
 
@@ -1103,18 +1140,7 @@ impl GoogleRemote {
         let answer = self
             .people_write(c, Repeat::Safe, || {
                 let request = request.clone();
-                async move {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .people
-                        .people()
-                        .batch_delete_contacts(request)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
-                }
+                async move { hub_call!(c.people.people().batch_delete_contacts(request)) }
             })
             .await;
         match answer {
@@ -1126,17 +1152,10 @@ impl GoogleRemote {
             Err(e) if !halts(e.kind) => {
                 // One missing contact fails the whole batch: delete one by one.
                 for &(index, resource) in chunk {
-                    if let Some(halt) = &slots.halted {
-                        slots.set(index, Err(halt.clone()));
-                        continue;
+                    if !slots.fail_if_halted([index]) {
+                        let result = self.delete_one(c, resource).await;
+                        slots.record(index, result);
                     }
-                    let result = self.delete_one(c, resource).await;
-                    if let Err(e) = &result {
-                        if halts(e.kind) {
-                            slots.halted = Some(e.clone());
-                        }
-                    }
-                    slots.set(index, result);
                 }
             }
             Err(e) => slots.fail_all(&indices, &e),
@@ -1167,16 +1186,7 @@ impl Remote for GoogleRemote {
             let found = self
                 .policy
                 .run(&c.calendar_pacer, 1, Repeat::Safe, || async {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .calendar
-                        .calendars()
-                        .get(id)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
+                    hub_call!(c.calendar.calendars().get(id))
                 })
                 .await;
             match found {
@@ -1200,18 +1210,7 @@ impl Remote for GoogleRemote {
             .run(&c.calendar_pacer, 1, Repeat::NotAfterSend, || {
                 let request = request.clone();
                 let c = &c;
-                async move {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .calendar
-                        .calendars()
-                        .insert(request)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
-                }
+                async move { hub_call!(c.calendar.calendars().insert(request)) }
             })
             .await?;
         created.id.ok_or_else(|| {
@@ -1229,16 +1228,7 @@ impl Remote for GoogleRemote {
         if let Some(id) = known {
             let found = self
                 .people_read(&c, || async {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .people
-                        .contact_groups()
-                        .get(id)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
+                    hub_call!(c.people.contact_groups().get(id))
                 })
                 .await;
             match found {
@@ -1265,18 +1255,7 @@ impl Remote for GoogleRemote {
             .people_write(&c, Repeat::Safe, || {
                 let request = request.clone();
                 let c = &c;
-                async move {
-                    let mut capture = Capture::default();
-                    let result = c
-                        .people
-                        .contact_groups()
-                        .create(request)
-                        .add_scopes(SCOPES)
-                        .delegate(&mut capture)
-                        .doit()
-                        .await;
-                    hub_result(result, capture)
-                }
+                async move { hub_call!(c.people.contact_groups().create(request)) }
             })
             .await;
         match created {
@@ -1297,56 +1276,51 @@ impl Remote for GoogleRemote {
         calendar: &str,
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedEvent>, RemoteError> {
-        let c = self.clients(user).await?;
+        let c = &*self.clients(user).await?;
         let page_size = i32::try_from(self.config.event_page_size.clamp(1, 2500)).unwrap_or(2500);
-        let mut changes = Vec::new();
-        let mut page: Option<String> = None;
-        for _ in 0..self.config.max_pages {
-            let token = page.clone();
-            let answer = self
-                .policy
-                .run(&c.calendar_pacer, 1, Repeat::Safe, || {
-                    let token = token.clone();
-                    let c = &c;
-                    async move {
-                        let mut capture = Capture::default();
-                        let mut call = c
-                            .calendar
-                            .events()
-                            .list(calendar)
-                            .single_events(false)
-                            .max_results(page_size)
-                            .add_scopes(SCOPES);
-                        if let Some(s) = sync_token {
-                            call = call.sync_token(s);
+        self.listing(
+            "events.list",
+            sync_token,
+            |token| async move {
+                self.policy
+                    .run(&c.calendar_pacer, 1, Repeat::Safe, || {
+                        let token = token.clone();
+                        async move {
+                            let mut call = c
+                                .calendar
+                                .events()
+                                .list(calendar)
+                                .single_events(false)
+                                .max_results(page_size);
+                            if let Some(s) = sync_token {
+                                call = call.sync_token(s);
+                            }
+                            if let Some(t) = &token {
+                                call = call.page_token(t);
+                            }
+                            hub_call!(call)
                         }
-                        if let Some(t) = &token {
-                            call = call.page_token(t);
-                        }
-                        let result = call.delegate(&mut capture).doit().await;
-                        hub_result(result, capture)
-                    }
-                })
-                .await
-                .map_err(|mut e| {
-                    if sync_token.is_some() && e.message.starts_with("HTTP 410") {
-                        e.kind = RemoteErrorKind::SyncTokenExpired;
-                    }
-                    e
-                })?;
-            changes.extend(answer.items.iter().flatten().map(event_from_google));
-            match answer.next_page_token {
-                Some(next) => page = Some(next),
-                None => {
-                    return Ok(Listing {
-                        changes,
-                        next_sync_token: answer.next_sync_token,
-                        full: sync_token.is_none(),
                     })
-                }
-            }
-        }
-        Err(invalid("events.list did not end"))
+                    .await
+                    .map_err(|mut e| {
+                        if sync_token.is_some() && e.message.starts_with("HTTP 410") {
+                            e.kind = RemoteErrorKind::SyncTokenExpired;
+                        }
+                        e
+                    })
+            },
+            |answer: Events| ListPage {
+                changes: answer
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(event_from_google)
+                    .collect(),
+                next_page: answer.next_page_token,
+                next_sync_token: answer.next_sync_token,
+            },
+        )
+        .await
     }
 
     async fn get_event(
@@ -1359,16 +1333,7 @@ impl Remote for GoogleRemote {
         let event = self
             .policy
             .run(&c.calendar_pacer, 1, Repeat::Safe, || async {
-                let mut capture = Capture::default();
-                let result = c
-                    .calendar
-                    .events()
-                    .get(calendar, id)
-                    .add_scopes(SCOPES)
-                    .delegate(&mut capture)
-                    .doit()
-                    .await;
-                hub_result(result, capture)
+                hub_call!(c.calendar.events().get(calendar, id))
             })
             .await?;
         Ok(event_from_google(&event))
@@ -1399,8 +1364,7 @@ impl Remote for GoogleRemote {
             let mut again: Vec<usize> = Vec::new();
             let mut wait_at_least: Option<Duration> = None;
             for chunk in pending.chunks(batch_size) {
-                if let Some(halt) = slots.halted.clone() {
-                    slots.fail_all(chunk, &halt);
+                if slots.fail_if_halted(chunk.iter().copied()) {
                     continue;
                 }
                 let chunk_parts: Vec<BatchRequestPart> =
@@ -1446,56 +1410,44 @@ impl Remote for GoogleRemote {
         group: &str,
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedContact>, RemoteError> {
-        let c = self.clients(user).await?;
+        let c = &*self.clients(user).await?;
         let page_size = i32::try_from(self.config.contact_page_size.clamp(1, 1000)).unwrap_or(1000);
-        let mut changes = Vec::new();
-        let mut page: Option<String> = None;
-        for _ in 0..self.config.max_pages {
-            let token = page.clone();
-            let answer = self
-                .people_read(&c, || {
+        self.listing(
+            "people.connections.list",
+            sync_token,
+            |token| {
+                self.people_read(c, move || {
                     let token = token.clone();
-                    let c = &c;
                     async move {
-                        let mut capture = Capture::default();
                         let mut call = c
                             .people
                             .people()
                             .connections_list("people/me")
                             .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
                             .page_size(page_size)
-                            .request_sync_token(true)
-                            .add_scopes(SCOPES);
+                            .request_sync_token(true);
                         if let Some(s) = sync_token {
                             call = call.sync_token(s);
                         }
                         if let Some(t) = &token {
                             call = call.page_token(t);
                         }
-                        let result = call.delegate(&mut capture).doit().await;
-                        hub_result(result, capture)
+                        hub_call!(call)
                     }
                 })
-                .await?;
-            changes.extend(
-                answer
+            },
+            |answer: ListConnectionsResponse| ListPage {
+                changes: answer
                     .connections
                     .iter()
                     .flatten()
-                    .map(|p| contact_from_google(p, group)),
-            );
-            match answer.next_page_token {
-                Some(next) => page = Some(next),
-                None => {
-                    return Ok(Listing {
-                        changes,
-                        next_sync_token: answer.next_sync_token,
-                        full: sync_token.is_none(),
-                    })
-                }
-            }
-        }
-        Err(invalid("people.connections.list did not end"))
+                    .map(|p| contact_from_google(p, group))
+                    .collect(),
+                next_page: answer.next_page_token,
+                next_sync_token: answer.next_sync_token,
+            },
+        )
+        .await
     }
 
     async fn get_contact(
@@ -1507,17 +1459,11 @@ impl Remote for GoogleRemote {
         let c = self.clients(user).await?;
         let person = self
             .people_read(&c, || async {
-                let mut capture = Capture::default();
-                let result = c
+                hub_call!(c
                     .people
                     .people()
                     .get(resource)
-                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
-                    .add_scopes(SCOPES)
-                    .delegate(&mut capture)
-                    .doit()
-                    .await;
-                hub_result(result, capture)
+                    .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default()))
             })
             .await?;
         Ok(contact_from_google(&person, group))
@@ -1560,28 +1506,19 @@ impl Remote for GoogleRemote {
             }
         }
         for chunk in creates.chunks(MAX_BATCH_CREATE) {
-            if let Some(halt) = slots.halted.clone() {
-                let idx: Vec<usize> = chunk.iter().map(|t| t.0).collect();
-                slots.fail_all(&idx, &halt);
-                continue;
+            if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
+                self.create_chunk(&c, group, chunk, &mut slots).await;
             }
-            self.create_chunk(&c, group, chunk, &mut slots).await;
         }
         for chunk in updates.chunks(MAX_BATCH_UPDATE) {
-            if let Some(halt) = slots.halted.clone() {
-                let idx: Vec<usize> = chunk.iter().map(|t| t.0).collect();
-                slots.fail_all(&idx, &halt);
-                continue;
+            if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
+                self.update_chunk(&c, group, chunk, &mut slots).await;
             }
-            self.update_chunk(&c, group, chunk, &mut slots).await;
         }
         for chunk in deletes.chunks(MAX_BATCH_DELETE) {
-            if let Some(halt) = slots.halted.clone() {
-                let idx: Vec<usize> = chunk.iter().map(|t| t.0).collect();
-                slots.fail_all(&idx, &halt);
-                continue;
+            if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
+                self.delete_chunk(&c, chunk, &mut slots).await;
             }
-            self.delete_chunk(&c, chunk, &mut slots).await;
         }
         Ok(slots.finish())
     }

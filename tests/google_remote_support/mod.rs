@@ -6,14 +6,12 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use crmsync::emulator::{EmulatorOptions, EmulatorSettings, QuotaConfig, TestEmulator};
 use crmsync::google::remote::{GoogleRemote, GoogleRemoteConfig};
-use crmsync::google::retry::RetryConfig;
 use crmsync::model::{
     AttendeeLine, CrmId, EmailAddress, EventTime, PhoneNumber, PostalAddress, SyncedContact,
     SyncedEvent, UserId,
 };
 use crmsync::sync::remote::{GoogleUser, OpOutcome, RemoteError, RemoteItem};
 use std::path::PathBuf;
-use std::time::Duration;
 
 pub const ALICE: &str = "alice@example.com";
 
@@ -32,26 +30,7 @@ pub fn unlimited() -> EmulatorOptions {
 }
 
 pub fn config_for(emu: &TestEmulator) -> GoogleRemoteConfig {
-    GoogleRemoteConfig {
-        calendar_root: emu.base_url(),
-        people_root: emu.base_url(),
-        service_account_key: key_path(),
-        token_uri: Some(emu.token_uri()),
-        calendar_requests_per_minute: 600,
-        people_reads_per_minute: 600,
-        people_writes_per_minute: 600,
-        retry: RetryConfig {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(50),
-            attempt_timeout: Duration::from_secs(10),
-            seed: Some(42),
-        },
-        event_page_size: 2500,
-        contact_page_size: 1000,
-        max_pages: 1000,
-        event_batch_size: 1000,
-    }
+    GoogleRemoteConfig::for_emulator(&emu.base_url(), &emu.token_uri(), &key_path())
 }
 
 pub async fn start(options: EmulatorOptions) -> (TestEmulator, GoogleRemote) {

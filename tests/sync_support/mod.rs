@@ -74,13 +74,9 @@ pub struct Harness {
     pub now: DateTime<Utc>,
 }
 
+/// [`GoogleRemoteConfig::for_emulator`] with more People pacing and quicker retries.
 pub fn remote_config(emu: &TestEmulator) -> GoogleRemoteConfig {
     GoogleRemoteConfig {
-        calendar_root: emu.base_url(),
-        people_root: emu.base_url(),
-        service_account_key: key_path(),
-        token_uri: Some(emu.token_uri()),
-        calendar_requests_per_minute: 600,
         people_reads_per_minute: 6000,
         people_writes_per_minute: 6000,
         retry: RetryConfig {
@@ -90,10 +86,7 @@ pub fn remote_config(emu: &TestEmulator) -> GoogleRemoteConfig {
             attempt_timeout: Duration::from_secs(10),
             seed: Some(7),
         },
-        event_page_size: 2500,
-        contact_page_size: 1000,
-        max_pages: 1000,
-        event_batch_size: 1000,
+        ..GoogleRemoteConfig::for_emulator(&emu.base_url(), &emu.token_uri(), &key_path())
     }
 }
 
