@@ -92,7 +92,8 @@ async fn run(scale: f64) {
     })
     .await
     .unwrap();
-    let key = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/emulator-service-account.json");
+    let key =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/emulator-service-account.json");
     let mut config = Config::default();
     config.state.path = dir.path().join("state.db");
     config.crm.path = dir.path().join("crm.db");
@@ -107,7 +108,10 @@ async fn run(scale: f64) {
         ..ScopeLayer::default()
     };
     let state = StateDb::open(&config.state.path).unwrap();
-    SqliteCrm::open(&config.crm.path).unwrap().load(&model).unwrap();
+    SqliteCrm::open(&config.crm.path)
+        .unwrap()
+        .load(&model)
+        .unwrap();
     let remote = GoogleRemote::new(GoogleRemoteConfig {
         calendar_root: emu.base_url(),
         people_root: emu.base_url(),
@@ -143,7 +147,13 @@ async fn run(scale: f64) {
                 now,
             };
             let started = Instant::now();
-            let report = engine.sync_once(&SyncOptions { force: true, ..Default::default() }).await.unwrap();
+            let report = engine
+                .sync_once(&SyncOptions {
+                    force: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
             let seconds = started.elapsed().as_secs_f64();
             let calls = emu.counters().api_calls - before;
             let errors: usize = report.users.iter().map(|u| u.errors.len()).sum();
@@ -169,7 +179,10 @@ async fn run(scale: f64) {
             c.title = format!("{} (promoted)", c.title);
         }
     }
-    SqliteCrm::open(&config.crm.path).unwrap().load(&model).unwrap();
+    SqliteCrm::open(&config.crm.path)
+        .unwrap()
+        .load(&model)
+        .unwrap();
     pass("1 % contacts changed").await;
 
     // A permission change: a user with a role moves to another role.
@@ -184,7 +197,10 @@ async fn run(scale: f64) {
     if let Some(u) = model.users.get_mut(&mover) {
         u.role = other_role;
     }
-    SqliteCrm::open(&config.crm.path).unwrap().load(&model).unwrap();
+    SqliteCrm::open(&config.crm.path)
+        .unwrap()
+        .load(&model)
+        .unwrap();
     pass("role move (1 user)").await;
     pass("no-op pass").await;
     println!("peak RSS {:.0} MiB", peak_rss_mib());
