@@ -7,12 +7,9 @@
 mod sync_support;
 
 use crmsync::emulator::ApiFamily;
-use crmsync::model::{ObjectKind, SyncedContact, SyncedEvent, UserId};
+use crmsync::model::{ObjectKind, UserId};
 use crmsync::scope::{ConflictPolicy, GoogleDelete, ScopeLayer, SelectionMode};
 use crmsync::sync::engine::{SyncOptions, UserStatus};
-use crmsync::sync::remote::{
-    BatchResult, ContactOp, EventOp, GoogleUser, Listing, Remote, RemoteChange, RemoteError,
-};
 use serde_json::json;
 use std::cell::Cell;
 use std::time::Duration;
@@ -150,8 +147,8 @@ async fn a_phone_edit_hidden_by_propagation_delay_is_picked_up_later() {
 
 // ── stale etag within a pass ────────────────────────────────────────────────────────────
 
-/// Delegates to the harness's `GoogleRemote`; right after frank's contact listing (once), the
-/// phone edits a contact — between the engine's listing and its push.
+/// Right after frank's contact (or event) listing, once, the phone edits a contact (or an
+/// event) — between the engine's listing and its push.
 struct EditAfterListing<'a> {
     h: &'a Harness,
     fired: Cell<bool>,
@@ -159,68 +156,23 @@ struct EditAfterListing<'a> {
     events: bool,
 }
 
-impl Remote for EditAfterListing<'_> {
-    async fn ensure_calendar(
-        &self,
-        user: &GoogleUser,
-        name: &str,
-        known: Option<&str>,
-    ) -> Result<String, RemoteError> {
-        self.h.remote.ensure_calendar(user, name, known).await
-    }
-
-    async fn ensure_group(
-        &self,
-        user: &GoogleUser,
-        name: &str,
-        known: Option<&str>,
-    ) -> Result<String, RemoteError> {
-        self.h.remote.ensure_group(user, name, known).await
-    }
-
-    async fn list_events(
-        &self,
-        user: &GoogleUser,
-        calendar: &str,
-        sync_token: Option<&str>,
-    ) -> Result<Listing<SyncedEvent>, RemoteError> {
-        let listing = self.h.remote.list_events(user, calendar, sync_token).await;
-        if self.events && user.user.as_str() == "frank" && !self.fired.replace(true) {
+impl CallHook for EditAfterListing<'_> {
+    async fn after(&self, call: Call<'_>) {
+        let wanted = if self.events {
+            "list_events"
+        } else {
+            "list_contacts"
+        };
+        if call.method != wanted || call.user.user.as_str() != "frank" || self.fired.replace(true) {
+            return;
+        }
+        if self.events {
             self.h
                 .phone_edit_event("frank", "e1", |e| {
                     e.location = "Room 9 (phone, mid-pass)".into()
                 })
                 .await;
-        }
-        listing
-    }
-
-    async fn get_event(
-        &self,
-        user: &GoogleUser,
-        calendar: &str,
-        id: &str,
-    ) -> Result<RemoteChange<SyncedEvent>, RemoteError> {
-        self.h.remote.get_event(user, calendar, id).await
-    }
-
-    async fn event_ops(
-        &self,
-        user: &GoogleUser,
-        calendar: &str,
-        ops: &[EventOp],
-    ) -> BatchResult<SyncedEvent> {
-        self.h.remote.event_ops(user, calendar, ops).await
-    }
-
-    async fn list_contacts(
-        &self,
-        user: &GoogleUser,
-        group: &str,
-        sync_token: Option<&str>,
-    ) -> Result<Listing<SyncedContact>, RemoteError> {
-        let listing = self.h.remote.list_contacts(user, group, sync_token).await;
-        if !self.events && user.user.as_str() == "frank" && !self.fired.replace(true) {
+        } else {
             self.h
                 .phone_edit_contact("frank", "c4", |c| {
                     c.first_name = "Fiona".into();
@@ -228,25 +180,6 @@ impl Remote for EditAfterListing<'_> {
                 })
                 .await;
         }
-        listing
-    }
-
-    async fn get_contact(
-        &self,
-        user: &GoogleUser,
-        group: &str,
-        resource: &str,
-    ) -> Result<RemoteChange<SyncedContact>, RemoteError> {
-        self.h.remote.get_contact(user, group, resource).await
-    }
-
-    async fn contact_ops(
-        &self,
-        user: &GoogleUser,
-        group: &str,
-        ops: &[ContactOp],
-    ) -> BatchResult<SyncedContact> {
-        self.h.remote.contact_ops(user, group, ops).await
     }
 }
 
@@ -258,13 +191,16 @@ async fn a_phone_edit_between_listing_and_push_is_reread_and_merged_in_the_same_
     // The CRM changes c4's title; the pass will push it with the etag it listed...
     doc["contacts"][3]["title"] = json!("VP Sales");
     h.load(&doc);
-    let remote = EditAfterListing {
-        h: &h,
-        fired: Cell::new(false),
-        events: false,
+    let remote = Hooked {
+        inner: &h.remote,
+        hook: EditAfterListing {
+            h: &h,
+            fired: Cell::new(false),
+            events: false,
+        },
     };
     let report = h.sync_via(&remote, &SyncOptions::default()).await;
-    assert!(remote.fired.get());
+    assert!(remote.hook.fired.get());
     // ...which is stale by then: PreconditionFailed (GoogleRemote's pre-read sees the new
     // etag before Google would answer failedPrecondition) → re-read → re-planned as "both".
     assert_all_synced(&report);
@@ -302,14 +238,17 @@ async fn an_event_edited_between_listing_and_push_gets_412_and_is_merged_in_the_
     assert_all_synced(&h.sync().await);
     doc["events"][0]["title"] = json!("Quarterly review (agenda v2)");
     h.load(&doc);
-    let remote = EditAfterListing {
-        h: &h,
-        fired: Cell::new(false),
-        events: true,
+    let remote = Hooked {
+        inner: &h.remote,
+        hook: EditAfterListing {
+            h: &h,
+            fired: Cell::new(false),
+            events: true,
+        },
     };
     h.emu.reset_counters();
     let report = h.sync_via(&remote, &SyncOptions::default()).await;
-    assert!(remote.fired.get());
+    assert!(remote.hook.fired.get());
     // The push carried If-Match with the listed etag: Calendar answered 412.
     assert!(h.emu.counters().by_status.get(&412).copied().unwrap_or(0) >= 1);
     assert_all_synced(&report);

@@ -8,130 +8,57 @@
 mod sync_support;
 
 use crmsync::emulator::faults::{FaultKind, FaultMatch, FaultRule, FaultTrigger};
-use crmsync::google::remote::GoogleRemote;
-use crmsync::model::{SyncedContact, SyncedEvent};
 use crmsync::sync::engine::{Engine, SyncOptions};
-use crmsync::sync::remote::{
-    BatchResult, ContactOp, EventOp, GoogleUser, Listing, Remote, RemoteChange, RemoteError,
-};
+use crmsync::sync::remote::Remote;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use sync_support::*;
 use tokio::sync::Notify;
 
-/// A `Remote` that "crashes the process" at its k-th call: the call never returns, so the
-/// pass future is dropped mid-flight exactly as a killed process would leave things.
-struct Crashing<'a> {
-    inner: &'a GoogleRemote,
+/// "Crashes the process" at the k-th Google call: the call never returns, so the pass future
+/// is dropped mid-flight exactly as a killed process would leave things. Calls are counted as
+/// they start (crash before sending) or as Google's answers arrive (crash after Google applied
+/// the call); user passes run concurrently, so the two orders differ.
+struct Crash {
     calls: Cell<usize>,
     crash_at: usize,
-    /// Crash after Google applied the call (a lost answer) instead of before sending it.
     after: bool,
     crashed: Rc<Notify>,
 }
 
-impl Crashing<'_> {
-    async fn crash_if(&self, n: usize) {
-        if n == self.crash_at {
+impl Crash {
+    async fn count(&self, at_end: bool) {
+        if at_end != self.after {
+            return;
+        }
+        self.calls.set(self.calls.get() + 1);
+        if self.calls.get() == self.crash_at {
             self.crashed.notify_one();
             std::future::pending::<()>().await;
         }
     }
+}
 
-    /// Counts calls as they start (crash before sending) or as Google's answers arrive
-    /// (crash after Google applied the call); user passes run concurrently, so the two
-    /// orders differ.
-    async fn around<T>(&self, call: impl std::future::Future<Output = T>) -> T {
-        if !self.after {
-            self.calls.set(self.calls.get() + 1);
-            self.crash_if(self.calls.get()).await;
-        }
-        let out = call.await;
-        if self.after {
-            self.calls.set(self.calls.get() + 1);
-            self.crash_if(self.calls.get()).await;
-        }
-        out
+impl CallHook for Crash {
+    async fn before(&self, _call: Call<'_>) {
+        self.count(false).await;
+    }
+
+    async fn after(&self, _call: Call<'_>) {
+        self.count(true).await;
     }
 }
 
-impl Remote for Crashing<'_> {
-    async fn ensure_calendar(
-        &self,
-        user: &GoogleUser,
-        name: &str,
-        known: Option<&str>,
-    ) -> Result<String, RemoteError> {
-        self.around(self.inner.ensure_calendar(user, name, known))
-            .await
-    }
-
-    async fn ensure_group(
-        &self,
-        user: &GoogleUser,
-        name: &str,
-        known: Option<&str>,
-    ) -> Result<String, RemoteError> {
-        self.around(self.inner.ensure_group(user, name, known))
-            .await
-    }
-
-    async fn list_events(
-        &self,
-        user: &GoogleUser,
-        calendar: &str,
-        sync_token: Option<&str>,
-    ) -> Result<Listing<SyncedEvent>, RemoteError> {
-        self.around(self.inner.list_events(user, calendar, sync_token))
-            .await
-    }
-
-    async fn get_event(
-        &self,
-        user: &GoogleUser,
-        calendar: &str,
-        id: &str,
-    ) -> Result<RemoteChange<SyncedEvent>, RemoteError> {
-        self.around(self.inner.get_event(user, calendar, id)).await
-    }
-
-    async fn event_ops(
-        &self,
-        user: &GoogleUser,
-        calendar: &str,
-        ops: &[EventOp],
-    ) -> BatchResult<SyncedEvent> {
-        self.around(self.inner.event_ops(user, calendar, ops)).await
-    }
-
-    async fn list_contacts(
-        &self,
-        user: &GoogleUser,
-        group: &str,
-        sync_token: Option<&str>,
-    ) -> Result<Listing<SyncedContact>, RemoteError> {
-        self.around(self.inner.list_contacts(user, group, sync_token))
-            .await
-    }
-
-    async fn get_contact(
-        &self,
-        user: &GoogleUser,
-        group: &str,
-        resource: &str,
-    ) -> Result<RemoteChange<SyncedContact>, RemoteError> {
-        self.around(self.inner.get_contact(user, group, resource))
-            .await
-    }
-
-    async fn contact_ops(
-        &self,
-        user: &GoogleUser,
-        group: &str,
-        ops: &[ContactOp],
-    ) -> BatchResult<SyncedContact> {
-        self.around(self.inner.contact_ops(user, group, ops)).await
+fn crashing(h: &Harness, crash_at: usize, after: bool) -> Hooked<'_, Crash> {
+    Hooked {
+        inner: &h.remote,
+        hook: Crash {
+            calls: Cell::new(0),
+            crash_at,
+            after,
+            crashed: Rc::new(Notify::new()),
+        },
     }
 }
 
@@ -211,15 +138,10 @@ async fn crash_story(day_two: bool, after: bool) {
             h.sync().await;
             life_happens(&h).await;
         }
-        let counter = Crashing {
-            inner: &h.remote,
-            calls: Cell::new(0),
-            crash_at: usize::MAX,
-            after,
-            crashed: Rc::new(Notify::new()),
-        };
-        assert!(pass_through(&h, &counter, &counter.crashed.clone()).await);
-        counter.calls.get()
+        let counter = crashing(&h, usize::MAX, after);
+        let notify = counter.hook.crashed.clone();
+        assert!(pass_through(&h, &counter, &notify).await);
+        counter.hook.calls.get()
     };
     assert!(calls >= 12, "the pass makes {calls} calls");
     for k in 1..=calls {
@@ -228,16 +150,10 @@ async fn crash_story(day_two: bool, after: bool) {
             h.sync().await;
             life_happens(&h).await;
         }
-        let crashing = Crashing {
-            inner: &h.remote,
-            calls: Cell::new(0),
-            crash_at: k,
-            after,
-            crashed: Rc::new(Notify::new()),
-        };
-        let notify = crashing.crashed.clone();
+        let remote = crashing(&h, k, after);
+        let notify = remote.hook.crashed.clone();
         assert!(
-            !pass_through(&h, &crashing, &notify).await,
+            !pass_through(&h, &remote, &notify).await,
             "k={k}: did not crash"
         );
         // Restart: a new engine on the same state DB, CRM and Google.

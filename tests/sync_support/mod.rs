@@ -610,3 +610,126 @@ impl Harness {
             .sum()
     }
 }
+
+// ── a Remote with hooks around every call (crash and mid-pass stories) ────────────────────
+
+use crmsync::sync::remote::{
+    BatchResult, ContactOp as HookContactOp, EventOp as HookEventOp, Listing, Remote,
+    RemoteChange as HookRemoteChange, RemoteError,
+};
+
+/// Which `Remote` method is being called, and for whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub method: &'static str,
+    pub user: &'a GoogleUser,
+}
+
+/// Runs before and after every call of a [`Hooked`] remote.
+#[allow(async_fn_in_trait)]
+pub trait CallHook {
+    async fn before(&self, _call: Call<'_>) {}
+    async fn after(&self, _call: Call<'_>) {}
+}
+
+/// Delegates every call to `inner`, running `hook` around it.
+pub struct Hooked<'a, H> {
+    pub inner: &'a GoogleRemote,
+    pub hook: H,
+}
+
+impl<H: CallHook> Hooked<'_, H> {
+    async fn around<T>(
+        &self,
+        method: &'static str,
+        user: &GoogleUser,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.hook.before(Call { method, user }).await;
+        let out = call.await;
+        self.hook.after(Call { method, user }).await;
+        out
+    }
+}
+
+impl<H: CallHook> Remote for Hooked<'_, H> {
+    async fn ensure_calendar(
+        &self,
+        user: &GoogleUser,
+        name: &str,
+        known: Option<&str>,
+    ) -> Result<String, RemoteError> {
+        let call = self.inner.ensure_calendar(user, name, known);
+        self.around("ensure_calendar", user, call).await
+    }
+
+    async fn ensure_group(
+        &self,
+        user: &GoogleUser,
+        name: &str,
+        known: Option<&str>,
+    ) -> Result<String, RemoteError> {
+        let call = self.inner.ensure_group(user, name, known);
+        self.around("ensure_group", user, call).await
+    }
+
+    async fn list_events(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+        sync_token: Option<&str>,
+    ) -> Result<Listing<SyncedEvent>, RemoteError> {
+        let call = self.inner.list_events(user, calendar, sync_token);
+        self.around("list_events", user, call).await
+    }
+
+    async fn get_event(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+        id: &str,
+    ) -> Result<HookRemoteChange<SyncedEvent>, RemoteError> {
+        let call = self.inner.get_event(user, calendar, id);
+        self.around("get_event", user, call).await
+    }
+
+    async fn event_ops(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+        ops: &[HookEventOp],
+    ) -> BatchResult<SyncedEvent> {
+        let call = self.inner.event_ops(user, calendar, ops);
+        self.around("event_ops", user, call).await
+    }
+
+    async fn list_contacts(
+        &self,
+        user: &GoogleUser,
+        group: &str,
+        sync_token: Option<&str>,
+    ) -> Result<Listing<SyncedContact>, RemoteError> {
+        let call = self.inner.list_contacts(user, group, sync_token);
+        self.around("list_contacts", user, call).await
+    }
+
+    async fn get_contact(
+        &self,
+        user: &GoogleUser,
+        group: &str,
+        resource: &str,
+    ) -> Result<HookRemoteChange<SyncedContact>, RemoteError> {
+        let call = self.inner.get_contact(user, group, resource);
+        self.around("get_contact", user, call).await
+    }
+
+    async fn contact_ops(
+        &self,
+        user: &GoogleUser,
+        group: &str,
+        ops: &[HookContactOp],
+    ) -> BatchResult<SyncedContact> {
+        let call = self.inner.contact_ops(user, group, ops);
+        self.around("contact_ops", user, call).await
+    }
+}
