@@ -41,8 +41,19 @@ async fn the_demo_story_happens_and_nothing_leaks() {
         user(forced, "hank").total().deleted > 0,
         "hank loses ivan's records"
     );
-    // Day 4: nothing fails, and no phone holds anything its owner may not read.
+    // Day 4: nothing left to do (the write-backs reached the others within day 3's run),
+    // nothing fails, and no phone holds anything its owner may not read.
     assert!(out.third.users.iter().all(|u| u.errors.is_empty()));
+    let leftover: usize = out
+        .third
+        .users
+        .iter()
+        .map(|u| {
+            let t = u.total();
+            t.created + t.updated + t.deleted + t.written_back + t.imported
+        })
+        .sum();
+    assert_eq!(leftover, 0, "{:#?}", out.third);
     assert!(out.leak_check.items_checked > 1000);
     assert!(
         out.leak_check.leaks.is_empty(),

@@ -467,7 +467,12 @@ async fn tell(
         .sum();
     let _ = writeln!(
         s,
-        "\nDay 4: third sync: {t3} change(s) — the edits of day 3 reached everyone else who has those records."
+        "  (within that run, the users who hold the records edited or imported from phones got \
+         them too: a run's write-backs reach the others in the same run)"
+    );
+    let _ = writeln!(
+        s,
+        "\nDay 4: third sync: {t3} change(s) — nothing was left over: the run converged."
     );
     let _ = writeln!(
         s,

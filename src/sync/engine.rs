@@ -84,6 +84,8 @@ pub struct UserReport {
     pub errors: Vec<ItemError>,
     pub message: Option<String>,
     pub plan: Vec<PlanLine>,
+    /// CRM records this user's pass wrote (write-backs, imports, deletes).
+    pub crm_changed: Vec<RecordRef>,
 }
 
 impl UserReport {
@@ -97,6 +99,25 @@ impl UserReport {
             errors: Vec::new(),
             message: None,
             plan: Vec::new(),
+            crm_changed: Vec::new(),
+        }
+    }
+
+    /// Folds a follow-up pass of the same run into this report.
+    fn absorb(&mut self, later: UserReport) {
+        self.contacts.add(&later.contacts);
+        self.events.add(&later.events);
+        self.errors.extend(later.errors);
+        self.crm_changed.extend(later.crm_changed);
+        let rank = |s: UserStatus| match s {
+            UserStatus::Synced | UserStatus::Planned => 0,
+            UserStatus::Partial => 1,
+            UserStatus::Refused => 2,
+            UserStatus::Failed => 3,
+        };
+        if rank(later.status) > rank(self.status) {
+            self.status = later.status;
+            self.message = later.message;
         }
     }
 
@@ -244,6 +265,10 @@ impl<R: Remote> Engine<'_, R> {
         for pass in passes {
             reports.push(pass?);
         }
+        if !options.dry_run {
+            self.follow_up(&mut reports, &removed, options, &run_id)
+                .await?;
+        }
         reports.sort_by(|a, b| a.user.cmp(&b.user));
         Ok(RunReport {
             run_id,
@@ -252,6 +277,75 @@ impl<R: Remote> Engine<'_, R> {
             crm_problems: crm_problems.iter().map(ToString::to_string).collect(),
             users: reports,
         })
+    }
+
+    /// Changes this run wrote to the CRM (phone edits written back, imports, deletes) reach the
+    /// other users who have or may read those records in the same run, not one pass later: the
+    /// mirror is refreshed and just those users are synced once more.
+    async fn follow_up(
+        &self,
+        reports: &mut [UserReport],
+        removed: &[User],
+        options: &SyncOptions,
+        run_id: &str,
+    ) -> Result<(), EngineError> {
+        let mut writers: BTreeMap<RecordRef, BTreeSet<UserId>> = BTreeMap::new();
+        for r in reports.iter() {
+            for record in &r.crm_changed {
+                writers
+                    .entry(record.clone())
+                    .or_default()
+                    .insert(r.user.clone());
+            }
+        }
+        if writers.is_empty() {
+            return Ok(());
+        }
+        let (model, _, _) = self.load_model(false)?;
+        let access = Access::build(&model);
+        let mut again = Vec::new();
+        for report in reports.iter() {
+            let Some(user) = model
+                .users
+                .get(&report.user)
+                .or_else(|| removed.iter().find(|u| u.id == report.user))
+            else {
+                continue;
+            };
+            if !matches!(report.status, UserStatus::Synced | UserStatus::Partial) {
+                continue;
+            }
+            let mut linked = BTreeSet::new();
+            for kind in [ObjectKind::Contact, ObjectKind::Event] {
+                let links: BTreeMap<CrmId, Link<serde_json::Value>> =
+                    self.state.links(&user.id, kind)?;
+                linked.extend(links.into_keys().map(|id| RecordRef::new(kind, id)));
+            }
+            // The writers too: what they wrote can show in their other items (a contact's
+            // name in an event's attendee lines).
+            let concerned = writers.keys().any(|record| {
+                linked.contains(record)
+                    || access
+                        .may(&user.id, record, Operation::Read)
+                        .unwrap_or(false)
+            });
+            if concerned {
+                again.push(user);
+            }
+        }
+        let concurrency = self.config.sync.concurrency.max(1);
+        let passes = futures::stream::iter(again)
+            .map(|u| self.user_pass(&access, u, options, run_id))
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        for pass in passes {
+            let later = pass?;
+            if let Some(report) = reports.iter_mut().find(|r| r.user == later.user) {
+                report.absorb(later);
+            }
+        }
+        Ok(())
     }
 
     /// Refreshes the mirror (or, in a dry run, reads it and overlays pending CRM changes in
@@ -668,6 +762,12 @@ impl<R: Remote> Engine<'_, R> {
         .await?;
         report.contacts = outcome.counts;
         report.errors.extend(outcome.errors);
+        report.crm_changed.extend(
+            outcome
+                .crm_changed
+                .into_iter()
+                .map(|id| RecordRef::new(ObjectKind::Contact, id)),
+        );
         let event_ctx = UserCtx {
             container: &calendar,
             ..contact_ctx
@@ -686,6 +786,12 @@ impl<R: Remote> Engine<'_, R> {
         .await?;
         report.events = outcome.counts;
         report.errors.extend(outcome.errors);
+        report.crm_changed.extend(
+            outcome
+                .crm_changed
+                .into_iter()
+                .map(|id| RecordRef::new(ObjectKind::Event, id)),
+        );
         Ok(())
     }
 

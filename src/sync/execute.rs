@@ -201,6 +201,8 @@ pub struct KindOutcome {
     pub errors: Vec<ItemError>,
     /// Whether the sync token was advanced (every item went through).
     pub token_saved: bool,
+    /// CRM records this execution wrote (write-backs, imports, deletes).
+    pub crm_changed: Vec<CrmId>,
 }
 
 /// Kind-specific knowledge the executor needs from the engine.
@@ -400,6 +402,9 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 }
             }
             count(&mut outcome.counts, item);
+            if let (Some(_), Some(id)) = (&item.plan.crm, &item.plan.crm_id) {
+                outcome.crm_changed.push(id.clone());
+            }
             commit_link(w, &user, kind, item, input, &mut linked_ids)?;
             for n in &item.plan.notes {
                 let mut detail = n.detail.clone();
