@@ -78,3 +78,23 @@ fn usage_errors_exit_2() {
     let out = crmsync(dir.path(), &["crm", "frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_corrupt_state_db_is_a_clear_error_that_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("crmsync-state.db"),
+        b"this is not a database at all, sorry",
+    )
+    .unwrap();
+    let out = crmsync(dir.path(), &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("crmsync-state.db"), "{err}");
+    assert!(err.contains("not a database"), "{err}");
+    // Nothing was rewritten.
+    assert_eq!(
+        std::fs::read(dir.path().join("crmsync-state.db")).unwrap(),
+        b"this is not a database at all, sorry"
+    );
+}

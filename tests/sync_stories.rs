@@ -366,3 +366,33 @@ async fn a_phone_contact_the_crm_cannot_take_is_reported_once_and_left_alone() {
         "left on the phone"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_crm_calendar_deleted_on_the_phone_comes_back_whole() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    let old = h.calendar_of("erin");
+    assert_eq!(ids(&h.events("erin")), vec!["e1"]);
+    // erin deletes the whole "CRM" calendar in Google Calendar.
+    let key =
+        crmsync::google::auth::load_service_account_key(&key_path(), Some(&h.emu.token_uri()))
+            .await
+            .unwrap();
+    let auth = crmsync::google::auth::impersonate(&key, "erin@acme.example")
+        .await
+        .unwrap();
+    let hub = crmsync::google::hub::calendar_hub(&h.emu.base_url(), auth).unwrap();
+    hub.calendars().delete(&old).doit().await.unwrap();
+    h.emu.reset_counters();
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    let new = h.calendar_of("erin");
+    assert_ne!(new, old);
+    assert_eq!(ids(&h.events("erin")), vec!["e1"], "recreated, once");
+    assert!(audit_actions(&h, "erin").contains(&"calendar_recreated ".to_string()));
+    assert!(is_quiet(&h.sync().await));
+    // A quiet pass does not fetch the calendar: the incremental listing is the check.
+    h.emu.reset_counters();
+    h.sync().await;
+    assert_eq!(h.emu.counters().endpoint("calendar.calendars.get"), 0);
+}

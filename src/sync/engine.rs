@@ -502,22 +502,22 @@ impl<R: Remote> Engine<'_, R> {
         // 1. The dedicated calendar and contact group.
         let known_calendar = sync_user.as_ref().and_then(|s| s.calendar_id.clone());
         let known_group = sync_user.as_ref().and_then(|s| s.group_resource.clone());
-        let (calendar, group) = if options.dry_run {
+        let (mut calendar, group) = if options.dry_run {
             (known_calendar.clone(), known_group.clone())
         } else {
-            let calendar = match self
-                .remote
-                .ensure_calendar(
-                    google_user,
-                    &self.config.google.calendar_name,
-                    known_calendar.as_deref(),
-                )
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    return self.fail(report, format!("cannot reach the user's calendar: {e}"))
-                }
+            // A known calendar is not fetched: the event listing below finds out (404) if it
+            // is gone, which saves a call on every pass.
+            let calendar = match &known_calendar {
+                Some(known) => known.clone(),
+                None => match self
+                    .ensure_calendar_recorded(google_user, None, run_id)
+                    .await?
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return self.fail(report, format!("cannot reach the user's calendar: {e}"))
+                    }
+                },
             };
             let group = match self
                 .remote
@@ -536,33 +536,46 @@ impl<R: Remote> Engine<'_, R> {
                     )
                 }
             };
-            if known_calendar.as_deref() != Some(calendar.as_str()) && known_calendar.is_some() {
-                // A new calendar: every event link pointed into the old one.
-                self.state.write(|w| {
-                    let links: BTreeMap<CrmId, Link<serde_json::Value>> =
-                        self.state.links(&user.id, ObjectKind::Event)?;
-                    for id in links.keys() {
-                        w.delete_link(&user.id, ObjectKind::Event, id)?;
-                    }
-                    w.set_sync_token(&user.id, ObjectKind::Event, None)?;
-                    w.audit(
-                        run_id,
-                        Some(&user.id),
-                        None,
-                        "calendar_recreated",
-                        &serde_json::json!({"old": known_calendar, "new": calendar}),
-                    )
-                })?;
-            }
-            if known_group.as_deref() != Some(group.as_str()) && known_group.is_some() {
-                self.state.clear_sync_token(&user.id, ObjectKind::Contact)?;
-            }
-            if known_calendar.as_deref() != Some(calendar.as_str())
-                || known_group.as_deref() != Some(group.as_str())
-            {
+            if known_group.as_deref() != Some(group.as_str()) {
+                if known_group.is_some() {
+                    self.state.clear_sync_token(&user.id, ObjectKind::Contact)?;
+                }
                 self.state.set_containers(&user.id, &calendar, &group)?;
             }
             (Some(calendar), Some(group))
+        };
+        // Events are listed first: a calendar deleted on the phone is found (404), recreated
+        // or found again by its marker, and listed from scratch before anything is planned.
+        let event_token = sync_user.as_ref().and_then(|s| s.events_sync_token.clone());
+        let event_listing = match calendar.clone() {
+            Some(c) => match self
+                .listing::<SyncedEvent>(google_user, &c, event_token)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) if e.kind == RemoteErrorKind::NotFound && !options.dry_run => {
+                    let repaired = match self
+                        .ensure_calendar_recorded(google_user, Some(&c), run_id)
+                        .await?
+                    {
+                        Ok(c) => c,
+                        Err(e) => {
+                            return self
+                                .fail(report, format!("cannot reach the user's calendar: {e}"))
+                        }
+                    };
+                    calendar = Some(repaired.clone());
+                    match self
+                        .listing::<SyncedEvent>(google_user, &repaired, None)
+                        .await
+                    {
+                        Ok(l) => l,
+                        Err(e) => return self.fail(report, format!("listing events: {e}")),
+                    }
+                }
+                Err(e) => return self.fail(report, format!("listing events: {e}")),
+            },
+            None => empty_listing(),
         };
         let sync_user = self.state.sync_user(&user.id)?;
         let may_create_contact = access
@@ -599,7 +612,6 @@ impl<R: Remote> Engine<'_, R> {
             .as_ref()
             .and_then(|s| s.contacts_sync_token.clone())
             .filter(|_| !pending_contacts);
-        let event_token = sync_user.as_ref().and_then(|s| s.events_sync_token.clone());
 
         let contact_listing = match &group {
             Some(g) => match self
@@ -608,16 +620,6 @@ impl<R: Remote> Engine<'_, R> {
             {
                 Ok(l) => l,
                 Err(e) => return self.fail(report, format!("listing contacts: {e}")),
-            },
-            None => empty_listing(),
-        };
-        let event_listing = match &calendar {
-            Some(c) => match self
-                .listing::<SyncedEvent>(google_user, c, event_token)
-                .await
-            {
-                Ok(l) => l,
-                Err(e) => return self.fail(report, format!("listing events: {e}")),
             },
             None => empty_listing(),
         };
@@ -793,6 +795,54 @@ impl<R: Remote> Engine<'_, R> {
                 .map(|id| RecordRef::new(ObjectKind::Event, id)),
         );
         Ok(())
+    }
+
+    /// Finds or creates the user's calendar (`known` is the id on record, if any) and records
+    /// it. A different calendar than the one on record means the old one is gone with its
+    /// events: the event links and token are dropped, so everything is created again.
+    async fn ensure_calendar_recorded(
+        &self,
+        google_user: &GoogleUser,
+        known: Option<&str>,
+        run_id: &str,
+    ) -> Result<Result<String, super::remote::RemoteError>, EngineError> {
+        let user = &google_user.user;
+        let calendar = match self
+            .remote
+            .ensure_calendar(google_user, &self.config.google.calendar_name, known)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        if known == Some(calendar.as_str()) {
+            return Ok(Ok(calendar));
+        }
+        let group = self
+            .state
+            .sync_user(user)?
+            .and_then(|s| s.group_resource)
+            .unwrap_or_default();
+        self.state.write(|w| {
+            if known.is_some() {
+                let links: BTreeMap<CrmId, Link<serde_json::Value>> =
+                    self.state.links(user, ObjectKind::Event)?;
+                for id in links.keys() {
+                    w.delete_link(user, ObjectKind::Event, id)?;
+                }
+                w.set_sync_token(user, ObjectKind::Event, None)?;
+                w.audit(
+                    run_id,
+                    Some(user),
+                    None,
+                    "calendar_recreated",
+                    &serde_json::json!({"old": known, "new": calendar}),
+                )?;
+            }
+            Ok(())
+        })?;
+        self.state.set_containers(user, &calendar, &group)?;
+        Ok(Ok(calendar))
     }
 
     fn fail(&self, report: &mut UserReport, message: String) -> Result<(), EngineError> {
