@@ -298,6 +298,16 @@ mod tests {
     use super::*;
     use crate::model::SyncedContact;
 
+    /// Merges contacts with no change times (the time only matters for `newest_wins`).
+    fn merge_contacts(
+        base: &SyncedContact,
+        crm: &SyncedContact,
+        google: &SyncedContact,
+        policy: ConflictPolicy,
+    ) -> Merged<SyncedContact> {
+        merge(ObjectKind::Contact, base, crm, google, policy, None, None).unwrap()
+    }
+
     fn contact(first: &str, title: &str, notes: &str) -> SyncedContact {
         SyncedContact {
             first_name: first.into(),
@@ -312,16 +322,7 @@ mod tests {
         let base = contact("Ada", "CTO", "");
         let crm = contact("Ada", "CEO", "");
         let google = contact("Ada L.", "CTO", "");
-        let m = merge(
-            ObjectKind::Contact,
-            &base,
-            &crm,
-            &google,
-            ConflictPolicy::CrmWins,
-            None,
-            None,
-        )
-        .unwrap();
+        let m = merge_contacts(&base, &crm, &google, ConflictPolicy::CrmWins);
         assert_eq!(m.value, contact("Ada L.", "CEO", ""));
         assert!(m.conflicts.is_empty());
     }
@@ -331,30 +332,12 @@ mod tests {
         let base = contact("Ada", "CTO", "");
         let crm = contact("Ada", "CEO", "");
         let google = contact("Ada", "Chair", "");
-        let m = merge(
-            ObjectKind::Contact,
-            &base,
-            &crm,
-            &google,
-            ConflictPolicy::CrmWins,
-            None,
-            None,
-        )
-        .unwrap();
+        let m = merge_contacts(&base, &crm, &google, ConflictPolicy::CrmWins);
         assert_eq!(m.value.title, "CEO");
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].field, "title");
         assert_eq!(m.conflicts[0].google, Value::String("Chair".into()));
-        let m = merge(
-            ObjectKind::Contact,
-            &base,
-            &crm,
-            &google,
-            ConflictPolicy::GoogleWins,
-            None,
-            None,
-        )
-        .unwrap();
+        let m = merge_contacts(&base, &crm, &google, ConflictPolicy::GoogleWins);
         assert_eq!(m.value.title, "Chair");
         let early = "2026-01-01T00:00:00Z".parse().ok();
         let late = "2026-01-02T00:00:00Z".parse().ok();
@@ -397,16 +380,7 @@ mod tests {
     fn equal_changes_on_both_sides_agree() {
         let base = contact("Ada", "CTO", "");
         let both = contact("Ada", "CEO", "");
-        let m = merge(
-            ObjectKind::Contact,
-            &base,
-            &both,
-            &both,
-            ConflictPolicy::GoogleWins,
-            None,
-            None,
-        )
-        .unwrap();
+        let m = merge_contacts(&base, &both, &both, ConflictPolicy::GoogleWins);
         assert_eq!(m.value, both);
         assert!(m.conflicts.is_empty());
     }
@@ -420,16 +394,7 @@ mod tests {
             "CTO",
             "line one\nline two\nline three\nadded on the phone",
         );
-        let m = merge(
-            ObjectKind::Contact,
-            &base,
-            &crm,
-            &google,
-            ConflictPolicy::CrmWins,
-            None,
-            None,
-        )
-        .unwrap();
+        let m = merge_contacts(&base, &crm, &google, ConflictPolicy::CrmWins);
         assert_eq!(
             m.value.notes,
             "line one (crm)\nline two\nline three\nadded on the phone"
@@ -443,16 +408,7 @@ mod tests {
         let base = contact("Ada", "CTO", "a\nb");
         let crm = contact("Ada", "CTO", "a\nB from crm");
         let google = contact("Ada", "CTO", "a\nB from phone");
-        let m = merge(
-            ObjectKind::Contact,
-            &base,
-            &crm,
-            &google,
-            ConflictPolicy::GoogleWins,
-            None,
-            None,
-        )
-        .unwrap();
+        let m = merge_contacts(&base, &crm, &google, ConflictPolicy::GoogleWins);
         assert_eq!(m.value.notes, "a\nB from phone");
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].field, "notes");
@@ -465,16 +421,7 @@ mod tests {
         let crm = base.clone();
         let mut google = base.clone();
         google.organization = "Initech".into();
-        let m = merge(
-            ObjectKind::Contact,
-            &base,
-            &crm,
-            &google,
-            ConflictPolicy::GoogleWins,
-            None,
-            None,
-        )
-        .unwrap();
+        let m = merge_contacts(&base, &crm, &google, ConflictPolicy::GoogleWins);
         assert_eq!(m.value.organization, "Globex");
         assert_eq!(m.reverted, vec!["organization".to_string()]);
     }
