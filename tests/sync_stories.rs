@@ -396,3 +396,62 @@ async fn a_crm_calendar_deleted_on_the_phone_comes_back_whole() {
     h.sync().await;
     assert_eq!(h.emu.counters().endpoint("calendar.calendars.get"), 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_lost_state_db_relinks_everything_by_marker_without_duplicates() {
+    use crmsync::sync::engine::{Engine, SyncOptions};
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    let before = h.emu.counters();
+    // The state DB is gone (disk lost, no backup): a fresh one, same CRM, same Google.
+    let fresh = crmsync::store::StateDb::open(&h.dir.path().join("fresh-state.db")).unwrap();
+    let engine = Engine {
+        config: &h.config,
+        state: &fresh,
+        crm: std::cell::RefCell::new(Box::new(h.crm())),
+        remote: &h.remote,
+        now: h.now,
+    };
+    let report = engine.sync_once(&SyncOptions::default()).await.unwrap();
+    assert_all_synced(&report);
+    for u in &report.users {
+        let t = u.total();
+        assert_eq!(t.created, 0, "{}: nothing re-created", u.user);
+        assert!(t.linked > 0, "{}: relinked by marker", u.user);
+    }
+    let after = h.emu.counters();
+    assert_eq!(
+        after.endpoint("calendar.calendars.insert"),
+        before.endpoint("calendar.calendars.insert"),
+        "calendars found again, not created"
+    );
+    assert_eq!(
+        after.endpoint("people.contactGroups.create"),
+        before.endpoint("people.contactGroups.create"),
+        "contact groups found again, not created"
+    );
+    // Exactly one item per marker in every account.
+    for user in ["alice", "erin", "frank", "hank"] {
+        let dump = h.emu.dump_user(&format!("{user}@acme.example")).unwrap();
+        let mut markers: Vec<String> = dump
+            .live_contacts()
+            .into_iter()
+            .filter_map(|p| {
+                p.client_data
+                    .iter()
+                    .flatten()
+                    .find(|d| d.key.as_deref() == Some("crmsync_id"))
+                    .and_then(|d| d.value.clone())
+            })
+            .collect();
+        let n = markers.len();
+        markers.sort();
+        markers.dedup();
+        assert_eq!(n, markers.len(), "{user}: duplicate contacts");
+        let calendars = dump.calendars.iter().filter(|c| !c.primary).count();
+        assert_eq!(calendars, 1, "{user}: one CRM calendar");
+    }
+    // And the next pass on the fresh state is quiet.
+    let again = engine.sync_once(&SyncOptions::default()).await.unwrap();
+    assert!(is_quiet(&again), "{again:#?}");
+}
