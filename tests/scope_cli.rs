@@ -3,60 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use std::path::Path;
-use std::process::{Command, Output};
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+mod cli_support;
 
-impl Env {
-    fn new(extra_config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("crmsync.toml"),
-            format!("[state]\npath = \"state.db\"\n[crm]\npath = \"crm.db\"\n{extra_config}"),
-        )
-        .unwrap();
-        let env = Env { dir };
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/security-org.json");
-        let out = env.run(&["crm", "load", fixture.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        env
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_crmsync"))
-            .arg("--config")
-            .arg(self.dir.path().join("crmsync.toml"))
-            .args(args)
-            .env_remove("CRMSYNC_CONFIG")
-            .output()
-            .unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{:?}: {}",
-            args,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(out.status.code(), Some(2), "{:?} should exit 2", args);
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
+use cli_support::Env;
 
 fn setting<'a>(v: &'a Value, key: &str) -> (&'a str, &'a str) {
     let s = v["settings"]

@@ -78,29 +78,6 @@ async fn pass_through<R: Remote>(h: &Harness, remote: &R, crashed: &Notify) -> b
     }
 }
 
-/// Every crmsync item per user, counted by marker: the proof of "no duplicates".
-fn marker_counts(h: &Harness) -> BTreeMap<String, BTreeMap<String, usize>> {
-    let mut out = BTreeMap::new();
-    for user in ["alice", "erin", "frank", "hank"] {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for (marker, _) in h.contacts(user).into_iter().chain(h.events(user)) {
-            if let Some(m) = marker {
-                *counts.entry(m).or_default() += 1;
-            }
-        }
-        out.insert(user.to_owned(), counts);
-    }
-    out
-}
-
-fn assert_no_duplicates(h: &Harness, context: &str) {
-    for (user, counts) in marker_counts(h) {
-        for (marker, n) in counts {
-            assert_eq!(n, 1, "{context}: {user} holds {marker} {n} times");
-        }
-    }
-}
-
 /// What a clean run of the same story ends with.
 async fn reference(org_doc: &serde_json::Value, day_two: bool) -> BTreeMap<String, Vec<String>> {
     let h = Harness::start(org_doc.clone()).await;
@@ -110,10 +87,7 @@ async fn reference(org_doc: &serde_json::Value, day_two: bool) -> BTreeMap<Strin
         h.sync().await;
         h.sync().await;
     }
-    marker_counts(&h)
-        .into_iter()
-        .map(|(u, c)| (u, c.into_keys().collect()))
-        .collect()
+    h.synced_markers()
 }
 
 /// Day two: a phone edit, a CRM edit, a deletion in the CRM.
@@ -163,12 +137,8 @@ async fn crash_story(day_two: bool, after: bool) {
         );
         h.sync().await;
         h.sync().await;
-        assert_no_duplicates(&h, &context);
-        let got: BTreeMap<String, Vec<String>> = marker_counts(&h)
-            .into_iter()
-            .map(|(u, c)| (u, c.into_keys().collect()))
-            .collect();
-        assert_eq!(got, expected, "{context}");
+        h.assert_no_duplicates_while(&context);
+        assert_eq!(h.synced_markers(), expected, "{context}");
         assert!(is_quiet(&h.sync().await), "{context}: not converged");
         if day_two {
             let c1 = crm_contact(&h, "c1").unwrap();
@@ -234,18 +204,14 @@ async fn random_server_errors_rate_limits_drops_and_lost_answers_converge() {
     // Bounded: a few passes under fire, then the faults stop and two clean passes finish.
     for _ in 0..4 {
         h.sync().await;
-        assert_no_duplicates(&h, "under faults");
+        h.assert_no_duplicates_while("under faults");
     }
     assert!(h.emu.counters().faults_injected > 0, "faults were injected");
     h.emu.clear_faults();
     h.sync().await;
     h.sync().await;
-    assert_no_duplicates(&h, "after faults");
-    let got: BTreeMap<String, Vec<String>> = marker_counts(&h)
-        .into_iter()
-        .map(|(u, c)| (u, c.into_keys().collect()))
-        .collect();
-    assert_eq!(got, expected);
+    h.assert_no_duplicates_while("after faults");
+    assert_eq!(h.synced_markers(), expected);
     assert_eq!(crm_contact(&h, "c1").unwrap().title, "Edited on the phone");
     assert!(is_quiet(&h.sync().await));
 }

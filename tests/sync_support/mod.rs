@@ -527,11 +527,27 @@ impl Harness {
 
     /// Asserts no crmsync marker appears on more than one live item, for every user.
     pub fn assert_no_duplicates(&self) {
+        self.assert_no_duplicates_while("");
+    }
+
+    /// [`Harness::assert_no_duplicates`], naming the situation in the failure.
+    pub fn assert_no_duplicates_while(&self, context: &str) {
         for user in ["alice", "erin", "frank", "hank"] {
             let counts = self.marker_counts(user);
             let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-            assert!(dups.is_empty(), "{user} has duplicates: {dups:?}");
+            assert!(
+                dups.is_empty(),
+                "{context}: {user} has duplicates: {dups:?}"
+            );
         }
+    }
+
+    /// The crmsync markers each user's Google account holds.
+    pub fn synced_markers(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        ["alice", "erin", "frank", "hank"]
+            .into_iter()
+            .map(|u| (u.to_owned(), self.marker_counts(u).into_keys().collect()))
+            .collect()
     }
 
     /// Sets one user's scope overrides (as `crmsync scope set` does).
