@@ -9,7 +9,7 @@ use base64::Engine as _;
 use common::*;
 use crmsync::emulator::{
     EmulatorOptions, FaultKind, FaultMatch, FaultRule, FaultTrigger, TestEmulator,
-    TEST_SERVICE_ACCOUNT_EMAIL,
+    GOOGLE_TOKEN_AUDIENCE, TEST_SERVICE_ACCOUNT_EMAIL,
 };
 use crmsync::google::auth::{self, AuthError, CALENDAR_SCOPE, CONTACTS_SCOPE};
 use google_calendar3::api::Event;
@@ -95,11 +95,52 @@ async fn jwt_bearer_grant_is_verified() {
     assert_eq!((code, body["error"].as_str()), (400, Some("invalid_grant")));
     assert_eq!(body["error_description"], "Invalid JWT Signature.");
 
+    // Google's token URL is an accepted audience whatever endpoint receives the assertion
+    // (google-auth always sends it), as is the endpoint's own URL.
+    let mut google_aud = good.clone();
+    google_aud["aud"] = json!(GOOGLE_TOKEN_AUDIENCE);
+    let (code, body) = post_assertion(&env, &sign_jwt(&google_aud)).await;
+    assert_eq!(code, 200, "{body}");
+    let mut alias = good.clone();
+    alias["aud"] = json!(env.url("/o/oauth2/token"));
+    let r = env
+        .http
+        .post(env.url("/o/oauth2/token"))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", sign_jwt(&alias).as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Any other audience fails the audience check, as at Google.
+    for aud in [
+        json!("https://accounts.google.com/o/oauth2/token"),
+        json!("https://www.googleapis.com/oauth2/v4/token"),
+        json!("https://www.googleapis.com/calendar/v3/"),
+        json!("http://127.0.0.1:1/token"),
+        json!(env.url("/o/oauth2/token")),
+        json!(format!("{}/", env.emu.token_uri())),
+        json!(null),
+    ] {
+        let mut c = good.clone();
+        c["aud"] = aud;
+        let (code, body) = post_assertion(&env, &sign_jwt(&c)).await;
+        assert_eq!(
+            (code, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{c}"
+        );
+        assert_eq!(
+            body["error_description"], "Invalid JWT: Failed audience check.",
+            "{c}"
+        );
+    }
+
     // Claims signed correctly but wrong.
     let mut cases = Vec::new();
-    let mut c = good.clone();
-    c["aud"] = json!("https://oauth2.googleapis.com/token");
-    cases.push((c, "invalid_grant"));
     let mut c = good.clone();
     c["iss"] = json!("someone-else@emulator.invalid");
     cases.push((c, "invalid_grant"));
@@ -346,7 +387,7 @@ async fn users_are_isolated() {
     assert_eq!(env.emu.counters().user(BOB), 5);
 }
 
-/// Calendar per-user quota: 403 usageLimits/rateLimitExceeded with Retry-After, per user,
+/// Calendar per-user quota: 403 usageLimits/userRateLimitExceeded with Retry-After, per user,
 /// sliding on the emulator clock.
 #[tokio::test]
 async fn calendar_quota_is_403_with_retry_after() {
@@ -360,11 +401,10 @@ async fn calendar_quota_is_403_with_retry_after() {
     }
     let err = cal.events().list("primary").doit().await.unwrap_err();
     assert_eq!(status(&err), Some(403));
-    assert_eq!(reason(&err).as_deref(), Some("rateLimitExceeded"));
-    assert_eq!(
-        error_body(&err).unwrap()["error"]["errors"][0]["domain"],
-        "usageLimits"
-    );
+    assert_eq!(reason(&err).as_deref(), Some("userRateLimitExceeded"));
+    let body = error_body(&err).unwrap();
+    assert_eq!(body["error"]["errors"][0]["domain"], "usageLimits");
+    assert_eq!(body["error"]["message"], "User Rate Limit Exceeded");
     let r = env
         .http
         .get(env.url("/calendar/v3/calendars/primary/events"))
@@ -390,6 +430,32 @@ async fn calendar_quota_is_403_with_retry_after() {
     env.emu.advance_clock(Duration::from_secs(60));
     cal.events().list("primary").doit().await.unwrap();
     assert_eq!(env.emu.counters().quota_rejections, 2);
+}
+
+/// The per-project Calendar limit answers 403 `rateLimitExceeded` (or 429 when so set), not
+/// the per-user reason; one user's calls count against the project window of all.
+#[tokio::test]
+async fn calendar_project_quota_is_rate_limit_exceeded() {
+    for status_code in [403u16, 429] {
+        let env = start().await;
+        let mut settings = env.emu.settings();
+        settings.quota.calendar_per_project_per_minute = Some(3);
+        settings.quota.calendar_project_limit_status = status_code;
+        env.emu.set_settings(settings);
+        let alice = env.calendar(ALICE).await;
+        let bob = env.calendar(BOB).await;
+        alice.events().list("primary").doit().await.unwrap();
+        alice.events().list("primary").doit().await.unwrap();
+        bob.events().list("primary").doit().await.unwrap();
+        let err = bob.events().list("primary").doit().await.unwrap_err();
+        assert_eq!(status(&err), Some(u64::from(status_code)));
+        assert_eq!(reason(&err).as_deref(), Some("rateLimitExceeded"));
+        let body = error_body(&err).unwrap();
+        assert_eq!(body["error"]["errors"][0]["domain"], "usageLimits");
+        assert_eq!(body["error"]["message"], "Rate Limit Exceeded");
+        env.emu.advance_clock(Duration::from_secs(60));
+        bob.events().list("primary").doit().await.unwrap();
+    }
 }
 
 fn nth(endpoint: &str, n: u64, fault: FaultKind) -> FaultRule {

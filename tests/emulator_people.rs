@@ -364,10 +364,12 @@ async fn expired_people_sync_token() {
     );
 }
 
-/// Writes are invisible to incremental listings for the propagation delay (emulator clock),
-/// then appear; nothing is lost in between.
+/// Writes are invisible to listings — full and incremental alike — for the propagation delay
+/// (emulator clock): a full listing shows the people list as it was (new contacts absent,
+/// changed ones as they were, deleted ones still there), then everything appears; nothing is
+/// lost in between.
 #[tokio::test]
-async fn propagation_delay_on_incremental_listings() {
+async fn propagation_delay_on_full_and_incremental_listings() {
     let env = start().await;
     let mut settings = env.emu.settings();
     settings.people_propagation_delay_ms = 120_000;
@@ -380,22 +382,101 @@ async fn propagation_delay_on_incremental_listings() {
             .person_fields(fields(&["names"]))
             .request_sync_token(true)
     };
-    let token = list().doit().await.unwrap().1.next_sync_token.unwrap();
-    people
+    let given_names = |r: &google_people1::api::ListConnectionsResponse| -> Vec<String> {
+        let mut names: Vec<String> = r
+            .connections
+            .iter()
+            .flatten()
+            .filter_map(|p| p.names.as_ref()?.first()?.given_name.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    let (_, old) = people
         .people()
-        .create_contact(contact("late", "1"))
+        .create_contact(contact("old", "1"))
         .doit()
         .await
         .unwrap();
-    // A full listing sees it at once; an incremental one does not.
+    env.emu.advance_clock(Duration::from_secs(121));
+    let (_, settled) = list().doit().await.unwrap();
+    assert_eq!(given_names(&settled), ["old"]);
+    let token = settled.next_sync_token.unwrap();
+
+    // Within the delay: a new contact, a renamed one, one created and deleted.
+    people
+        .people()
+        .create_contact(contact("late", "2"))
+        .doit()
+        .await
+        .unwrap();
+    let mut change = old.clone();
+    change.names.as_mut().unwrap()[0].given_name = Some("renamed".into());
+    let old_name = old.resource_name.clone().unwrap();
+    people
+        .people()
+        .update_contact(change, &old_name)
+        .update_person_fields(fields(&["names"]))
+        .doit()
+        .await
+        .unwrap();
+    let (_, short_lived) = people
+        .people()
+        .create_contact(contact("brief", "3"))
+        .doit()
+        .await
+        .unwrap();
+    people
+        .people()
+        .delete_contact(short_lived.resource_name.as_deref().unwrap())
+        .doit()
+        .await
+        .unwrap();
     let (_, full) = list().doit().await.unwrap();
-    assert_eq!(full.connections.unwrap_or_default().len(), 1);
+    assert_eq!(given_names(&full), ["old"], "the list as it was");
+    assert_eq!(full.total_people, Some(1));
     let (_, early) = list().sync_token(&token).doit().await.unwrap();
     assert!(early.connections.unwrap_or_default().is_empty());
     let token = early.next_sync_token.unwrap();
-    env.emu.advance_clock(Duration::from_secs(121));
+
+    // A delete is not visible yet either; the direct read is immediate.
+    env.emu.advance_clock(Duration::from_secs(60));
+    people
+        .people()
+        .delete_contact(&old_name)
+        .doit()
+        .await
+        .unwrap();
+    let (_, full) = list().doit().await.unwrap();
+    assert_eq!(given_names(&full), ["old"]);
+    let gone = people
+        .people()
+        .get(&old_name)
+        .person_fields(fields(&["names"]))
+        .doit()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&gone), Some(404));
+
+    // 61 s later the first writes have propagated, the delete has not.
+    env.emu.advance_clock(Duration::from_secs(61));
+    let (_, full) = list().doit().await.unwrap();
+    assert_eq!(given_names(&full), ["late", "renamed"]);
+
+    env.emu.advance_clock(Duration::from_secs(120));
+    let (_, full) = list().doit().await.unwrap();
+    assert_eq!(given_names(&full), ["late"]);
     let (_, later) = list().sync_token(&token).doit().await.unwrap();
-    assert_eq!(later.connections.unwrap_or_default().len(), 1);
+    let changes = later.connections.unwrap_or_default();
+    let deleted: Vec<_> = changes
+        .iter()
+        .filter(|p| p.metadata.as_ref().and_then(|m| m.deleted) == Some(true))
+        .filter_map(|p| p.resource_name.clone())
+        .collect();
+    assert!(deleted.contains(&old_name), "{changes:?}");
+    assert!(changes.iter().any(
+        |p| p.names.as_ref().and_then(|n| n.first()?.given_name.clone()) == Some("late".into())
+    ));
 }
 
 /// A renamed contact: the old resource name 404s, incremental listings show the new name with

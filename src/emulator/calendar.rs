@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::recurrence::{self, Occurrence};
 use super::state::{CalendarData, StoredEvent, UserData};
+use super::times;
 use super::tokens::{PageToken, SyncToken};
 use super::wire::{ApiError, ApiResponse, Query, RawRequest};
 use super::EmulatorSettings;
@@ -89,6 +90,28 @@ impl CalendarRoute {
         }
     }
 
+    /// The calendar the call works on, as given in the path (`primary` included).
+    pub fn calendar_id(&self) -> Option<&str> {
+        use CalendarRoute as R;
+        match self {
+            R::CalendarsInsert | R::CalendarListList => None,
+            R::CalendarsGet(c)
+            | R::CalendarsDelete(c)
+            | R::CalendarListGet(c)
+            | R::EventsInsert(c)
+            | R::EventsList(c)
+            | R::EventsGet(c, _)
+            | R::EventsUpdate(c, _)
+            | R::EventsPatch(c, _)
+            | R::EventsDelete(c, _)
+            | R::EventsInstances(c, _)
+            | R::AclList(c)
+            | R::AclInsert(c)
+            | R::AclGet(c, _)
+            | R::AclDelete(c, _) => Some(c),
+        }
+    }
+
     pub fn is_write(&self) -> bool {
         use CalendarRoute as R;
         matches!(
@@ -120,6 +143,14 @@ const FORBIDDEN_WITH_SYNC_TOKEN: &[&str] = &[
 const DEFAULT_MAX_RESULTS: i64 = 250;
 const MAX_MAX_RESULTS: i64 = 2500;
 
+/// What a Calendar call needs to know beyond the user's own data.
+pub(crate) struct CallContext<'a> {
+    /// The OAuth client (app) of the caller's token.
+    pub client: &'a str,
+    /// For `calendars.insert`: an id unique across every user.
+    pub new_calendar_id: Option<String>,
+}
+
 /// Execute a routed Calendar call for `user`.
 pub(crate) fn execute(
     user: &mut UserData,
@@ -127,10 +158,11 @@ pub(crate) fn execute(
     now: DateTime<Utc>,
     route: &CalendarRoute,
     req: &RawRequest,
+    call: CallContext<'_>,
 ) -> Result<ApiResponse, ApiError> {
     use CalendarRoute as R;
     match route {
-        R::CalendarsInsert => insert_calendar(user, settings, now, req),
+        R::CalendarsInsert => insert_calendar(user, settings, now, req, call),
         R::CalendarsGet(c) => {
             let cal = calendar_ref(user, c)?;
             Ok(ApiResponse::json(200, &cal.meta))
@@ -207,6 +239,24 @@ fn parse_body<T: serde::de::DeserializeOwned>(req: &RawRequest) -> Result<T, Api
         .map_err(|e| ApiError::new(400, "parseError", format!("Parse Error: {e}")))
 }
 
+fn parse_error(e: serde_json::Error) -> ApiError {
+    ApiError::new(400, "parseError", format!("Parse Error: {e}"))
+}
+
+/// The JSON body of an event write, as a value (empty bodies refused).
+fn body_value(req: &RawRequest) -> Result<Value, ApiError> {
+    if req.body.is_empty() {
+        return Err(ApiError::required("request body"));
+    }
+    serde_json::from_slice(&req.body).map_err(parse_error)
+}
+
+/// An event resource from JSON, its times read as Google reads them ([`times`]).
+fn event_from_json(mut value: Value) -> Result<Event, ApiError> {
+    times::normalize_event_times(&mut value)?;
+    serde_json::from_value(value).map_err(parse_error)
+}
+
 fn valid_time_zone(name: &str) -> bool {
     name.parse::<chrono_tz::Tz>().is_ok()
 }
@@ -231,6 +281,7 @@ fn insert_calendar(
     settings: &EmulatorSettings,
     now: DateTime<Utc>,
     req: &RawRequest,
+    call: CallContext<'_>,
 ) -> Result<ApiResponse, ApiError> {
     let body: Calendar = parse_body(req)?;
     if body.summary.as_deref().is_none_or(|s| s.trim().is_empty()) {
@@ -255,7 +306,7 @@ fn insert_calendar(
         }
         user.calendar_creations.push(now);
     }
-    let id = format!("{}@group.calendar.google.com", generated_id(user, 52));
+    let id = call.new_calendar_id.ok_or_else(|| ApiError::backend(500))?;
     let etag = user.next_etag();
     let acl_etag = user.next_etag();
     let email = user.email.clone();
@@ -271,6 +322,7 @@ fn insert_calendar(
     };
     let mut cal = CalendarData {
         meta: meta.clone(),
+        created_by_app: Some(call.client.to_string()),
         ..Default::default()
     };
     cal.acl.insert(
@@ -620,7 +672,7 @@ fn insert_event(
     cal_id: &str,
     req: &RawRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let mut ev: Event = parse_body(req)?;
+    let mut ev = event_from_json(body_value(req)?)?;
     let generated = generated_id(user, 26);
     let etag = user.next_etag();
     let email = user.email.clone();
@@ -714,22 +766,16 @@ fn write_event(
     let cal = calendar_mut(user, cal_id)?;
     let (current, _) = find_event(cal, event_id)?;
     check_if_match(req, &current)?;
-    let body: Value = if req.body.is_empty() {
-        return Err(ApiError::required("request body"));
-    } else {
-        serde_json::from_slice(&req.body)
-            .map_err(|e| ApiError::new(400, "parseError", format!("Parse Error: {e}")))?
-    };
+    let body = body_value(req)?;
     let mut next: Event = match kind {
-        WriteKind::Update => serde_json::from_value(body.clone()),
+        WriteKind::Update => event_from_json(body.clone())?,
         WriteKind::Patch => {
             let mut merged = serde_json::to_value(&current).unwrap_or(Value::Null);
             super::wire::strip_nulls(&mut merged);
             merge_json(&mut merged, &body);
-            serde_json::from_value(merged)
+            event_from_json(merged)?
         }
-    }
-    .map_err(|e| ApiError::new(400, "parseError", format!("Parse Error: {e}")))?;
+    };
     if let Some(body_id) = body.get("id").and_then(Value::as_str) {
         if body_id != event_id {
             return Err(ApiError::invalid(

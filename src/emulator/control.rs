@@ -240,12 +240,13 @@ impl EmulatorHandle {
     pub fn rename_contact(&self, user: &str, resource_name: &str) -> Result<ContactRename, String> {
         let mut inner = self.lock();
         let now = inner.now();
+        let at = super::people::Stamp::new(now, &inner.settings);
         let data = inner
             .data
             .users
             .get_mut(user)
             .ok_or_else(|| format!("unknown user {user}"))?;
-        let new = super::people::rename_contact(data, resource_name, now)
+        let new = super::people::rename_contact(data, resource_name, at)
             .map_err(|e| e.message.clone())?;
         inner.dirty = true;
         Ok(ContactRename {
@@ -259,13 +260,16 @@ impl EmulatorHandle {
         oauth::check_subject(user, &self.core.domains).map_err(|e| e.description)?;
         let mut inner = self.lock();
         inner.dirty = true;
-        Ok(inner
-            .data
-            .tokens
-            .issue_refresh(user, scopes.iter().map(|s| s.to_string()).collect()))
+        Ok(inner.data.tokens.issue_refresh(
+            user,
+            oauth::INSTALLED_APP_CLIENT,
+            scopes.iter().map(|s| s.to_string()).collect(),
+        ))
     }
 
-    /// Mint an access token for `user` directly (for hand-written HTTP in tests).
+    /// Mint an access token for `user` directly (for hand-written HTTP in tests). It belongs
+    /// to the same app as the test service account (`calendar.app.created` reaches the
+    /// calendars that account created).
     pub fn mint_access_token(&self, user: &str, scopes: &[&str]) -> Result<String, String> {
         oauth::check_subject(user, &self.core.domains).map_err(|e| e.description)?;
         let mut inner = self.lock();
@@ -276,6 +280,7 @@ impl EmulatorHandle {
             .tokens
             .issue_access(
                 user,
+                oauth::TEST_SERVICE_ACCOUNT_EMAIL,
                 scopes.iter().map(|s| s.to_string()).collect(),
                 lifetime,
                 None,

@@ -23,9 +23,11 @@ pub mod oauth;
 mod people;
 mod quota;
 mod recurrence;
+pub mod scopes;
 pub mod server;
 mod state;
 mod test_support;
+mod times;
 mod tokens;
 mod wire;
 
@@ -38,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use control::{ContactRename, EmulatorHandle, UserDump};
 pub use faults::{ActiveFault, FaultKind, FaultMatch, FaultRule, FaultTrigger};
-pub use oauth::TEST_SERVICE_ACCOUNT_EMAIL;
+pub use oauth::{GOOGLE_TOKEN_AUDIENCE, TEST_SERVICE_ACCOUNT_EMAIL};
 pub use test_support::TestEmulator;
 pub use wire::ApiFamily;
 
@@ -71,6 +73,10 @@ pub struct QuotaConfig {
     pub calendar_creations_per_user: Option<u32>,
     /// Window of the calendar-creation limit (default 3600 s).
     pub calendar_creation_window_secs: u64,
+    /// HTTP status of a call refused by the per-project Calendar limit: 403 (default) or 429,
+    /// both `usageLimits`/`rateLimitExceeded` — Google documents either. (The per-user limit
+    /// always answers 403 `userRateLimitExceeded`.)
+    pub calendar_project_limit_status: u16,
 }
 
 impl Default for QuotaConfig {
@@ -82,6 +88,7 @@ impl Default for QuotaConfig {
             people_reads_per_user_per_minute: None,
             calendar_creations_per_user: Some(25),
             calendar_creation_window_secs: 3600,
+            calendar_project_limit_status: 403,
         }
     }
 }
@@ -96,6 +103,7 @@ impl QuotaConfig {
             people_reads_per_user_per_minute: None,
             calendar_creations_per_user: None,
             calendar_creation_window_secs: 3600,
+            calendar_project_limit_status: 403,
         }
     }
 }

@@ -23,6 +23,13 @@ const TEST_PUBLIC_KEY_PEM: &str = include_str!("test_key_public.pem");
 
 /// The service-account grant type.
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The audience Google's own client libraries (google-auth ≥ 1.35, google-auth-library-java)
+/// put in every service-account assertion, whatever the key's `token_uri` says. Google's
+/// token endpoint accepts it besides its own URL (the URL the assertion is posted to).
+pub const GOOGLE_TOKEN_AUDIENCE: &str = "https://oauth2.googleapis.com/token";
+/// The OAuth client behind access tokens minted from control-API refresh tokens (standing in
+/// for an installed app's client id).
+pub(crate) const INSTALLED_APP_CLIENT: &str = "emulator-installed-app";
 const MAX_JWT_LIFETIME_SECS: i64 = 3600;
 const CLOCK_SKEW_SECS: i64 = 300;
 
@@ -31,6 +38,10 @@ const CLOCK_SKEW_SECS: i64 = 300;
 pub(crate) struct AccessGrant {
     pub subject: String,
     pub scopes: Vec<String>,
+    /// The OAuth client (app) the token was issued to: the service account's `client_email`
+    /// for JWT grants. `calendar.app.created` reaches only calendars this client created.
+    #[serde(default)]
+    pub client: String,
     /// Wall-clock expiry, seconds since the epoch.
     pub expires_at: i64,
     /// The refresh token this access token was minted from, if any.
@@ -41,6 +52,8 @@ pub(crate) struct AccessGrant {
 pub(crate) struct RefreshGrant {
     pub subject: String,
     pub scopes: Vec<String>,
+    #[serde(default)]
+    pub client: String,
 }
 
 /// Issued tokens (persisted with the state, so a restarted emulator honours them).
@@ -61,6 +74,7 @@ impl TokenStore {
     pub fn issue_access(
         &mut self,
         subject: &str,
+        client: &str,
         scopes: Vec<String>,
         lifetime_secs: u64,
         refresh_token: Option<String>,
@@ -76,6 +90,7 @@ impl TokenStore {
             AccessGrant {
                 subject: subject.to_string(),
                 scopes,
+                client: client.to_string(),
                 expires_at: now + lifetime,
                 refresh_token,
             },
@@ -83,13 +98,14 @@ impl TokenStore {
         (token, lifetime_secs)
     }
 
-    pub fn issue_refresh(&mut self, subject: &str, scopes: Vec<String>) -> String {
+    pub fn issue_refresh(&mut self, subject: &str, client: &str, scopes: Vec<String>) -> String {
         let token = format!("1//emu-{}", random_hex(24));
         self.refresh.insert(
             token.clone(),
             RefreshGrant {
                 subject: subject.to_string(),
                 scopes,
+                client: client.to_string(),
             },
         );
         token
@@ -155,6 +171,8 @@ impl OAuthError {
 pub(crate) struct VerifiedAssertion {
     pub subject: String,
     pub scopes: Vec<String>,
+    /// The service account that signed it (`iss`).
+    pub client: String,
 }
 
 fn b64url(part: &str) -> Option<Vec<u8>> {
@@ -175,11 +193,12 @@ struct Claims {
 }
 
 /// Verify a service-account JWT assertion like Google's token endpoint: RS256 signature by
-/// the test key, `iss` = the key's `client_email`, `aud` = this token endpoint, `iat`/`exp`
+/// the test key, `iss` = the key's `client_email`, `aud` one of `accepted_audiences` (this
+/// endpoint's own URL and [`GOOGLE_TOKEN_AUDIENCE`], see [`accepted_audiences`]), `iat`/`exp`
 /// a short-lived window around now, scopes present, and the subject allowed by `domains`.
 pub(crate) fn verify_assertion(
     assertion: &str,
-    expected_audience: &str,
+    accepted_audiences: &[String],
     public_key_der: &[u8],
     domains: &[String],
 ) -> Result<VerifiedAssertion, OAuthError> {
@@ -211,7 +230,11 @@ pub(crate) fn verify_assertion(
     )
     .verify(signing_input, &signature)
     .map_err(|_| OAuthError::grant("Invalid JWT Signature."))?;
-    if claims.aud.as_deref() != Some(expected_audience) {
+    if !claims
+        .aud
+        .as_deref()
+        .is_some_and(|aud| accepted_audiences.iter().any(|a| a == aud))
+    {
         return Err(OAuthError::grant("Invalid JWT: Failed audience check."));
     }
     let now = Utc::now().timestamp();
@@ -250,7 +273,25 @@ pub(crate) fn verify_assertion(
         .sub
         .unwrap_or_else(|| TEST_SERVICE_ACCOUNT_EMAIL.to_string());
     check_subject(&subject, domains)?;
-    Ok(VerifiedAssertion { subject, scopes })
+    Ok(VerifiedAssertion {
+        subject,
+        scopes,
+        client: TEST_SERVICE_ACCOUNT_EMAIL.to_string(),
+    })
+}
+
+/// The audiences the token endpoint at `endpoint_url` (the URL an assertion was posted to)
+/// accepts, as Google's does: its own URL, and [`GOOGLE_TOKEN_AUDIENCE`], which Google's
+/// token endpoints accept whichever of them receives the assertion (google-auth sends it
+/// even to a proxy or private endpoint named by the key's `token_uri`). Anything else —
+/// another Google endpoint's URL (`https://accounts.google.com/o/oauth2/token`,
+/// `https://www.googleapis.com/oauth2/v4/token`), a resource URL — fails the audience check.
+pub(crate) fn accepted_audiences(endpoint_url: &str) -> Vec<String> {
+    let mut out = vec![endpoint_url.to_string()];
+    if endpoint_url != GOOGLE_TOKEN_AUDIENCE {
+        out.push(GOOGLE_TOKEN_AUDIENCE.to_string());
+    }
+    out
 }
 
 /// A subject must be an e-mail address in one of `domains` (any domain when empty).
@@ -265,18 +306,6 @@ pub(crate) fn check_subject(subject: &str, domains: &[String]) -> Result<(), OAu
         return Err(OAuthError::grant("Invalid email or User ID"));
     }
     Ok(())
-}
-
-/// Scope check for an API call: Calendar calls need a `calendar*` scope (writes need a
-/// non-readonly one); People calls need a `contacts*` scope likewise.
-pub(crate) fn scopes_allow(scopes: &[String], family: super::ApiFamily, write: bool) -> bool {
-    let prefix = match family {
-        super::ApiFamily::Calendar => "https://www.googleapis.com/auth/calendar",
-        super::ApiFamily::People => "https://www.googleapis.com/auth/contacts",
-    };
-    scopes
-        .iter()
-        .any(|s| s.starts_with(prefix) && (!write || !s.contains("readonly")))
 }
 
 #[cfg(test)]
@@ -299,16 +328,34 @@ mod tests {
 
     #[test]
     fn garbage_assertions_are_invalid_grant() {
-        let err =
-            verify_assertion("a.b", "http://x/token", &test_public_key_der(), &[]).unwrap_err();
+        let err = verify_assertion(
+            "a.b",
+            &accepted_audiences("http://x/token"),
+            &test_public_key_der(),
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(err.error, "invalid_grant");
+    }
+
+    #[test]
+    fn audiences_are_the_endpoint_and_googles_token_url() {
+        assert_eq!(
+            accepted_audiences("http://127.0.0.1:9/token"),
+            vec!["http://127.0.0.1:9/token", GOOGLE_TOKEN_AUDIENCE]
+        );
+        assert_eq!(
+            accepted_audiences(GOOGLE_TOKEN_AUDIENCE),
+            vec![GOOGLE_TOKEN_AUDIENCE]
+        );
     }
 
     #[test]
     fn revoking_refresh_token_kills_its_access_tokens() {
         let mut store = TokenStore::default();
-        let refresh = store.issue_refresh("a@b.c", vec!["s".into()]);
-        let (access, _) = store.issue_access("a@b.c", vec!["s".into()], 60, Some(refresh.clone()));
+        let refresh = store.issue_refresh("a@b.c", "app", vec!["s".into()]);
+        let (access, _) =
+            store.issue_access("a@b.c", "app", vec!["s".into()], 60, Some(refresh.clone()));
         assert!(store.lookup(&access).is_some());
         assert!(store.revoke(&refresh));
         assert!(store.lookup(&access).is_none());

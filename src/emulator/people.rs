@@ -338,12 +338,51 @@ fn new_resource_name(user: &mut UserData) -> String {
     format!("people/c{}", 1_000_000_000_000_000_000u64 + mixed)
 }
 
+/// When a People write happens, and how long it stays invisible to listings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    pub now: DateTime<Utc>,
+    /// The propagation delay in force.
+    pub delay: Duration,
+}
+
+impl Stamp {
+    pub fn new(now: DateTime<Utc>, settings: &EmulatorSettings) -> Stamp {
+        Stamp {
+            now,
+            delay: Duration::milliseconds(
+                i64::try_from(settings.people_propagation_delay_ms).unwrap_or(i64::MAX / 2),
+            ),
+        }
+    }
+}
+
+/// The versions of a contact a listing may still have to show once `previous` is replaced
+/// at `at`: `previous` and its own earlier versions, oldest first, without those a later
+/// version already visible at `at` supersedes (listings only move forward in time). With no
+/// propagation delay, none.
+fn earlier_versions(previous: Option<StoredPerson>, at: Stamp) -> Vec<StoredPerson> {
+    let Some(mut previous) = previous else {
+        return Vec::new();
+    };
+    if at.delay <= Duration::zero() {
+        return Vec::new();
+    }
+    let mut versions = std::mem::take(&mut previous.earlier);
+    versions.push(previous);
+    let cutoff = at.now - at.delay;
+    if let Some(newest_visible) = versions.iter().rposition(|v| v.changed_at <= cutoff) {
+        versions.drain(..newest_visible);
+    }
+    versions
+}
+
 /// Stamp server fields after a write and record the change.
 fn commit_person(
     user: &mut UserData,
     resource_name: &str,
     mut person: Person,
-    now: DateTime<Utc>,
+    at: Stamp,
     deleted: bool,
 ) -> Person {
     let etag = user.next_people_etag();
@@ -367,7 +406,7 @@ fn commit_person(
             type_: Some("CONTACT".into()),
             id: Some(source_id),
             etag: Some(source_etag),
-            update_time: Some(now),
+            update_time: Some(at.now),
             profile_metadata: None,
         }]),
         object_type: Some("PERSON".into()),
@@ -377,13 +416,15 @@ fn commit_person(
     });
     let people = &mut user.people;
     people.seq += 1;
+    let earlier = earlier_versions(people.contacts.remove(resource_name), at);
     people.contacts.insert(
         resource_name.to_string(),
         StoredPerson {
             person: person.clone(),
             seq: people.seq,
-            changed_at: now,
+            changed_at: at.now,
             deleted,
+            earlier,
         },
     );
     person
@@ -417,11 +458,12 @@ pub(crate) fn execute(
 ) -> Result<ApiResponse, ApiError> {
     use PeopleRoute as R;
     let q = &req.query;
+    let at = Stamp::new(now, settings);
     match route {
         R::CreateContact => {
             let fields = parse_mask(q.get("personFields"), "personFields", PERSON_FIELDS)?;
             let person: Person = parse_body(req)?;
-            let created = create_contact(user, person, now)?;
+            let created = create_contact(user, person, at)?;
             Ok(ApiResponse::json_value(
                 200,
                 &masked(&public_view(&created), fields.as_deref()),
@@ -473,19 +515,19 @@ pub(crate) fn execute(
             )?;
             let fields = parse_mask(q.get("personFields"), "personFields", PERSON_FIELDS)?;
             let body: Person = parse_body(req)?;
-            let updated = update_contact(user, name, body, &update, now)?;
+            let updated = update_contact(user, name, body, &update, at)?;
             Ok(ApiResponse::json_value(
                 200,
                 &masked(&public_view(&updated), fields.as_deref()),
             ))
         }
         R::DeleteContact(name) => {
-            delete_contact(user, name, now)?;
+            delete_contact(user, name, at)?;
             Ok(ApiResponse::json_value(200, &json!({})))
         }
-        R::BatchCreate => batch_create(user, req, now),
-        R::BatchUpdate => batch_update(user, req, now),
-        R::BatchDelete => batch_delete(user, req, now),
+        R::BatchCreate => batch_create(user, req, at),
+        R::BatchUpdate => batch_update(user, req, at),
+        R::BatchDelete => batch_delete(user, req, at),
         R::ConnectionsList(name) => {
             if name != "people/me" {
                 return Err(invalid("Only people/me is supported for connections."));
@@ -495,8 +537,8 @@ pub(crate) fn execute(
         R::GroupsCreate => create_group(user, req, now),
         R::GroupsGet(name) => get_group(user, name, q),
         R::GroupsList => list_groups(user, q),
-        R::GroupsDelete(name) => delete_group(user, name, q, now),
-        R::GroupsModifyMembers(name) => modify_members(user, name, req, now),
+        R::GroupsDelete(name) => delete_group(user, name, q, at),
+        R::GroupsModifyMembers(name) => modify_members(user, name, req, at),
     }
 }
 
@@ -513,11 +555,7 @@ fn profile(user: &UserData, fields: &[String]) -> Value {
     masked(&person, Some(fields))
 }
 
-fn create_contact(
-    user: &mut UserData,
-    mut person: Person,
-    now: DateTime<Utc>,
-) -> Result<Person, ApiError> {
+fn create_contact(user: &mut UserData, mut person: Person, at: Stamp) -> Result<Person, ApiError> {
     validate_person(&user.people, &person)?;
     let mut groups = normalised_groups(&person);
     if !groups.iter().any(|g| g == MY_CONTACTS) {
@@ -526,7 +564,7 @@ fn create_contact(
     set_memberships(&mut person, &groups);
     person.metadata = None;
     let name = new_resource_name(user);
-    Ok(commit_person(user, &name, person, now, false))
+    Ok(commit_person(user, &name, person, at, false))
 }
 
 fn check_etag(current: &Person, body: &Person) -> Result<(), ApiError> {
@@ -606,27 +644,23 @@ fn update_contact(
     name: &str,
     body: Person,
     update: &[String],
-    now: DateTime<Utc>,
+    at: Stamp,
 ) -> Result<Person, ApiError> {
     let next = prepare_update(&user.people, name, &body, update)?;
-    Ok(commit_person(user, name, next, now, false))
+    Ok(commit_person(user, name, next, at, false))
 }
 
-fn delete_contact(user: &mut UserData, name: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
+fn delete_contact(user: &mut UserData, name: &str, at: Stamp) -> Result<(), ApiError> {
     let current = live_contact(&user.people, name)?.person.clone();
     let tombstone = Person {
         metadata: current.metadata.clone(),
         ..Default::default()
     };
-    commit_person(user, name, tombstone, now, true);
+    commit_person(user, name, tombstone, at, true);
     Ok(())
 }
 
-fn batch_create(
-    user: &mut UserData,
-    req: &RawRequest,
-    now: DateTime<Utc>,
-) -> Result<ApiResponse, ApiError> {
+fn batch_create(user: &mut UserData, req: &RawRequest, at: Stamp) -> Result<ApiResponse, ApiError> {
     let body: BatchCreateContactsRequest = parse_body(req)?;
     let read_mask = body.read_mask.as_ref().map(|m| m.to_string());
     let fields = required_mask(read_mask.as_deref(), "readMask", PERSON_FIELDS)?;
@@ -648,7 +682,7 @@ fn batch_create(
     }
     let mut created = Vec::new();
     for p in persons {
-        let person = create_contact(user, p, now)?;
+        let person = create_contact(user, p, at)?;
         created.push(json!({
             "person": masked(&public_view(&person), Some(&fields)),
             "httpStatusCode": 200,
@@ -660,11 +694,7 @@ fn batch_create(
     ))
 }
 
-fn batch_update(
-    user: &mut UserData,
-    req: &RawRequest,
-    now: DateTime<Utc>,
-) -> Result<ApiResponse, ApiError> {
+fn batch_update(user: &mut UserData, req: &RawRequest, at: Stamp) -> Result<ApiResponse, ApiError> {
     let body: BatchUpdateContactsRequest = parse_body(req)?;
     let update_mask = body.update_mask.as_ref().map(|m| m.to_string());
     let update = required_mask(update_mask.as_deref(), "updateMask", UPDATE_FIELDS)?;
@@ -691,7 +721,7 @@ fn batch_update(
     }
     let mut results = Map::new();
     for (name, next) in prepared {
-        let person = commit_person(user, &name, next, now, false);
+        let person = commit_person(user, &name, next, at, false);
         results.insert(
             name.clone(),
             json!({
@@ -707,11 +737,7 @@ fn batch_update(
     ))
 }
 
-fn batch_delete(
-    user: &mut UserData,
-    req: &RawRequest,
-    now: DateTime<Utc>,
-) -> Result<ApiResponse, ApiError> {
+fn batch_delete(user: &mut UserData, req: &RawRequest, at: Stamp) -> Result<ApiResponse, ApiError> {
     let body: BatchDeleteContactsRequest = parse_body(req)?;
     let names = body.resource_names.unwrap_or_default();
     if names.is_empty() {
@@ -725,7 +751,7 @@ fn batch_delete(
     }
     for name in &names {
         if live_contact(&user.people, name).is_ok() {
-            delete_contact(user, name, now)?;
+            delete_contact(user, name, at)?;
         }
     }
     Ok(ApiResponse::json_value(200, &json!({})))
@@ -801,17 +827,23 @@ fn list_connections(
         }
     };
     let incremental = since.is_some();
+    // Full listings and incremental ones alike see the people list as it was before the
+    // writes that are still propagating: each contact in its newest visible version.
     let snap = match &page {
         Some(p) => p.n,
-        None if incremental => visible_seq(people, since.unwrap_or(0), settings, now),
-        None => people.seq,
+        None => visible_seq(people, since.unwrap_or(0), settings, now),
     };
-    let mut items: Vec<&StoredPerson> = people
+    let visible: Vec<&StoredPerson> = people
         .contacts
         .values()
-        .filter(|c| c.seq <= snap && c.seq > since.unwrap_or(0) && (incremental || !c.deleted))
+        .filter_map(|c| version_at(c, snap))
         .collect();
-    let total = people.contacts.values().filter(|c| !c.deleted).count();
+    let mut items: Vec<&StoredPerson> = visible
+        .iter()
+        .copied()
+        .filter(|c| c.seq > since.unwrap_or(0) && (incremental || !c.deleted))
+        .collect();
+    let total = visible.iter().filter(|c| !c.deleted).count();
     let mut out = ListConnectionsResponse::default();
     let mut connections = Vec::new();
     let by_seq = sort == "LAST_MODIFIED_ASCENDING";
@@ -892,8 +924,16 @@ fn name_key(p: &Person, first: bool) -> String {
         .to_lowercase()
 }
 
-/// Highest change sequence an incremental listing may see: changes younger than the
-/// propagation delay (and everything after them) are not visible yet.
+/// The newest version of `contact` a listing with snapshot `snap` shows, if any.
+fn version_at(contact: &StoredPerson, snap: u64) -> Option<&StoredPerson> {
+    if contact.seq <= snap {
+        return Some(contact);
+    }
+    contact.earlier.iter().rev().find(|v| v.seq <= snap)
+}
+
+/// Highest change sequence a listing may see: changes younger than the propagation delay
+/// (and everything after them) are not visible yet.
 fn visible_seq(
     people: &PeopleData,
     since: u64,
@@ -955,21 +995,20 @@ pub(crate) fn expire_sync_tokens(user: &mut UserData) {
 pub(crate) fn rename_contact(
     user: &mut UserData,
     name: &str,
-    now: DateTime<Utc>,
+    at: Stamp,
 ) -> Result<String, ApiError> {
-    let stored = user
-        .people
-        .contacts
-        .remove(name)
-        .filter(|c| !c.deleted)
-        .ok_or_else(ApiError::people_not_found)?;
+    let stored = live_contact(&user.people, name)?.clone();
+    user.people.contacts.remove(name);
     let new_name = new_resource_name(user);
-    let mut person = stored.person;
+    let mut person = stored.person.clone();
+    // Until the propagation delay has passed, listings still show the contact as it was
+    // (under its old name): its versions move to the new name.
+    user.people.contacts.insert(new_name.clone(), stored);
     let meta = person.metadata.get_or_insert_with(PersonMetadata::default);
     let mut previous = meta.previous_resource_names.clone().unwrap_or_default();
     previous.push(name.to_string());
     meta.previous_resource_names = Some(previous);
-    commit_person(user, &new_name, person, now, false);
+    commit_person(user, &new_name, person, at, false);
     Ok(new_name)
 }
 
@@ -1187,7 +1226,7 @@ fn delete_group(
     user: &mut UserData,
     name: &str,
     q: &Query,
-    now: DateTime<Utc>,
+    at: Stamp,
 ) -> Result<ApiResponse, ApiError> {
     let delete_contacts = q.bool("deleteContacts")?;
     let g = live_group(&user.people, name)?;
@@ -1199,7 +1238,7 @@ fn delete_group(
     let members = member_names(&user.people, name);
     for member in members {
         if delete_contacts {
-            delete_contact(user, &member, now)?;
+            delete_contact(user, &member, at)?;
         } else {
             let mut person = live_contact(&user.people, &member)?.person.clone();
             let mut groups: Vec<String> = memberships_of(&person)
@@ -1210,7 +1249,7 @@ fn delete_group(
                 groups.push(MY_CONTACTS.to_string());
             }
             set_memberships(&mut person, &groups);
-            commit_person(user, &member, person, now, false);
+            commit_person(user, &member, person, at, false);
         }
     }
     let etag = user.next_people_etag();
@@ -1228,7 +1267,7 @@ fn modify_members(
     user: &mut UserData,
     name: &str,
     req: &RawRequest,
-    now: DateTime<Utc>,
+    at: Stamp,
 ) -> Result<ApiResponse, ApiError> {
     let body: ModifyContactGroupMembersRequest = parse_body(req)?;
     let add = body.resource_names_to_add.unwrap_or_default();
@@ -1259,7 +1298,7 @@ fn modify_members(
         if !groups.iter().any(|x| x == name) {
             groups.push(name.to_string());
             set_memberships(&mut person, &groups);
-            commit_person(user, member, person, now, false);
+            commit_person(user, member, person, at, false);
         }
     }
     for member in &remove {
@@ -1278,7 +1317,7 @@ fn modify_members(
             continue;
         }
         set_memberships(&mut person, &remaining);
-        commit_person(user, member, person, now, false);
+        commit_person(user, member, person, at, false);
     }
     if !not_found.is_empty() {
         response.not_found_resource_names = Some(not_found);

@@ -24,6 +24,7 @@ use super::faults::FaultKind;
 use super::oauth;
 use super::people::{self, PeopleRoute};
 use super::quota::Limit;
+use super::scopes::{self, Reach};
 use super::state::Inner;
 use super::wire::{percent_decode, ApiError, ApiFamily, ApiResponse, Query, RawRequest};
 
@@ -254,12 +255,22 @@ fn bearer_token(req: &RawRequest) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Authentication, counting and the fault decision for one call (under the lock).
+/// A call that passed authentication and the scope check.
+pub(crate) struct Admitted {
+    /// The impersonated user.
+    pub user: String,
+    /// The OAuth client (app) of the token.
+    pub client: String,
+    pub fault: Option<FaultKind>,
+}
+
+/// Authentication, counting, the scope check ([`scopes`]) and the fault decision for one call
+/// (under the lock).
 pub(crate) fn admit(
     inner: &mut Inner,
     route: &ApiRoute,
     req: &RawRequest,
-) -> Result<(String, Option<FaultKind>), ApiResponse> {
+) -> Result<Admitted, ApiResponse> {
     let family = route.family();
     let grant = bearer_token(req).and_then(|t| inner.data.tokens.lookup(&t).cloned());
     let Some(grant) = grant else {
@@ -270,11 +281,18 @@ pub(crate) fn admit(
     inner
         .counters
         .record_call(route.method_id(), Some(&grant.subject));
-    if !oauth::scopes_allow(&grant.scopes, family, route.is_write()) {
-        inner.counters.record_status(403);
-        return Err(ApiError::insufficient_scopes()
-            .with_status("PERMISSION_DENIED")
-            .into_response(family));
+    match scopes::reach(route.method_id(), &grant.scopes) {
+        None => {
+            inner.counters.record_status(403);
+            return Err(scopes::insufficient_scopes(route.method_id(), family));
+        }
+        Some(Reach::AppCreatedCalendars) => {
+            if !calendar_visible_to_app(inner, route, &grant.subject, &grant.client) {
+                inner.counters.record_status(404);
+                return Err(ApiError::not_found().into_response(family));
+            }
+        }
+        Some(Reach::Everywhere) => {}
     }
     let fault = inner
         .faults
@@ -282,20 +300,83 @@ pub(crate) fn admit(
     if fault.is_some() {
         inner.counters.faults_injected += 1;
     }
-    Ok((grant.subject, fault))
+    Ok(Admitted {
+        user: grant.subject,
+        client: grant.client,
+        fault,
+    })
+}
+
+/// Whether a token reaching only app-created calendars may touch the calendar `route` names:
+/// it may if that calendar was created by `client` (or does not exist, which the handler
+/// answers with 404 anyway); any other calendar is invisible to it.
+fn calendar_visible_to_app(inner: &Inner, route: &ApiRoute, user: &str, client: &str) -> bool {
+    let ApiRoute::Calendar(r) = route else {
+        return true;
+    };
+    let Some(id) = r.calendar_id() else {
+        return true;
+    };
+    let id = if id == "primary" { user } else { id };
+    inner
+        .data
+        .users
+        .get(user)
+        .and_then(|u| u.calendars.get(id))
+        .is_none_or(|c| c.created_by_app.as_deref() == Some(client))
 }
 
 fn window() -> chrono::Duration {
     chrono::Duration::seconds(60)
 }
 
+/// Quota buckets, by the limit that refused a call.
+const CALENDAR_USER_BUCKET: &str = "calendar";
+const CALENDAR_PROJECT_BUCKET: &str = "calendar-project";
+
+/// The error for a call refused by `bucket`'s limit, in Google's terms: the per-user Calendar
+/// quota answers 403 `userRateLimitExceeded`, the per-project one 403 (or, with
+/// `calendar_project_limit_status = 429`, 429) `rateLimitExceeded`, both in the
+/// `usageLimits` domain; People answers 429 `RESOURCE_EXHAUSTED`.
+fn quota_error(bucket: &str, route: &ApiRoute, project_status: u16) -> ApiError {
+    match (route.family(), bucket) {
+        (ApiFamily::Calendar, CALENDAR_USER_BUCKET) => {
+            ApiError::new(403, "userRateLimitExceeded", "User Rate Limit Exceeded")
+                .with_domain("usageLimits")
+        }
+        (ApiFamily::Calendar, _) => {
+            let code = if project_status == 429 { 429 } else { 403 };
+            ApiError::new(code, "rateLimitExceeded", "Rate Limit Exceeded")
+                .with_domain("usageLimits")
+        }
+        (ApiFamily::People, _) => {
+            let metric = if route.is_write() {
+                "Critical write requests"
+            } else {
+                "Critical read requests"
+            };
+            ApiError::new(
+                429,
+                "rateLimitExceeded",
+                format!(
+                    "Quota exceeded for quota metric '{metric}' and limit '{metric} per minute per user' of service 'people.googleapis.com' for consumer 'project_number:emulator'."
+                ),
+            )
+            .with_domain("usageLimits")
+            .with_status("RESOURCE_EXHAUSTED")
+            .with_error_info("RATE_LIMIT_EXCEEDED")
+        }
+    }
+}
+
 /// Quota check and execution for one admitted call (under the lock).
 pub(crate) fn run(
     inner: &mut Inner,
     route: &ApiRoute,
-    user: &str,
+    caller: &Admitted,
     req: &RawRequest,
 ) -> ApiResponse {
+    let user = caller.user.as_str();
     let family = route.family();
     let now = inner.now();
     let q = inner.settings.quota.clone();
@@ -304,7 +385,7 @@ pub(crate) fn run(
         ApiFamily::Calendar => {
             if let Some(limit) = q.calendar_per_user_per_minute {
                 limits.push(Limit {
-                    bucket: "calendar",
+                    bucket: CALENDAR_USER_BUCKET,
                     key: user,
                     limit,
                     window: window(),
@@ -312,7 +393,7 @@ pub(crate) fn run(
             }
             if let Some(limit) = q.calendar_per_project_per_minute {
                 limits.push(Limit {
-                    bucket: "calendar-project",
+                    bucket: CALENDAR_PROJECT_BUCKET,
                     key: "*",
                     limit,
                     window: window(),
@@ -335,31 +416,26 @@ pub(crate) fn run(
             }
         }
     }
-    if let Err(retry_after) = inner.quota.take(&limits, now) {
+    if let Err(refused) = inner.quota.take(&limits, now) {
         inner.counters.quota_rejections += 1;
-        let error = match family {
-            ApiFamily::Calendar => ApiError::new(403, "rateLimitExceeded", "Rate Limit Exceeded")
-                .with_domain("usageLimits"),
-            ApiFamily::People => ApiError::new(
-                429,
-                "rateLimitExceeded",
-                format!(
-                    "Quota exceeded for quota metric '{}' and limit '{} per minute per user' of service 'people.googleapis.com' for consumer 'project_number:emulator'.",
-                    if route.is_write() { "Critical write requests" } else { "Critical read requests" },
-                    if route.is_write() { "Critical write requests" } else { "Critical read requests" },
-                ),
-            )
-            .with_domain("usageLimits")
-            .with_status("RESOURCE_EXHAUSTED")
-            .with_error_info("RATE_LIMIT_EXCEEDED"),
-        };
+        let error = quota_error(refused.bucket, route, q.calendar_project_limit_status);
         inner.counters.record_status(error.code);
-        return error.with_retry_after(retry_after).into_response(family);
+        return error
+            .with_retry_after(refused.retry_after_secs)
+            .into_response(family);
     }
+    let new_calendar_id = matches!(route, ApiRoute::Calendar(CalendarRoute::CalendarsInsert))
+        .then(|| inner.data.new_calendar_id());
     let settings = inner.settings.clone();
     let data = inner.user_mut(user);
     let result = match route {
-        ApiRoute::Calendar(r) => calendar::execute(data, &settings, now, r, req),
+        ApiRoute::Calendar(r) => {
+            let call = calendar::CallContext {
+                client: &caller.client,
+                new_calendar_id,
+            };
+            calendar::execute(data, &settings, now, r, req, call)
+        }
         ApiRoute::People(r) => people::execute(data, &settings, now, r, req),
     };
     let response = match result {
@@ -387,12 +463,12 @@ async fn api_call(handle: &EmulatorHandle, route: &ApiRoute, req: &RawRequest) -
         let mut inner = handle.lock();
         admit(&mut inner, route, req)
     };
-    let (user, fault) = match admitted {
+    let caller = match admitted {
         Ok(a) => a,
         Err(response) => return Reply::Respond(response),
     };
     let mut lose_response = false;
-    match fault {
+    match caller.fault.clone() {
         None => {}
         Some(FaultKind::Status {
             code,
@@ -407,7 +483,7 @@ async fn api_call(handle: &EmulatorHandle, route: &ApiRoute, req: &RawRequest) -
     }
     let response = {
         let mut inner = handle.lock();
-        run(&mut inner, route, &user, req)
+        run(&mut inner, route, &caller, req)
     };
     if lose_response {
         Reply::Drop
@@ -424,19 +500,19 @@ pub(crate) fn api_call_in_batch(
     req: &RawRequest,
 ) -> ApiResponse {
     let mut inner = handle.lock();
-    let (user, fault) = match admit(&mut inner, route, req) {
+    let caller = match admit(&mut inner, route, req) {
         Ok(a) => a,
         Err(response) => return response,
     };
     if let Some(FaultKind::Status {
         code,
         retry_after_secs,
-    }) = fault
+    }) = caller.fault
     {
         inner.counters.record_status(code);
         return fault_response(route.family(), code, retry_after_secs);
     }
-    run(&mut inner, route, &user, req)
+    run(&mut inner, route, &caller, req)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -485,10 +561,10 @@ async fn token_endpoint(handle: &EmulatorHandle, req: &RawRequest) -> Reply {
     let response = match grant_type {
         oauth::JWT_BEARER => {
             let host = req.header("host").unwrap_or("127.0.0.1");
-            let audience = format!("http://{host}/token");
+            let endpoint = format!("http://{host}{}", req.path);
             match oauth::verify_assertion(
                 params.get("assertion").unwrap_or_default(),
-                &audience,
+                &oauth::accepted_audiences(&endpoint),
                 &handle.core.public_key,
                 &handle.core.domains,
             ) {
@@ -497,6 +573,7 @@ async fn token_endpoint(handle: &EmulatorHandle, req: &RawRequest) -> Reply {
                     let lifetime = inner.settings.access_token_lifetime_secs;
                     let (token, expires_in) = inner.data.tokens.issue_access(
                         &verified.subject,
+                        &verified.client,
                         verified.scopes,
                         lifetime,
                         None,
@@ -519,6 +596,7 @@ async fn token_endpoint(handle: &EmulatorHandle, req: &RawRequest) -> Reply {
                     let scope = grant.scopes.join(" ");
                     let (token, expires_in) = inner.data.tokens.issue_access(
                         &grant.subject,
+                        &grant.client,
                         grant.scopes,
                         lifetime,
                         Some(refresh),

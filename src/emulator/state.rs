@@ -28,6 +28,38 @@ pub(crate) struct StoreData {
     pub tokens: TokenStore,
     /// Milliseconds the emulator clock runs ahead of the wall clock.
     pub clock_offset_ms: i64,
+    /// Serial behind secondary calendar ids, which are unique across all users (as Google's).
+    pub calendar_serial: u64,
+}
+
+impl StoreData {
+    /// A secondary calendar id no user has: `c_<26 base32hex>@group.calendar.google.com`,
+    /// from a bijective mix of a global serial (checked against every calendar anyway, for
+    /// state files written before the serial existed).
+    pub fn new_calendar_id(&mut self) -> String {
+        loop {
+            self.calendar_serial += 1;
+            let mixed = self
+                .calendar_serial
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+            let mut body = String::with_capacity(26);
+            let mut rest = u128::from(mixed) << 64 | u128::from(self.calendar_serial);
+            for _ in 0..26 {
+                let digit = (rest % 32) as u8;
+                rest /= 32;
+                body.push(char::from(if digit < 10 {
+                    b'0' + digit
+                } else {
+                    b'a' + digit - 10
+                }));
+            }
+            let id = format!("c_{body}@group.calendar.google.com");
+            if !self.users.values().any(|u| u.calendars.contains_key(&id)) {
+                return id;
+            }
+        }
+    }
 }
 
 /// One Google account's data; nothing here is visible to any other subject.
@@ -48,6 +80,10 @@ pub(crate) struct UserData {
 pub(crate) struct CalendarData {
     pub meta: Calendar,
     pub primary: bool,
+    /// The OAuth client (app) that created this secondary calendar; `None` for primary
+    /// calendars. Tokens whose only calendar scope is `calendar.app.created` see a calendar
+    /// only if their client created it.
+    pub created_by_app: Option<String>,
     pub events: BTreeMap<String, StoredEvent>,
     pub acl: BTreeMap<String, AclRule>,
     /// Change sequence: every event write takes the next value.
@@ -80,6 +116,10 @@ pub(crate) struct StoredPerson {
     /// Emulator time of the last change (propagation delay).
     pub changed_at: DateTime<Utc>,
     pub deleted: bool,
+    /// Earlier versions listings may still show while this one propagates (oldest first;
+    /// empty without a propagation delay).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<StoredPerson>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -321,18 +321,13 @@ impl ApiError {
             .with_location("header", "Authorization")
     }
 
-    pub fn insufficient_scopes() -> ApiError {
-        ApiError::new(
-            403,
-            "insufficientPermissions",
-            "Request had insufficient authentication scopes.",
-        )
-        .with_error_info("ACCESS_TOKEN_SCOPE_INSUFFICIENT")
-    }
-
     pub fn backend(code: u16) -> ApiError {
         match code {
             503 => ApiError::new(503, "backendError", "The service is currently unavailable."),
+            // The only 403 Google asks clients to retry: an operational rate limit (e.g.
+            // writing one calendar in quick succession).
+            403 => ApiError::new(403, "rateLimitExceeded", "Rate Limit Exceeded")
+                .with_domain("usageLimits"),
             429 => ApiError::new(429, "rateLimitExceeded", "Rate Limit Exceeded")
                 .with_domain("usageLimits")
                 .with_error_info("RATE_LIMIT_EXCEEDED"),

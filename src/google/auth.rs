@@ -2,6 +2,17 @@
 //! authenticator per impersonated user, always asking for the same scope set
 //! ([`SCOPES`]), whatever scope a generated method would ask for by default.
 //!
+//! [`SCOPES`] is the narrowest set Google's per-method scope lists allow for what crmsync
+//! does (README "Google scopes" has the table and the sources):
+//! - `calendar.app.created`: create the dedicated calendar, read it (`calendars.get`), list
+//!   and write its events (batch parts included) and delete it — only calendars this app
+//!   created, never the user's primary or other calendars;
+//! - `calendar.calendarlist.readonly`: `calendarList.list`, to find the calendar again by its
+//!   marker when the stored id is lost (`calendar.app.created` does not allow it);
+//! - `calendar.acls`: read and delete the calendar's sharing rules (`acl.list`/`acl.delete`,
+//!   which `calendar.app.created` does not allow);
+//! - `contacts`: contacts and contact groups, read and write.
+//!
 //! Plain `http://` is allowed only for loopback hosts (the emulator); anything else must be
 //! `https://`.
 
@@ -12,12 +23,26 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use yup_oauth2::authenticator::Authenticator;
 use yup_oauth2::{CustomHyperClientBuilder, ServiceAccountAuthenticator, ServiceAccountKey};
 
-/// Full Calendar access (secondary calendars, events, ACLs).
+/// Full Calendar access (every calendar of the user). crmsync does not request it; a phone
+/// (the user's own client) has it.
 pub const CALENDAR_SCOPE: &str = "https://www.googleapis.com/auth/calendar";
+/// Secondary calendars this app creates, and their events.
+pub const CALENDAR_APP_CREATED_SCOPE: &str = "https://www.googleapis.com/auth/calendar.app.created";
+/// Reading the user's calendar list.
+pub const CALENDAR_LIST_READONLY_SCOPE: &str =
+    "https://www.googleapis.com/auth/calendar.calendarlist.readonly";
+/// Sharing rules (ACLs) of calendars the user owns.
+pub const CALENDAR_ACLS_SCOPE: &str = "https://www.googleapis.com/auth/calendar.acls";
 /// Read/write access to contacts and contact groups.
 pub const CONTACTS_SCOPE: &str = "https://www.googleapis.com/auth/contacts";
-/// The one scope set crmsync requests on every token.
-pub const SCOPES: [&str; 2] = [CALENDAR_SCOPE, CONTACTS_SCOPE];
+/// The one scope set crmsync requests on every token (and the one a Workspace admin grants
+/// the service account's client id under domain-wide delegation).
+pub const SCOPES: [&str; 4] = [
+    CALENDAR_APP_CREATED_SCOPE,
+    CALENDAR_LIST_READONLY_SCOPE,
+    CALENDAR_ACLS_SCOPE,
+    CONTACTS_SCOPE,
+];
 
 /// The connector used for Google and the emulator: HTTPS with webpki roots, or plain HTTP.
 pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -98,10 +123,11 @@ pub fn connector() -> Connector {
 }
 
 /// Tokens for one impersonated user. Implements the hubs' `GetToken`, always requesting
-/// [`SCOPES`].
+/// the same scopes ([`SCOPES`] unless built with [`impersonate_with_scopes`]).
 #[derive(Clone)]
 pub struct UserAuth {
     subject: String,
+    scopes: &'static [&'static str],
     authenticator: Authenticator<Connector>,
 }
 
@@ -114,7 +140,7 @@ impl UserAuth {
     pub async fn access_token(&self) -> Result<String, AuthError> {
         let token = self
             .authenticator
-            .token(&SCOPES)
+            .token(self.scopes)
             .await
             .map_err(|source| AuthError::Token {
                 subject: self.subject.clone(),
@@ -148,8 +174,18 @@ impl GetToken for UserAuth {
     }
 }
 
-/// Build the authenticator that impersonates `subject` with `key` (domain-wide delegation).
+/// Build the authenticator that impersonates `subject` with `key` (domain-wide delegation),
+/// asking for [`SCOPES`].
 pub async fn impersonate(key: &ServiceAccountKey, subject: &str) -> Result<UserAuth, AuthError> {
+    impersonate_with_scopes(key, subject, &SCOPES).await
+}
+
+/// [`impersonate`] with another scope set (tests and tools that act as a full client).
+pub async fn impersonate_with_scopes(
+    key: &ServiceAccountKey,
+    subject: &str,
+    scopes: &'static [&'static str],
+) -> Result<UserAuth, AuthError> {
     check_url(&key.token_uri)?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, String>(connector());
@@ -163,6 +199,7 @@ pub async fn impersonate(key: &ServiceAccountKey, subject: &str) -> Result<UserA
     .map_err(AuthError::Build)?;
     Ok(UserAuth {
         subject: subject.to_string(),
+        scopes,
         authenticator,
     })
 }

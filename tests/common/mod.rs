@@ -12,6 +12,9 @@ use serde_json::Value;
 pub const ALICE: &str = "alice@example.com";
 pub const BOB: &str = "bob@example.com";
 
+/// What a full client (a phone, the user) holds.
+pub const FULL_SCOPES: &[&str] = &[auth::CALENDAR_SCOPE, auth::CONTACTS_SCOPE];
+
 pub fn key_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/emulator-service-account.json")
 }
@@ -39,7 +42,16 @@ pub async fn start_with(options: EmulatorOptions) -> Env {
 }
 
 impl Env {
+    /// A full client's authenticator (`calendar` + `contacts`: the emulator tests work on
+    /// primary calendars too). [`Env::engine_auth`] asks for crmsync's own scopes.
     pub async fn auth(&self, user: &str) -> auth::UserAuth {
+        auth::impersonate_with_scopes(&self.key, user, FULL_SCOPES)
+            .await
+            .expect("authenticator")
+    }
+
+    /// An authenticator with crmsync's scope set ([`auth::SCOPES`]).
+    pub async fn engine_auth(&self, user: &str) -> auth::UserAuth {
         auth::impersonate(&self.key, user)
             .await
             .expect("authenticator")
