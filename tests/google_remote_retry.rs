@@ -249,9 +249,9 @@ fn free_the_window_after_a_rejection(
 
 #[tokio::test]
 async fn google_rate_limits_403_are_retried_after_the_window_frees() {
-    // Calendar quota of 3 per minute (emulator clock). Once the window is full, a call meets
-    // 403 rateLimitExceeded (Retry-After ≈ 60 s, capped at 100 ms here); the window frees
-    // and the retry succeeds — a direct call, then a batch part.
+    // Calendar quota of 3 per user per minute (emulator clock). Once the window is full, a
+    // call meets 403 userRateLimitExceeded (Retry-After ≈ 60 s, capped at 100 ms here); the
+    // window frees and the retry succeeds — a direct call, then a batch part.
     let (emu, remote) = start_with(limited(3), |c| {
         c.retry.base_delay = Duration::from_millis(1);
         c.retry.max_delay = Duration::from_millis(100);
@@ -281,6 +281,80 @@ async fn google_rate_limits_403_are_retried_after_the_window_frees() {
         "{results:?}"
     );
     assert!(emu.counters().quota_rejections > rejected);
+}
+
+/// The project-wide Calendar limit answers 403 `rateLimitExceeded` (or 429): retried like the
+/// per-user one, for direct calls and batch parts, and other users' calls fill the window.
+#[tokio::test]
+async fn project_rate_limits_403_and_429_are_retried() {
+    for status in [403u16, 429] {
+        let options = EmulatorOptions {
+            settings: EmulatorSettings {
+                quota: QuotaConfig {
+                    calendar_per_project_per_minute: Some(4),
+                    calendar_project_limit_status: status,
+                    ..QuotaConfig::unlimited()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (emu, remote) = start_with(options, |c| {
+            c.retry.base_delay = Duration::from_millis(1);
+            c.retry.max_delay = Duration::from_millis(100);
+        })
+        .await;
+        let alice = alice();
+        let bob = user("bob@example.com");
+        let cal = remote.ensure_calendar(&alice, "CRM", None).await.unwrap(); // 2 calls
+        let bobs = remote.ensure_calendar(&bob, "CRM", None).await.unwrap(); // 4: full
+        let watcher = free_the_window_after_a_rejection(&emu);
+        remote.list_events(&alice, &cal, None).await.unwrap();
+        watcher.await.unwrap();
+        assert_eq!(emu.counters().quota_rejections, 1, "{status}");
+        assert_eq!(emu.counters().by_status.get(&status), Some(&1), "{status}");
+
+        remote.list_events(&bob, &bobs, None).await.unwrap();
+        remote.list_events(&bob, &bobs, None).await.unwrap();
+        remote.list_events(&alice, &cal, None).await.unwrap(); // full again
+        let watcher = free_the_window_after_a_rejection(&emu);
+        let op = EventOp::Insert {
+            id: format!("crmproject{status}"),
+            crm_id: crm("ev-p"),
+            data: meeting("P", local(2026, 9, 1, 9, 0), "UTC"),
+        };
+        let results = remote.event_ops(&alice, &cal, &[op]).await.unwrap();
+        watcher.await.unwrap();
+        assert!(
+            matches!(results[0], Ok(OpOutcome::Written(_))),
+            "{status}: {results:?}"
+        );
+        assert_eq!(emu.counters().quota_rejections, 2, "{status}");
+    }
+}
+
+/// An operational 403 `rateLimitExceeded` (writing one calendar too fast; injected here) is
+/// retried too, in a batch part and on a direct call.
+#[tokio::test]
+async fn operational_403_rate_limits_are_retried() {
+    let (emu, remote) = start(unlimited()).await;
+    let alice = alice();
+    let cal = remote.ensure_calendar(&alice, "CRM", None).await.unwrap();
+    emu.add_fault(on("calendar.events.insert", first(2), status(403)));
+    let op = EventOp::Insert {
+        id: "crmoperational1".into(),
+        crm_id: crm("ev-o"),
+        data: meeting("O", local(2026, 9, 1, 9, 0), "UTC"),
+    };
+    let results = remote.event_ops(&alice, &cal, &[op]).await.unwrap();
+    assert!(
+        matches!(results[0], Ok(OpOutcome::Written(_))),
+        "{results:?}"
+    );
+    assert_eq!(emu.counters().endpoint("calendar.events.insert"), 3);
+    emu.add_fault(on("calendar.events.list", first(1), status(403)));
+    remote.list_events(&alice, &cal, None).await.unwrap();
+    assert_eq!(emu.counters().endpoint("calendar.events.list"), 2);
 }
 
 #[tokio::test]
