@@ -642,3 +642,29 @@ async fn a_full_listing_forgets_phone_items_that_are_gone() {
     assert_all_synced(&h.sync().await);
     assert!(!known(&h), "forgotten after the full listing");
 }
+
+// ── calendar ids ────────────────────────────────────────────────────────────────────────
+
+/// Google's calendar ids are unique across users: every user's dedicated calendar has its
+/// own id, owned by that user alone, and holds only that user's events.
+#[tokio::test(flavor = "current_thread")]
+async fn every_user_gets_a_calendar_of_its_own_id() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    let users = ["alice", "erin", "frank", "hank"];
+    let ids: std::collections::BTreeSet<String> = users.iter().map(|u| h.calendar_of(u)).collect();
+    assert_eq!(ids.len(), users.len(), "{ids:?}");
+    for u in users {
+        let id = h.calendar_of(u);
+        for other in users.iter().filter(|o| **o != u) {
+            let dump = h.emu.dump_user(&format!("{other}@acme.example")).unwrap();
+            assert!(
+                dump.calendars
+                    .iter()
+                    .all(|c| c.calendar.id.as_deref() != Some(id.as_str())),
+                "{u}'s calendar {id} also belongs to {other}"
+            );
+        }
+    }
+    assert!(is_quiet(&h.sync().await));
+}

@@ -8,6 +8,8 @@
 //! - `calendar`, `people`, `recurrence`: the emulated resources;
 //! - `batch`: `POST /batch/calendar/v3` (multipart/mixed);
 //! - [`oauth`]: JWT bearer and refresh-token grants, revocation;
+//! - [`scopes`]: the method → scopes table and the scope check;
+//! - `times`: event `start`/`end` as Google reads them (offsets, local time + `timeZone`);
 //! - [`faults`], `quota`, `state`, `tokens`, `wire`: infrastructure;
 //! - [`control`]: `/_emulator/` routes and the typed [`EmulatorHandle`];
 //! - [`TestEmulator`]: the in-process helper for tests.
@@ -46,13 +48,17 @@ pub use wire::ApiFamily;
 
 /// Known, deliberate differences from Google (kept short; see module docs for detail).
 pub const DEVIATIONS: &[&str] = &[
-    "Calendar dateTime values are returned in UTC (Z); the event's timeZone is kept separately.",
+    "Calendar dateTime values are returned in UTC (Z); the event's timeZone is kept separately (Google answers in the event's or calendar's zone).",
     "Access-token lifetime is measured on the wall clock; advancing the emulator clock does not expire them.",
     "events.list with singleEvents=true and a syncToken is refused (400) instead of expanding changed series.",
-    "calendarList.list has no sync tokens; calendars shared through ACLs do not appear in other users' lists.",
+    "calendarList.list has no sync tokens; calendars shared through ACLs do not appear in other users' lists, and another user's calendar is never reachable (404), whatever its ACL.",
     "People batch calls count as one request against the per-user write quota.",
     "batchDeleteContacts with an unknown or deleted resource name fails the whole batch with 404.",
     "Concurrent People mutations for one user are not rejected (Google may fail them).",
+    "Scopes that give Google's reduced views (calendar.events.freebusy, calendar.events.public.readonly, the profile scopes for people/me) are refused instead (403).",
+    "A token whose only calendar scope is calendar.app.created gets 404 for calendars its app did not create (Google does not document the answer).",
+    "A propagation delay raised at runtime applies to People writes made after the change; earlier writes are already visible.",
+    "Errors of refused event times use reason invalid/required with the emulator's own messages beyond \"Missing time zone definition for start time.\".",
 ];
 
 /// Rate limits. Every limit is a sliding window of 60 s on the emulator clock, except the

@@ -338,6 +338,53 @@ mod tests {
     }
 
     #[test]
+    fn every_routed_method_has_a_row() {
+        let segs = |p: &str| p.split('/').map(str::to_string).collect::<Vec<_>>();
+        let calendar = [
+            ("POST", "calendars"),
+            ("GET", "calendars/c"),
+            ("DELETE", "calendars/c"),
+            ("GET", "users/me/calendarList"),
+            ("GET", "users/me/calendarList/c"),
+            ("POST", "calendars/c/events"),
+            ("GET", "calendars/c/events"),
+            ("GET", "calendars/c/events/e"),
+            ("PUT", "calendars/c/events/e"),
+            ("PATCH", "calendars/c/events/e"),
+            ("DELETE", "calendars/c/events/e"),
+            ("GET", "calendars/c/events/e/instances"),
+            ("GET", "calendars/c/acl"),
+            ("POST", "calendars/c/acl"),
+            ("GET", "calendars/c/acl/r"),
+            ("DELETE", "calendars/c/acl/r"),
+        ];
+        for (verb, path) in calendar {
+            let route = super::super::calendar::route(verb, &segs(path)).unwrap();
+            assert!(method_scopes(route.method_id()).is_some(), "{verb} {path}");
+        }
+        let people = [
+            ("POST", "people:createContact"),
+            ("GET", "people/c1"),
+            ("GET", "people:batchGet"),
+            ("PATCH", "people/c1:updateContact"),
+            ("DELETE", "people/c1:deleteContact"),
+            ("POST", "people:batchCreateContacts"),
+            ("POST", "people:batchUpdateContacts"),
+            ("POST", "people:batchDeleteContacts"),
+            ("GET", "people/me/connections"),
+            ("POST", "contactGroups"),
+            ("GET", "contactGroups"),
+            ("GET", "contactGroups/g"),
+            ("DELETE", "contactGroups/g"),
+            ("POST", "contactGroups/g/members:modify"),
+        ];
+        for (verb, path) in people {
+            let route = super::super::people::route(verb, path).unwrap();
+            assert!(method_scopes(route.method_id()).is_some(), "{verb} {path}");
+        }
+    }
+
+    #[test]
     fn reach_follows_the_table() {
         use Reach::*;
         let cases: &[(&str, &[&str], Option<Reach>)] = &[

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | 5xx | `Transient` | yes |
 //! | 429; 403 `rateLimitExceeded` / `userRateLimitExceeded`; `RESOURCE_EXHAUSTED` | `RateLimited` | yes |
+//! | 403 `insufficientPermissions` (a scope the token lacks) | `Permanent` | no |
 //! | timeouts, refused / dropped connections | `Transient` | yes (see `retry` for writes) |
 //! | 403 `quotaExceeded` / `dailyLimitExceeded` (calendar creation quota) | `QuotaExceeded` | no |
 //! | 404; 410 on a single item | `NotFound` | no |
@@ -275,6 +276,16 @@ mod tests {
         );
         assert_eq!(kind(403, calendar(403, "quotaExceeded")), K::QuotaExceeded);
         assert_eq!(kind(403, calendar(403, "forbidden")), K::Permanent);
+        // A missing scope is permanent: retrying cannot grant it.
+        let insufficient = json!({"error": {"code": 403, "message": "Request had insufficient authentication scopes.",
+            "errors": [{"message": "Insufficient Permission", "domain": "global", "reason": "insufficientPermissions"}],
+            "status": "PERMISSION_DENIED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "domain": "googleapis.com"}]}});
+        assert_eq!(kind(403, insufficient), K::Permanent);
+        assert_eq!(
+            kind(403, calendar(403, "userRateLimitExceeded")),
+            K::RateLimited
+        );
         assert_eq!(
             kind(429, calendar(429, "rateLimitExceeded")),
             K::RateLimited
