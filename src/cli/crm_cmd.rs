@@ -1,9 +1,9 @@
 //! `crmsync crm load|export|show`: the embedded CRM.
 
-use super::state_access::open_crm;
+use super::state_access::{open_crm, open_or_create_crm};
 use super::{runtime, usage, CmdResult, CrmCommand, Output};
 use crmsync::config::{Config, CrmKind};
-use crmsync::crm::{orgfile, sqlite::SqliteCrm, EntityKind};
+use crmsync::crm::{orgfile, EntityKind};
 
 pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
     match config.crm.source {
@@ -12,7 +12,7 @@ pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
     match cmd {
         CrmCommand::Load { file, force } => {
             let model = orgfile::load_path(&file).map_err(usage)?;
-            let mut crm = SqliteCrm::open(&config.crm.path).map_err(runtime)?;
+            let mut crm = open_or_create_crm(config)?;
             let undone = crm.undone_write_backs(&model).map_err(runtime)?;
             if !undone.is_empty() && !force {
                 let lines: Vec<String> = undone.iter().map(|u| format!("  {u}")).collect();

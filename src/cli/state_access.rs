@@ -143,5 +143,18 @@ pub fn open_crm(config: &Config) -> Result<SqliteCrm, Failure> {
             path.display()
         )));
     }
-    SqliteCrm::open_existing(path).map_err(runtime)
+    let options = crmsync::db::OpenOptions {
+        mode: crmsync::db::OpenMode::Existing,
+        busy_timeout: config.state.busy_timeout(),
+    };
+    SqliteCrm::open_with(path, &options).map_err(runtime)
+}
+
+/// The embedded CRM, created if missing (`crm load` only).
+pub fn open_or_create_crm(config: &Config) -> Result<SqliteCrm, Failure> {
+    let options = crmsync::db::OpenOptions {
+        mode: crmsync::db::OpenMode::CreateOrOpen,
+        busy_timeout: config.state.busy_timeout(),
+    };
+    SqliteCrm::open_with(&config.crm.path, &options).map_err(runtime)
 }

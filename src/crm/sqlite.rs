@@ -123,11 +123,18 @@ impl SqliteCrm {
     /// Opens the CRM database at `path`, which must exist (a missing file is an error, never
     /// a new empty CRM).
     pub fn open_existing(path: &Path) -> Result<Self, CrmError> {
-        let options = db::OpenOptions {
-            mode: db::OpenMode::Existing,
-            ..db::OpenOptions::default()
-        };
-        let conn = db::open_with(path, MIGRATIONS, &options)?;
+        Self::open_with(
+            path,
+            &db::OpenOptions {
+                mode: db::OpenMode::Existing,
+                ..db::OpenOptions::default()
+            },
+        )
+    }
+
+    /// Opens the CRM database at `path` as `options` say (creation, busy timeout).
+    pub fn open_with(path: &Path, options: &db::OpenOptions) -> Result<Self, CrmError> {
+        let conn = db::open_with(path, MIGRATIONS, options)?;
         Ok(Self {
             conn,
             path: path.to_owned(),
