@@ -157,7 +157,7 @@ pub fn status_rows(
 }
 
 /// `crmsync status`: every user's standing; exits 1 when an active user is stale or never
-/// synced, or any user's last pass failed.
+/// synced, any user's last pass failed, or nothing was ever synced.
 pub fn status(config: &Config, out: &Output, access: &StateAccess) -> CmdResult {
     let state = access.open_for_read(config)?;
     let model = state.load_org_model().map_err(runtime)?;
@@ -169,9 +169,12 @@ pub fn status(config: &Config, out: &Output, access: &StateAccess) -> CmdResult 
         .flatten()
         .map(|h| h.map_or_else(|| "unrecorded".to_owned(), |h| h.to_string()));
     let attention = rows.iter().filter(|r| r.state.needs_attention()).count();
+    // A state DB that never mirrored the CRM has synced nobody: not a healthy state either.
+    let never_refreshed = state.crm_instance_id().map_err(runtime)?.is_none();
     let value = serde_json::json!({
-        "ok": attention == 0,
+        "ok": attention == 0 && !never_refreshed,
         "needs_attention": attention,
+        "mirror_refreshed": !never_refreshed,
         "writer": writer,
         "users": rows,
         "crm_problems": problems,
@@ -195,6 +198,9 @@ pub fn status(config: &Config, out: &Output, access: &StateAccess) -> CmdResult 
                 r.last_error.as_deref().unwrap_or("")
             ));
         }
+        if never_refreshed {
+            s.push_str("The CRM was never mirrored: nothing is synced yet (run `crmsync sync`).\n");
+        }
         if let Some(w) = &writer {
             s.push_str(&format!("writing now: {w}\n"));
         }
@@ -207,6 +213,9 @@ pub fn status(config: &Config, out: &Output, access: &StateAccess) -> CmdResult 
         return Err(runtime(anyhow::anyhow!(
             "{attention} user(s) failing, stale or never synced"
         )));
+    }
+    if never_refreshed {
+        return Err(runtime(anyhow::anyhow!("nothing synced yet")));
     }
     Ok(())
 }
