@@ -331,6 +331,79 @@ mod tests {
     }
 
     #[test]
+    fn existing_mode_never_creates_and_foreign_databases_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let existing = OpenOptions {
+            mode: OpenMode::Existing,
+            ..OpenOptions::default()
+        };
+        let err = open_with(&path, &TWO, &existing).unwrap_err();
+        assert!(matches!(err, DbError::Missing { .. }), "{err}");
+        assert!(!path.exists(), "nothing created");
+
+        // An empty file: set up when creating, refused when it must exist already.
+        std::fs::write(&path, b"").unwrap();
+        let err = open_with(&path, &TWO, &existing).unwrap_err();
+        assert!(matches!(err, DbError::NotInitialised { .. }), "{err}");
+        assert_eq!(schema_version(&open(&path, &TWO).unwrap()).unwrap(), 2);
+        open_with(&path, &TWO, &existing).unwrap();
+
+        // Another program's database is never migrated into.
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE notes (text TEXT);")
+            .unwrap();
+        for options in [existing, OpenOptions::default()] {
+            let err = open_with(&foreign, &TWO, &options).unwrap_err();
+            assert!(matches!(err, DbError::NotInitialised { .. }), "{err}");
+        }
+        let tables: i64 = Connection::open(&foreign)
+            .unwrap()
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1);
+    }
+
+    #[test]
+    fn a_foreign_write_transaction_is_busy_not_a_raw_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        open(&path, &TWO).unwrap();
+        let foreign = Connection::open(&path).unwrap();
+        foreign
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO a VALUES (1);")
+            .unwrap();
+        let options = OpenOptions {
+            mode: OpenMode::Existing,
+            busy_timeout: Duration::from_millis(50),
+        };
+        let conn = open_with(&path, &TWO, &options).unwrap();
+        let err = conn.execute("INSERT INTO a VALUES (2)", []).unwrap_err();
+        let busy = Busy::from_sqlite(&err).expect("recognised as busy");
+        assert_eq!(busy.code, "SQLITE_BUSY");
+        assert!(busy
+            .to_string()
+            .contains("another connection held a write transaction"));
+        let other = rusqlite::Error::QueryReturnedNoRows;
+        assert_eq!(Busy::from_sqlite(&other), None);
+        // A migration meeting the writer is busy too, not a failed migration.
+        let three = [
+            TWO[0],
+            TWO[1],
+            Migration {
+                name: "0003_c.sql",
+                sql: "CREATE TABLE c (z INTEGER);",
+            },
+        ];
+        let err = open_with(&path, &three, &options).unwrap_err();
+        assert!(matches!(err, DbError::Busy { .. }), "{err}");
+        foreign.execute_batch("ROLLBACK;").unwrap();
+        open_with(&path, &three, &options).unwrap();
+    }
+
+    #[test]
     fn a_failing_migration_leaves_the_previous_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
