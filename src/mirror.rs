@@ -211,6 +211,49 @@ mod tests {
         }
     }
 
+    /// A CRM whose feed never ends (always "more"), without any change.
+    struct Endless(SqliteCrm);
+
+    impl Source for Endless {
+        fn describe(&self) -> String {
+            "endless".into()
+        }
+        fn instance_id(&self) -> Result<String, CrmError> {
+            Ok("endless-instance".into())
+        }
+        fn changes_since(&self, cursor: Cursor, _limit: usize) -> Result<ChangeBatch, CrmError> {
+            Ok(ChangeBatch {
+                next_cursor: Cursor(cursor.0 + 1),
+                more: true,
+                ..ChangeBatch::default()
+            })
+        }
+        fn get(&self, record: &RecordRef) -> Result<Option<(i64, Entity)>, CrmError> {
+            Source::get(&self.0, record)
+        }
+        fn apply(&mut self, write: &WriteBack) -> Result<WriteOutcome, CrmError> {
+            self.0.apply(write)
+        }
+    }
+
+    #[test]
+    fn a_truncated_remirror_changes_nothing() {
+        let state = StateDb::open_in_memory().unwrap();
+        let first = crm_with(|_| {});
+        refresh(&state, &first).unwrap();
+        let before = state.load_org_model().unwrap();
+        let cursor = state.crm_cursor().unwrap();
+        let err = remirror(&state, &Endless(crm_with(|_| {}))).unwrap_err();
+        assert!(matches!(err, RefreshError::Incomplete { .. }), "{err}");
+        assert!(err.to_string().contains("nothing was changed"), "{err}");
+        assert_eq!(state.load_org_model().unwrap(), before);
+        assert_eq!(state.crm_cursor().unwrap(), cursor);
+        assert_eq!(
+            state.crm_instance_id().unwrap(),
+            Some(first.instance_id().unwrap())
+        );
+    }
+
     #[test]
     fn a_different_crm_is_refused_and_the_first_one_is_adopted() {
         let state = StateDb::open_in_memory().unwrap();

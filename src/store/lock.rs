@@ -69,7 +69,7 @@ pub enum LockError {
     Held {
         state: String,
         lock_file: PathBuf,
-        holder: Option<Holder>,
+        holder: Option<Box<Holder>>,
         waited: Duration,
     },
     #[error("cannot use the lock file {path}: {source}")]
@@ -163,7 +163,7 @@ impl WriterLock {
                         return Err(LockError::Held {
                             state: state.display().to_string(),
                             lock_file: path,
-                            holder,
+                            holder: holder.map(Box::new),
                             waited: wait,
                         });
                     }
@@ -313,7 +313,7 @@ mod tests {
         );
         assert_eq!(
             WriterLock::current_holder(&state).unwrap(),
-            Some(Some(holder.clone()))
+            Some(Some(Holder::clone(holder)))
         );
 
         drop(first);
