@@ -123,7 +123,7 @@ fn spawn_waiter(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_racing_syncs_leave_one_writer_no_duplicates_and_a_waiter_runs_after() {
     let emu = TestEmulator::start(emulator_options()).await.unwrap();
-    let gate = Gate::start(emu.addr()).await;
+    let mut gate = Gate::start(emu.addr()).await;
     let env = BinEnv::new(&emu, Some(gate.token_uri()), "");
     env.load(&org_with(0)).await;
     ok(&env.run(&["init"]).await);
@@ -134,6 +134,7 @@ async fn three_racing_syncs_leave_one_writer_no_duplicates_and_a_waiter_runs_aft
             env.load(&org_with(3 * round as usize)).await;
         }
         gate.close();
+        while gate.arrivals.try_recv().is_ok() {}
         let (done, mut outputs) = mpsc::unbounded_channel();
         let pids: Vec<u32> = (0..3)
             .map(|i| spawn_sync(&env, &["--json", "sync"], i, &done))
@@ -158,6 +159,28 @@ async fn three_racing_syncs_leave_one_writer_no_duplicates_and_a_waiter_runs_aft
             );
             assert!(err.contains("--wait"), "{err}");
             assert!(out.stdout.is_empty(), "a loser prints no report");
+        }
+
+        if round == 0 {
+            // While the winner is at Google's door (its mirror refreshed): readers answer
+            // from the mirror, and status names the writer.
+            timeout(PATIENCE, gate.arrivals.recv())
+                .await
+                .expect("the winner reaches Google")
+                .unwrap();
+            let out = env.run(&["scope", "show", "frank"]).await;
+            let (shown, err) = text(&out);
+            assert!(out.status.success(), "{err}");
+            assert!(shown.contains("Sync scope of frank"), "{shown}");
+            assert!(err.contains("answering from the CRM mirror"), "{err}");
+            let out = env.run(&["--json", "status"]).await;
+            let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let writer = status["writer"].as_str().unwrap_or_default();
+            assert!(
+                writer.contains("crmsync sync")
+                    && writer.contains(&format!("pid {}", pids[winner])),
+                "{status}"
+            );
         }
 
         // A fourth, willing to wait, waits for the winner and runs after it.

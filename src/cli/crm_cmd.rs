@@ -13,8 +13,8 @@ pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
         CrmCommand::Load { file, force } => {
             let model = orgfile::load_path(&file).map_err(usage)?;
             let mut crm = open_or_create_crm(config)?;
-            let undone = crm.undone_write_backs(&model).map_err(runtime)?;
-            if !undone.is_empty() && !force {
+            let (report, undone) = crm.load_guarded(&model, force).map_err(runtime)?;
+            let Some(report) = report else {
                 let lines: Vec<String> = undone.iter().map(|u| format!("  {u}")).collect();
                 return Err(usage(anyhow::anyhow!(
                     "{} would undo {} write-back(s) made from phones since the last load; \
@@ -24,11 +24,10 @@ pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
                     undone.len(),
                     lines.join("\n")
                 )));
-            }
+            };
             for u in &undone {
                 eprintln!("warning (--force): {u}");
             }
-            let report = crm.load(&model).map_err(runtime)?;
             out.emit(&report, || {
                 let mut text = format!(
                     "Loaded {} into {}: {} change(s).\n",

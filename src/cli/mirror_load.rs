@@ -50,6 +50,11 @@ pub fn refresh(
             eprintln!("warning: {problem}");
         }
     }
+    // A reader lets go as soon as the mirror is fresh, so a sync starting now is not refused.
+    let guard = match intent {
+        Intent::Read(_) => None,
+        Intent::Write(_) => guard,
+    };
     let model = state.load_org_model().map_err(runtime)?;
     config
         .scope

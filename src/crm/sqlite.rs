@@ -145,99 +145,27 @@ impl SqliteCrm {
     /// here) that loading `model` would undo. Empty when the file agrees with them — e.g.
     /// a file made by [`SqliteCrm::export`] after those write-backs.
     pub fn undone_write_backs(&self, model: &OrgModel) -> Result<Vec<UndoneWriteBack>, CrmError> {
-        let last_load: i64 = self.conn.query_row(
-            "SELECT value FROM counters WHERE name = 'last_load'",
-            [],
-            |r| r.get(0),
-        )?;
-        let mut stmt = self.conn.prepare(
-            "SELECT kind, id, action, fields, acting_user, at FROM write_backs
-             WHERE version > ?1 ORDER BY version",
-        )?;
-        let rows = stmt.query_map([last_load], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
-        // Per record: the written fields (union), whether it was created or deleted, who, when.
-        struct Written {
-            fields: std::collections::BTreeSet<String>,
-            created: bool,
-            users: std::collections::BTreeSet<String>,
-            at: String,
+        undone_write_backs_in(&self.conn, model)
+    }
+
+    /// Loads `model` unless it would undo write-backs made since the last load (then nothing
+    /// is loaded and they are returned); with `force`, loads anyway and returns them too. The
+    /// check and the load are one IMMEDIATE transaction, so no write-back slips in between.
+    pub fn load_guarded(
+        &mut self,
+        model: &OrgModel,
+        force: bool,
+    ) -> Result<(Option<LoadReport>, Vec<UndoneWriteBack>), CrmError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let undone = undone_write_backs_in(&tx, model)?;
+        if !undone.is_empty() && !force {
+            return Ok((None, undone));
         }
-        let mut written: BTreeMap<(String, String), Written> = BTreeMap::new();
-        for row in rows {
-            let (kind, id, action, fields, user, at) = row?;
-            let fields: Vec<String> = serde_json::from_str(&fields).unwrap_or_default();
-            let entry = written.entry((kind, id)).or_insert_with(|| Written {
-                fields: Default::default(),
-                created: false,
-                users: Default::default(),
-                at: String::new(),
-            });
-            entry.fields.extend(fields);
-            entry.created |= action == "create";
-            entry.users.insert(user);
-            entry.at = at;
-        }
-        let in_file: HashMap<(String, String), serde_json::Value> = model
-            .entities()
-            .into_iter()
-            .filter(|e| e.kind().as_object().is_some())
-            .filter_map(|e| {
-                let value = serde_json::to_value(&e).ok()?;
-                Some(((e.kind().as_str().to_owned(), e.id()), value))
-            })
-            .collect();
-        let mut out = Vec::new();
-        for ((kind, id), w) in written {
-            let current: Option<String> = self
-                .conn
-                .query_row(
-                    "SELECT body FROM entities WHERE kind = ?1 AND id = ?2 AND deleted = 0",
-                    params![kind, id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let current: Option<serde_json::Value> =
-                current.and_then(|b| serde_json::from_str(&b).ok());
-            let file = in_file.get(&(kind.clone(), id.clone()));
-            let (effect, fields) = match (current, file) {
-                (None, None) => continue,
-                (None, Some(_)) => (UndoEffect::Restore, Vec::new()),
-                (Some(_), None) => (UndoEffect::Remove, Vec::new()),
-                (Some(now), Some(file)) => {
-                    let differs = |f: &String| now.get(f) != file.get(f);
-                    let fields: Vec<String> = if w.created {
-                        writable_fields_of(&kind)
-                            .iter()
-                            .map(|f| (*f).to_owned())
-                            .filter(differs)
-                            .collect()
-                    } else {
-                        w.fields.iter().filter(|f| differs(f)).cloned().collect()
-                    };
-                    if fields.is_empty() {
-                        continue;
-                    }
-                    (UndoEffect::Revert, fields)
-                }
-            };
-            out.push(UndoneWriteBack {
-                record: format!("{kind}:{id}"),
-                effect,
-                fields,
-                written_at: w.at,
-                acting_users: w.users.into_iter().collect(),
-            });
-        }
-        Ok(out)
+        let report = load_in(&tx, model)?;
+        tx.commit()?;
+        Ok((Some(report), undone))
     }
 
     /// The whole live CRM as an org file (`shared/ORG_FILE.md`): loading it back changes
@@ -256,63 +184,7 @@ impl SqliteCrm {
     /// Replaces the CRM's content with `model` in one transaction.
     pub fn load(&mut self, model: &OrgModel) -> Result<LoadReport, CrmError> {
         let tx = self.conn.transaction()?;
-        let mut existing: HashMap<(String, String), (bool, Option<String>)> = HashMap::new();
-        {
-            let mut stmt = tx.prepare("SELECT kind, id, deleted, body FROM entities")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                    (r.get::<_, bool>(2)?, r.get::<_, Option<String>>(3)?),
-                ))
-            })?;
-            for row in rows {
-                let (key, value) = row?;
-                existing.insert(key, value);
-            }
-        }
-        let mut report = LoadReport::default();
-        let stamp = now();
-        let mut seen = std::collections::HashSet::new();
-        for entity in model.entities() {
-            let kind = entity.kind();
-            let id = entity.id();
-            let body = entity.to_json();
-            let key = (kind.as_str().to_owned(), id.clone());
-            let counter = match existing.get(&key) {
-                Some((false, Some(old))) if *old == body => &mut report.unchanged,
-                Some((false, _)) => &mut report.updated,
-                _ => &mut report.created,
-            };
-            *counter.entry(kind).or_default() += 1;
-            let changed = !matches!(existing.get(&key), Some((false, Some(old))) if *old == body);
-            if changed {
-                let version = next_version(&tx)?;
-                tx.execute(
-                    "INSERT INTO entities (kind, id, version, deleted, body, changed_at)
-                     VALUES (?1, ?2, ?3, 0, ?4, ?5)
-                     ON CONFLICT (kind, id) DO UPDATE SET version = ?3, deleted = 0,
-                         body = ?4, changed_at = ?5",
-                    params![kind.as_str(), id, version, body, stamp],
-                )?;
-            }
-            seen.insert(key);
-        }
-        for ((kind, id), (deleted, _)) in &existing {
-            if *deleted || seen.contains(&(kind.clone(), id.clone())) {
-                continue;
-            }
-            let version = next_version(&tx)?;
-            tombstone(&tx, kind, id, version, &stamp)?;
-            if let Ok(kind) = kind.parse::<EntityKind>() {
-                *report.deleted.entry(kind).or_default() += 1;
-            }
-        }
-        // Write-backs up to here are what this load decided on.
-        tx.execute(
-            "UPDATE counters SET value = (SELECT value FROM counters WHERE name = 'version')
-             WHERE name = 'last_load'",
-            [],
-        )?;
+        let report = load_in(&tx, model)?;
         tx.commit()?;
         Ok(report)
     }
@@ -378,6 +250,168 @@ impl SqliteCrm {
             .optional()?
             .is_some())
     }
+}
+
+/// Write-backs since the last load that loading `model` would undo (see
+/// [`SqliteCrm::undone_write_backs`]).
+fn undone_write_backs_in(
+    conn: &Connection,
+    model: &OrgModel,
+) -> Result<Vec<UndoneWriteBack>, CrmError> {
+    let last_load: i64 = conn.query_row(
+        "SELECT value FROM counters WHERE name = 'last_load'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT kind, id, action, fields, acting_user, at FROM write_backs
+             WHERE version > ?1 ORDER BY version",
+    )?;
+    let rows = stmt.query_map([last_load], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    // Per record: the written fields (union), whether it was created or deleted, who, when.
+    struct Written {
+        fields: std::collections::BTreeSet<String>,
+        created: bool,
+        users: std::collections::BTreeSet<String>,
+        at: String,
+    }
+    let mut written: BTreeMap<(String, String), Written> = BTreeMap::new();
+    for row in rows {
+        let (kind, id, action, fields, user, at) = row?;
+        let fields: Vec<String> = serde_json::from_str(&fields).unwrap_or_default();
+        let entry = written.entry((kind, id)).or_insert_with(|| Written {
+            fields: Default::default(),
+            created: false,
+            users: Default::default(),
+            at: String::new(),
+        });
+        entry.fields.extend(fields);
+        entry.created |= action == "create";
+        entry.users.insert(user);
+        entry.at = at;
+    }
+    let in_file: HashMap<(String, String), serde_json::Value> = model
+        .entities()
+        .into_iter()
+        .filter(|e| e.kind().as_object().is_some())
+        .filter_map(|e| {
+            let value = serde_json::to_value(&e).ok()?;
+            Some(((e.kind().as_str().to_owned(), e.id()), value))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for ((kind, id), w) in written {
+        let current: Option<String> = conn
+            .query_row(
+                "SELECT body FROM entities WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+                params![kind, id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let current: Option<serde_json::Value> =
+            current.and_then(|b| serde_json::from_str(&b).ok());
+        let file = in_file.get(&(kind.clone(), id.clone()));
+        let (effect, fields) = match (current, file) {
+            (None, None) => continue,
+            (None, Some(_)) => (UndoEffect::Restore, Vec::new()),
+            (Some(_), None) => (UndoEffect::Remove, Vec::new()),
+            (Some(now), Some(file)) => {
+                let differs = |f: &String| now.get(f) != file.get(f);
+                let fields: Vec<String> = if w.created {
+                    writable_fields_of(&kind)
+                        .iter()
+                        .map(|f| (*f).to_owned())
+                        .filter(differs)
+                        .collect()
+                } else {
+                    w.fields.iter().filter(|f| differs(f)).cloned().collect()
+                };
+                if fields.is_empty() {
+                    continue;
+                }
+                (UndoEffect::Revert, fields)
+            }
+        };
+        out.push(UndoneWriteBack {
+            record: format!("{kind}:{id}"),
+            effect,
+            fields,
+            written_at: w.at,
+            acting_users: w.users.into_iter().collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Replaces the CRM's content with `model` inside the caller's transaction.
+fn load_in(tx: &Connection, model: &OrgModel) -> Result<LoadReport, CrmError> {
+    let mut existing: HashMap<(String, String), (bool, Option<String>)> = HashMap::new();
+    {
+        let mut stmt = tx.prepare("SELECT kind, id, deleted, body FROM entities")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                (r.get::<_, bool>(2)?, r.get::<_, Option<String>>(3)?),
+            ))
+        })?;
+        for row in rows {
+            let (key, value) = row?;
+            existing.insert(key, value);
+        }
+    }
+    let mut report = LoadReport::default();
+    let stamp = now();
+    let mut seen = std::collections::HashSet::new();
+    for entity in model.entities() {
+        let kind = entity.kind();
+        let id = entity.id();
+        let body = entity.to_json();
+        let key = (kind.as_str().to_owned(), id.clone());
+        let counter = match existing.get(&key) {
+            Some((false, Some(old))) if *old == body => &mut report.unchanged,
+            Some((false, _)) => &mut report.updated,
+            _ => &mut report.created,
+        };
+        *counter.entry(kind).or_default() += 1;
+        let changed = !matches!(existing.get(&key), Some((false, Some(old))) if *old == body);
+        if changed {
+            let version = next_version(&tx)?;
+            tx.execute(
+                "INSERT INTO entities (kind, id, version, deleted, body, changed_at)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                     ON CONFLICT (kind, id) DO UPDATE SET version = ?3, deleted = 0,
+                         body = ?4, changed_at = ?5",
+                params![kind.as_str(), id, version, body, stamp],
+            )?;
+        }
+        seen.insert(key);
+    }
+    for ((kind, id), (deleted, _)) in &existing {
+        if *deleted || seen.contains(&(kind.clone(), id.clone())) {
+            continue;
+        }
+        let version = next_version(&tx)?;
+        tombstone(&tx, kind, id, version, &stamp)?;
+        if let Ok(kind) = kind.parse::<EntityKind>() {
+            *report.deleted.entry(kind).or_default() += 1;
+        }
+    }
+    // Write-backs up to here are what this load decided on.
+    tx.execute(
+        "UPDATE counters SET value = (SELECT value FROM counters WHERE name = 'version')
+             WHERE name = 'last_load'",
+        [],
+    )?;
+    Ok(report)
 }
 
 /// Records a write-back in the journal (same transaction as the write).
