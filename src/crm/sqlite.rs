@@ -384,7 +384,7 @@ fn load_in(tx: &Connection, model: &OrgModel) -> Result<LoadReport, CrmError> {
         *counter.entry(kind).or_default() += 1;
         let changed = !matches!(existing.get(&key), Some((false, Some(old))) if *old == body);
         if changed {
-            let version = next_version(&tx)?;
+            let version = next_version(tx)?;
             tx.execute(
                 "INSERT INTO entities (kind, id, version, deleted, body, changed_at)
                      VALUES (?1, ?2, ?3, 0, ?4, ?5)
@@ -399,8 +399,8 @@ fn load_in(tx: &Connection, model: &OrgModel) -> Result<LoadReport, CrmError> {
         if *deleted || seen.contains(&(kind.clone(), id.clone())) {
             continue;
         }
-        let version = next_version(&tx)?;
-        tombstone(&tx, kind, id, version, &stamp)?;
+        let version = next_version(tx)?;
+        tombstone(tx, kind, id, version, &stamp)?;
         if let Ok(kind) = kind.parse::<EntityKind>() {
             *report.deleted.entry(kind).or_default() += 1;
         }
