@@ -11,6 +11,9 @@
 //! killed process never blocks anyone. The holder's pid, host, command and start time are
 //! written into the file only to be shown to whoever waits; they are never trusted. The file
 //! is never deleted (deleting a lock file races with a process that just opened it).
+//!
+//! Acquiring blocks the calling thread while it waits (a bounded poll); async callers (the
+//! worker) take it inside `tokio::task::spawn_blocking` and keep the guard for one cycle.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, TryLockError};
