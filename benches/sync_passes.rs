@@ -107,7 +107,7 @@ async fn run(scale: f64) {
         direction: Some(Direction::TwoWay),
         ..ScopeLayer::default()
     };
-    let state = StateDb::open(&config.state.path).unwrap();
+    let state = StateDb::create(&config.state.path).unwrap();
     SqliteCrm::open(&config.crm.path)
         .unwrap()
         .load(&model)

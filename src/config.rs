@@ -34,15 +34,25 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
-    /// The state DB file (created with mode 0600).
+    /// The state DB file (created with mode 0600 by `crmsync init`).
     pub path: PathBuf,
+    /// How long a command waits for another connection's SQLite write transaction before it
+    /// gives up with a "busy" error (exit 3).
+    pub busy_timeout_ms: u64,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("crmsync-state.db"),
+            busy_timeout_ms: 10_000,
         }
+    }
+}
+
+impl StateConfig {
+    pub fn busy_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.busy_timeout_ms)
     }
 }
 
@@ -208,6 +218,12 @@ impl Config {
             return fail(
                 "sync.max_attempts",
                 format!("{} is not in 1..=20", s.max_attempts),
+            );
+        }
+        if self.state.busy_timeout_ms > 600_000 {
+            return fail(
+                "state.busy_timeout_ms",
+                format!("{} is not in 0..=600000", self.state.busy_timeout_ms),
             );
         }
         if url::Url::parse(&self.google.base_url).is_err() {

@@ -3,8 +3,14 @@
 //! The engine never decides from a live CRM call: it pulls the change feed into the mirror
 //! (one transaction per page, cursor included, so a crash resumes where it stopped), then
 //! reads the typed model from the mirror.
+//!
+//! The mirror belongs to one CRM: the first refresh records the source's instance id, and
+//! every refresh checks it, so a different CRM behind the same path (a restored or replaced
+//! database, a wrong config) is refused instead of being read from a cursor that means
+//! nothing to it. [`remirror`] accepts the new CRM on purpose: it reads its whole feed, and
+//! only a complete read replaces the mirror (deletions are inferred from nothing less).
 
-use crate::crm::{CrmError, RowProblem, Source};
+use crate::crm::{Change, CrmError, Cursor, RowProblem, Source};
 use crate::store::{MirrorUpdate, StateDb, StoreError};
 
 /// Changes pulled per page of the feed.
@@ -28,10 +34,64 @@ pub enum RefreshError {
     Crm(#[from] CrmError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The configured CRM is not the one the state DB mirrors.
+    #[error(
+        "the CRM at {source_name} is a different CRM (instance {found}) than the one this \
+         state DB mirrors (instance {expected}); nothing was synced. Point the configuration \
+         at the right CRM, or, if the CRM was replaced on purpose, re-run with \
+         --accept-new-crm to re-mirror it in full (records it lacks are pulled back from \
+         every phone)"
+    )]
+    DifferentCrm {
+        source_name: String,
+        expected: String,
+        found: String,
+    },
+    /// A re-mirror could not read the whole feed: nothing was changed.
+    #[error(
+        "re-mirroring {source_name}: the change feed has more than {pages} pages of {PAGE_SIZE}; \
+         nothing was changed"
+    )]
+    Incomplete { source_name: String, pages: usize },
+}
+
+impl RefreshError {
+    /// Whether the CRM is a different one than the mirror's (an operator decision, exit 2).
+    pub fn is_different_crm(&self) -> bool {
+        matches!(self, RefreshError::DifferentCrm { .. })
+    }
+}
+
+/// Refuses a CRM other than the one the mirror holds; records the id of the first one.
+pub fn check_identity(state: &StateDb, source: &dyn Source) -> Result<(), RefreshError> {
+    if let Some(found) = verify_identity(state, source)? {
+        // The first refresh (or a state DB older than identity checks) adopts the CRM.
+        state.set_crm_instance_id(&found)?;
+    }
+    Ok(())
+}
+
+/// [`check_identity`] without writing anything (dry runs): returns the source's id when the
+/// mirror has none recorded yet.
+pub fn verify_identity(
+    state: &StateDb,
+    source: &dyn Source,
+) -> Result<Option<String>, RefreshError> {
+    let found = source.instance_id()?;
+    match state.crm_instance_id()? {
+        Some(expected) if expected == found => Ok(None),
+        Some(expected) => Err(RefreshError::DifferentCrm {
+            source_name: source.describe(),
+            expected,
+            found,
+        }),
+        None => Ok(Some(found)),
+    }
 }
 
 /// Pulls every change after the mirror's cursor into the mirror.
 pub fn refresh(state: &StateDb, source: &dyn Source) -> Result<Refresh, RefreshError> {
+    check_identity(state, source)?;
     let mut out = Refresh::default();
     for _ in 0..MAX_PAGES {
         let cursor = state.crm_cursor()?;
@@ -47,4 +107,210 @@ pub fn refresh(state: &StateDb, source: &dyn Source) -> Result<Refresh, RefreshE
     }
     out.truncated = true;
     Ok(out)
+}
+
+/// What [`remirror`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remirror {
+    /// The instance id the mirror held before (`None` if it held none).
+    pub previous: Option<String>,
+    pub instance: String,
+    /// Entities in the new CRM.
+    pub entities: usize,
+    /// Mirrored entities the new CRM lacks (removed from the mirror, so pulled back).
+    pub removed: usize,
+    pub problems: Vec<RowProblem>,
+}
+
+/// Accepts the configured CRM as the mirror's, whatever it mirrored before: reads the whole
+/// change feed from the start, and only when that read is complete replaces the mirror with
+/// it in one transaction (entities it lacks are removed, so the next pass pulls them back
+/// from the phones). A failed or truncated read changes nothing. Rows the new CRM cannot read
+/// keep their last mirrored version, as in [`refresh`].
+pub fn remirror(state: &StateDb, source: &dyn Source) -> Result<Remirror, RefreshError> {
+    let instance = source.instance_id()?;
+    let previous = state.crm_instance_id()?;
+    let mut changes: Vec<Change> = Vec::new();
+    let mut problems = Vec::new();
+    let mut cursor = Cursor(0);
+    let mut complete = false;
+    for _ in 0..MAX_PAGES {
+        let batch = source.changes_since(cursor, PAGE_SIZE)?;
+        changes.extend(batch.changes);
+        problems.extend(batch.problems);
+        cursor = batch.next_cursor;
+        if !batch.more {
+            complete = true;
+            break;
+        }
+    }
+    if !complete {
+        return Err(RefreshError::Incomplete {
+            source_name: source.describe(),
+            pages: MAX_PAGES,
+        });
+    }
+    let entities = changes.iter().filter(|c| c.entity.is_some()).count();
+    let removed = state.replace_mirror(&changes, &problems, cursor, &instance)?;
+    Ok(Remirror {
+        previous,
+        instance,
+        entities,
+        removed,
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::sqlite::SqliteCrm;
+    use crate::crm::{ChangeBatch, Entity, WriteBack, WriteOutcome};
+    use crate::model::RecordRef;
+    use std::cell::Cell;
+    use std::path::Path;
+
+    const ORG: &str = include_str!("../tests/fixtures/example-org.json");
+
+    fn crm_with(edit: impl FnOnce(&mut serde_json::Value)) -> SqliteCrm {
+        let mut doc: serde_json::Value = serde_json::from_str(ORG).unwrap();
+        edit(&mut doc);
+        let mut crm = SqliteCrm::open(Path::new(":memory:")).unwrap();
+        crm.load(&crate::crm::orgfile::parse("org", &doc.to_string()).unwrap())
+            .unwrap();
+        crm
+    }
+
+    /// A CRM whose feed fails after `pages_ok` pages (pages of one change each).
+    struct Failing {
+        inner: SqliteCrm,
+        pages_ok: usize,
+        calls: Cell<usize>,
+    }
+
+    impl Source for Failing {
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+        fn instance_id(&self) -> Result<String, CrmError> {
+            self.inner.instance_id()
+        }
+        fn changes_since(&self, cursor: Cursor, _limit: usize) -> Result<ChangeBatch, CrmError> {
+            let n = self.calls.get();
+            self.calls.set(n + 1);
+            if n >= self.pages_ok {
+                return Err(CrmError::Refused("the CRM went away".into()));
+            }
+            self.inner.changes_since(cursor, 1)
+        }
+        fn get(&self, record: &RecordRef) -> Result<Option<(i64, Entity)>, CrmError> {
+            Source::get(&self.inner, record)
+        }
+        fn apply(&mut self, write: &WriteBack) -> Result<WriteOutcome, CrmError> {
+            self.inner.apply(write)
+        }
+    }
+
+    /// A CRM whose feed never ends (always "more"), without any change.
+    struct Endless(SqliteCrm);
+
+    impl Source for Endless {
+        fn describe(&self) -> String {
+            "endless".into()
+        }
+        fn instance_id(&self) -> Result<String, CrmError> {
+            Ok("endless-instance".into())
+        }
+        fn changes_since(&self, cursor: Cursor, _limit: usize) -> Result<ChangeBatch, CrmError> {
+            Ok(ChangeBatch {
+                next_cursor: Cursor(cursor.0 + 1),
+                more: true,
+                ..ChangeBatch::default()
+            })
+        }
+        fn get(&self, record: &RecordRef) -> Result<Option<(i64, Entity)>, CrmError> {
+            Source::get(&self.0, record)
+        }
+        fn apply(&mut self, write: &WriteBack) -> Result<WriteOutcome, CrmError> {
+            self.0.apply(write)
+        }
+    }
+
+    #[test]
+    fn a_truncated_remirror_changes_nothing() {
+        let state = StateDb::open_in_memory().unwrap();
+        let first = crm_with(|_| {});
+        refresh(&state, &first).unwrap();
+        let before = state.load_org_model().unwrap();
+        let cursor = state.crm_cursor().unwrap();
+        let err = remirror(&state, &Endless(crm_with(|_| {}))).unwrap_err();
+        assert!(matches!(err, RefreshError::Incomplete { .. }), "{err}");
+        assert!(err.to_string().contains("nothing was changed"), "{err}");
+        assert_eq!(state.load_org_model().unwrap(), before);
+        assert_eq!(state.crm_cursor().unwrap(), cursor);
+        assert_eq!(
+            state.crm_instance_id().unwrap(),
+            Some(first.instance_id().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_different_crm_is_refused_and_the_first_one_is_adopted() {
+        let state = StateDb::open_in_memory().unwrap();
+        let first = crm_with(|_| {});
+        refresh(&state, &first).unwrap();
+        assert_eq!(
+            state.crm_instance_id().unwrap(),
+            Some(first.instance_id().unwrap())
+        );
+        let cursor = state.crm_cursor().unwrap();
+        let other = crm_with(|_| {});
+        assert_ne!(other.instance_id().unwrap(), first.instance_id().unwrap());
+        let err = refresh(&state, &other).unwrap_err();
+        assert!(err.is_different_crm(), "{err}");
+        assert!(err.to_string().contains("--accept-new-crm"), "{err}");
+        assert_eq!(state.crm_cursor().unwrap(), cursor, "nothing was read");
+        // The same CRM again is fine.
+        refresh(&state, &first).unwrap();
+    }
+
+    #[test]
+    fn remirror_replaces_the_mirror_with_a_complete_read_only() {
+        let state = StateDb::open_in_memory().unwrap();
+        let first = crm_with(|_| {});
+        refresh(&state, &first).unwrap();
+        let before = state.load_org_model().unwrap();
+        assert!(!before.contacts.is_empty());
+        // The new CRM lacks every contact.
+        let second = crm_with(|doc| {
+            doc["contacts"] = serde_json::json!([]);
+            doc["events"] = serde_json::json!([]);
+        });
+
+        // A read that fails half-way changes nothing.
+        let failing = Failing {
+            inner: second,
+            pages_ok: 3,
+            calls: Cell::new(0),
+        };
+        let err = remirror(&state, &failing).unwrap_err();
+        assert!(matches!(err, RefreshError::Crm(_)), "{err}");
+        assert_eq!(state.load_org_model().unwrap(), before);
+        assert_eq!(
+            state.crm_instance_id().unwrap(),
+            Some(first.instance_id().unwrap())
+        );
+
+        // A complete read replaces it: the contacts are gone, the new id recorded.
+        let second = failing.inner;
+        let done = remirror(&state, &second).unwrap();
+        assert_eq!(done.previous, Some(first.instance_id().unwrap()));
+        assert_eq!(done.instance, second.instance_id().unwrap());
+        assert!(done.removed >= before.contacts.len(), "{done:?}");
+        let after = state.load_org_model().unwrap();
+        let (direct, _) = second.snapshot().unwrap();
+        assert_eq!(after, direct);
+        refresh(&state, &second).unwrap();
+        assert_eq!(state.load_org_model().unwrap(), direct, "refresh continues");
+    }
 }

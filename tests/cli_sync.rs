@@ -104,6 +104,7 @@ async fn load_sync_dry_run_status_and_audit_through_the_binary() {
     let cfg = cfg.to_str().unwrap();
 
     ok(&crmsync(dir.path(), &["--config", cfg, "crm", "load", &fixture()]).await);
+    ok(&crmsync(dir.path(), &["--config", cfg, "init"]).await);
 
     // A dry run before anything was synced: a plan, nothing written to Google.
     let dry = ok(&crmsync(
@@ -200,6 +201,7 @@ async fn a_config_with_a_bad_key_exits_2() {
         &["--config", cfg.to_str().unwrap(), "crm", "load", &fixture()],
     )
     .await);
+    ok(&crmsync(dir.path(), &["--config", cfg.to_str().unwrap(), "init"]).await);
     let out = crmsync(dir.path(), &["--config", cfg.to_str().unwrap(), "sync"]).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(emu.dump_user("frank@acme.example").is_none());

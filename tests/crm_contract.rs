@@ -161,11 +161,44 @@ fn creates_and_deletes(source: &mut dyn Source) {
     ));
 }
 
+/// An instance id is stable for one CRM (across changes and re-opening), and differs between
+/// two CRMs: the mirror's guard against a different CRM behind the same configuration.
+fn instance_id_is_stable_and_distinct(
+    open: &dyn Fn() -> Box<dyn Source>,
+    other: &dyn Source,
+    change: &dyn Fn(&mut dyn Source),
+) {
+    let mut source = open();
+    let id = source.instance_id().unwrap();
+    assert!(!id.is_empty());
+    change(source.as_mut());
+    assert_eq!(source.instance_id().unwrap(), id, "changes keep the id");
+    drop(source);
+    assert_eq!(open().instance_id().unwrap(), id, "re-opening keeps the id");
+    assert_ne!(
+        other.instance_id().unwrap(),
+        id,
+        "another CRM has another id"
+    );
+}
+
 #[test]
 fn embedded_crm_keeps_the_source_contract() {
     feed_is_monotonic_and_pages(&embedded());
     updates_need_the_current_version(&mut embedded());
     creates_and_deletes(&mut embedded());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crm.db");
+    SqliteCrm::open(&path)
+        .unwrap()
+        .load(&example_model())
+        .unwrap();
+    instance_id_is_stable_and_distinct(
+        &|| Box::new(SqliteCrm::open_existing(&path).unwrap()),
+        &embedded(),
+        &|source| creates_and_deletes(source),
+    );
 }
 
 #[test]

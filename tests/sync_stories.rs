@@ -404,7 +404,7 @@ async fn a_lost_state_db_relinks_everything_by_marker_without_duplicates() {
     assert_all_synced(&h.sync().await);
     let before = h.emu.counters();
     // The state DB is gone (disk lost, no backup): a fresh one, same CRM, same Google.
-    let fresh = crmsync::store::StateDb::open(&h.dir.path().join("fresh-state.db")).unwrap();
+    let fresh = crmsync::store::StateDb::create(&h.dir.path().join("fresh-state.db")).unwrap();
     let engine = Engine {
         config: &h.config,
         state: &fresh,

@@ -1,6 +1,7 @@
 //! `crmsync access explain|list`: the permission engine's answers, with reasons.
 
-use super::mirror_load::{known_user, refresh};
+use super::mirror_load::{known_user, refresh, Intent};
+use super::state_access::StateAccess;
 use super::{runtime, usage, AccessCommand, CmdResult, Output};
 use crmsync::config::Config;
 use crmsync::model::{ObjectKind, RecordRef};
@@ -8,8 +9,8 @@ use crmsync::scope::{self, sync_verdict};
 use crmsync::security::{Access, Operation};
 use serde_json::{json, Map, Value};
 
-pub fn run(config: &Config, out: &Output, cmd: AccessCommand) -> CmdResult {
-    let mirror = refresh(config)?;
+pub fn run(config: &Config, out: &Output, access: &StateAccess, cmd: AccessCommand) -> CmdResult {
+    let mirror = refresh(config, access, Intent::Read("access"))?;
     let model = &mirror.model;
     let access = Access::build(model);
     match cmd {

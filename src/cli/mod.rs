@@ -3,9 +3,16 @@
 
 mod access_cmd;
 mod crm_cmd;
+mod exit;
+mod logging;
 mod mirror_load;
+mod ops_cmd;
 mod scope_cmd;
+mod state_access;
 mod sync_cmd;
+
+pub use exit::{runtime, usage, Failure};
+pub use logging::{init_tracing, LogFormat};
 
 use clap::{Args, Parser, Subcommand};
 use crmsync::config::Config;
@@ -14,7 +21,7 @@ use std::path::PathBuf;
 
 /// Permission-aware two-way sync of CRM contacts and events into Google.
 #[derive(Debug, Parser)]
-#[command(name = "crmsync", version, about, long_about = None)]
+#[command(name = "crmsync", version, about, long_about = None, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// Configuration file (see config/crmsync.toml); defaults apply without one.
     #[arg(long, global = true, env = "CRMSYNC_CONFIG")]
@@ -22,17 +29,39 @@ pub struct Cli {
     /// Print machine-readable JSON instead of human text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// More log output (-v info, -vv debug).
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). Logs never hold tokens,
+    /// keys or personal data beyond ids, at any level.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Wait up to SECS for another command writing the state DB (default: 0 for `sync`,
+    /// 30 for short admin commands such as `init` and `scope set`), else exit 3.
+    #[arg(long, global = true, value_name = "SECS")]
+    pub wait: Option<u64>,
+    /// Create the state DB if it does not exist (as `crmsync init` does).
+    #[arg(long, global = true)]
+    pub init: bool,
+    /// The configured CRM is not the one the state DB mirrors, on purpose: re-mirror it in
+    /// full (what it lacks is pulled back from phones).
+    #[arg(long, global = true)]
+    pub accept_new_crm: bool,
     #[command(subcommand)]
     pub command: Command,
 }
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes: 0 success, 1 runtime failure (or, for `status`, users failing or stale),
+2 usage or configuration error, 3 the state DB is in use by another writer (or SQLite
+stayed busy): try again later or pass --wait SECS.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole product on an embedded demo company: CRM, Google emulator, real syncs.
     Demo(DemoArgs),
+    /// Create the state DB (a no-op that says so when it exists already).
+    Init,
     /// One sync pass for all users (or the named ones).
     Sync(SyncArgs),
     /// Run as a daemon: sync on an interval until stopped.
@@ -47,7 +76,8 @@ pub enum Command {
     Access(AccessCommand),
     /// Remove everything synced to a user's Google account and revoke the tokens.
     Revoke(RevokeArgs),
-    /// Per-user sync status: last success, errors, stale users.
+    /// Per-user sync status: last success, errors, stale, inactive users. Exits 1 when an
+    /// active user is failing or stale.
     Status,
     /// Show the audit trail (newest last).
     Audit(AuditArgs),
@@ -171,45 +201,23 @@ pub struct RevokeArgs {
 #[derive(Debug, Subcommand)]
 pub enum CrmCommand {
     /// Load (or re-load, as a change) the embedded CRM from an org file.
-    Load { file: PathBuf },
+    ///
+    /// A file that would undo write-backs made since the last load (phone edits the engine
+    /// wrote into the CRM) is refused, naming the records and fields, unless --force.
+    Load {
+        file: PathBuf,
+        /// Load even if it undoes write-backs made since the last load.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write the whole embedded CRM as an org file (loading it back changes nothing).
+    Export { file: PathBuf },
     /// Print one record (or security entity) of the embedded CRM.
     Show {
         /// contact, event, organization, user, role, profile, team, sharing_rule.
         kind: String,
         id: String,
     },
-}
-
-/// A failed command: usage/config problems exit 2, runtime failures 1.
-pub struct Failure {
-    pub usage: bool,
-    pub error: anyhow::Error,
-}
-
-impl Failure {
-    pub fn exit_code(&self) -> u8 {
-        if self.usage {
-            2
-        } else {
-            1
-        }
-    }
-}
-
-/// A runtime failure (exit 1).
-pub fn runtime(error: impl Into<anyhow::Error>) -> Failure {
-    Failure {
-        usage: false,
-        error: error.into(),
-    }
-}
-
-/// A usage or configuration error (exit 2).
-pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
-    Failure {
-        usage: true,
-        error: error.into(),
-    }
 }
 
 pub type CmdResult = Result<(), Failure>;
@@ -232,20 +240,6 @@ impl Output {
     }
 }
 
-pub fn init_tracing(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CRMSYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
     match path {
         Some(p) => Config::load(p).map_err(usage),
@@ -262,16 +256,22 @@ fn not_built_yet(command: &str, arrives_with: &str) -> CmdResult {
 pub fn run(cli: Cli) -> CmdResult {
     let out = Output { json: cli.json };
     let config = load_config(cli.config.as_ref())?;
+    let access = state_access::StateAccess {
+        wait: cli.wait,
+        init: cli.init,
+        accept_new_crm: cli.accept_new_crm,
+    };
     match cli.command {
         Command::Crm(cmd) => crm_cmd::run(&config, &out, cmd),
         Command::Demo(args) => sync_cmd::demo(&out, args),
-        Command::Sync(args) => sync_cmd::sync(&config, &out, args),
+        Command::Init => ops_cmd::init(&config, &out, &access),
+        Command::Sync(args) => sync_cmd::sync(&config, &out, &access, args),
         Command::Run => not_built_yet("run", "the operations work (roadmap item 5)"),
         Command::Emulator(args) => sync_cmd::emulator(args),
-        Command::Scope(cmd) => scope_cmd::run(&config, &out, cmd),
-        Command::Access(cmd) => access_cmd::run(&config, &out, cmd),
+        Command::Scope(cmd) => scope_cmd::run(&config, &out, &access, cmd),
+        Command::Access(cmd) => access_cmd::run(&config, &out, &access, cmd),
         Command::Revoke(_) => not_built_yet("revoke", "offboarding (roadmap item 1)"),
-        Command::Status => sync_cmd::status(&config, &out),
-        Command::Audit(args) => sync_cmd::audit(&config, &out, args),
+        Command::Status => ops_cmd::status(&config, &out, &access),
+        Command::Audit(args) => ops_cmd::audit(&config, &out, &access, args),
     }
 }

@@ -1,6 +1,7 @@
 //! `crmsync scope show|set|reset USER`: per-user sync scopes.
 
-use super::mirror_load::{known_user, refresh};
+use super::mirror_load::{known_user, refresh, Intent};
+use super::state_access::StateAccess;
 use super::{runtime, usage, CmdResult, Output, ScopeCommand};
 use crmsync::config::Config;
 use crmsync::crm::OrgModel;
@@ -8,8 +9,13 @@ use crmsync::model::UserId;
 use crmsync::scope::{self, known_tags, ResolvedScope, ScopeEdit, ScopeLayer};
 use serde_json::json;
 
-pub fn run(config: &Config, out: &Output, cmd: ScopeCommand) -> CmdResult {
-    let mut mirror = refresh(config)?;
+pub fn run(config: &Config, out: &Output, access: &StateAccess, cmd: ScopeCommand) -> CmdResult {
+    let intent = match &cmd {
+        ScopeCommand::Show { .. } => Intent::Read("scope show"),
+        ScopeCommand::Set { .. } => Intent::Write("scope set"),
+        ScopeCommand::Reset { .. } => Intent::Write("scope reset"),
+    };
+    let mut mirror = refresh(config, access, intent)?;
     let model = &mirror.model;
     match cmd {
         ScopeCommand::Show { user } => {

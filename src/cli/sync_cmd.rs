@@ -1,16 +1,16 @@
-//! `crmsync sync`, `status`, `audit`, `demo` and `emulator`: the commands that run the engine
-//! or the emulator. All share one code path with the library (`Engine::sync_once`).
+//! `crmsync sync`, `demo` and `emulator`: the commands that run the engine or the emulator.
+//! All share one code path with the library (`Engine::sync_once`).
 
+use super::state_access::{open_crm, StateAccess};
 use super::{runtime, usage, CmdResult, DemoArgs, EmulatorArgs, Output, SyncArgs};
 use crmsync::config::Config;
-use crmsync::crm::sqlite::SqliteCrm;
 use crmsync::emulator::EmulatorOptions;
 use crmsync::google::remote::GoogleRemote;
 use crmsync::model::UserId;
-use crmsync::store::StateDb;
-use crmsync::sync::engine::{Engine, EngineError, Progress, SyncOptions};
+use crmsync::sync::engine::{Engine, Progress, SyncOptions};
 use std::cell::RefCell;
 use std::io::IsTerminal;
+use std::time::Duration;
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime, super::Failure> {
     tokio::runtime::Builder::new_current_thread()
@@ -30,7 +30,7 @@ fn spinner(out: &Output, message: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-pub fn sync(config: &Config, out: &Output, args: SyncArgs) -> CmdResult {
+pub fn sync(config: &Config, out: &Output, access: &StateAccess, args: SyncArgs) -> CmdResult {
     let users = args
         .users
         .iter()
@@ -41,10 +41,26 @@ pub fn sync(config: &Config, out: &Output, args: SyncArgs) -> CmdResult {
         dry_run: args.dry_run,
         force: args.force,
     };
+    if args.dry_run && access.accept_new_crm {
+        return Err(usage(anyhow::anyhow!(
+            "--accept-new-crm replaces the CRM mirror, which a dry run never changes; \
+             run it without --dry-run"
+        )));
+    }
+    // One writer: the lock before anything is opened (a dry run writes nothing, takes none).
+    let (_guard, state) = if args.dry_run {
+        (None, access.open_for_read(config)?)
+    } else {
+        let (guard, state) = access.open_for_write(config, "sync", Duration::ZERO)?;
+        (Some(guard), state)
+    };
+    let crm = if args.dry_run {
+        open_crm(config)?
+    } else {
+        access.open_crm_for_sync(config, &state)?
+    };
     let rt = tokio_runtime()?;
     let report = rt.block_on(async {
-        let state = StateDb::open(&config.state.path).map_err(runtime)?;
-        let crm = SqliteCrm::open(&config.crm.path).map_err(runtime)?;
         // Only configuration can make this fail (base URL, service-account key): exit 2.
         let remote = GoogleRemote::from_config(&config.google, &config.sync)
             .await
@@ -79,10 +95,8 @@ pub fn sync(config: &Config, out: &Output, args: SyncArgs) -> CmdResult {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        result.map_err(|e| match e {
-            EngineError::UnknownUser(_) => usage(e),
-            other => runtime(other),
-        })
+        // `runtime` gives unknown users 2, a held lock or busy DB 3, a different CRM 2.
+        result.map_err(runtime)
     })?;
     out.emit(&report, || crmsync::sync::report::render(&report))?;
     let failed = report.users.iter().any(|u| {
@@ -98,82 +112,6 @@ pub fn sync(config: &Config, out: &Output, args: SyncArgs) -> CmdResult {
     } else {
         Ok(())
     }
-}
-
-pub fn status(config: &Config, out: &Output) -> CmdResult {
-    let state = StateDb::open(&config.state.path).map_err(runtime)?;
-    let users = state.sync_users().map_err(runtime)?;
-    let problems = state.mirror_problems().map_err(runtime)?;
-    let stale_after = chrono::Duration::minutes(config.sync.stale_after_minutes as i64);
-    let now = chrono::Utc::now();
-    let rows: Vec<serde_json::Value> = users
-        .iter()
-        .map(|u| {
-            let last = u
-                .last_success_at
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-            let stale = last.is_none_or(|t| now.signed_duration_since(t) > stale_after);
-            let id = UserId::new(u.user_id.as_str()).ok();
-            let links = id
-                .and_then(|id| state.link_counts(&id).ok())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|((kind, st), n)| (format!("{kind}_{st}"), n))
-                .collect::<std::collections::BTreeMap<_, _>>();
-            serde_json::json!({
-                "user": u.user_id, "account": u.google_account,
-                "last_success_at": u.last_success_at, "last_attempt_at": u.last_attempt_at,
-                "last_error": u.last_error, "stale": stale, "links": links,
-            })
-        })
-        .collect();
-    let value = serde_json::json!({"users": rows, "crm_problems": problems});
-    out.emit(&value, || {
-        let mut s = format!(
-            "{:<10} {:<24} {:<6} {:<26} last error\n",
-            "user", "account", "stale", "last success"
-        );
-        for r in &rows {
-            s.push_str(&format!(
-                "{:<10} {:<24} {:<6} {:<26} {}\n",
-                r["user"].as_str().unwrap_or(""),
-                r["account"].as_str().unwrap_or(""),
-                if r["stale"].as_bool().unwrap_or(true) {
-                    "STALE"
-                } else {
-                    "ok"
-                },
-                r["last_success_at"].as_str().unwrap_or("never"),
-                r["last_error"].as_str().unwrap_or("")
-            ));
-        }
-        for p in &problems {
-            s.push_str(&format!("! {p}\n"));
-        }
-        s
-    })
-}
-
-pub fn audit(config: &Config, out: &Output, args: super::AuditArgs) -> CmdResult {
-    let state = StateDb::open(&config.state.path).map_err(runtime)?;
-    let entries = state
-        .audit_entries(args.user.as_deref(), args.record.as_deref(), args.limit)
-        .map_err(runtime)?;
-    out.emit(&entries, || {
-        let mut s = String::new();
-        for e in &entries {
-            s.push_str(&format!(
-                "{} {:<8} {:<18} {:<16} {}\n",
-                e.at,
-                e.user_id.as_deref().unwrap_or("-"),
-                e.action,
-                e.record.as_deref().unwrap_or("-"),
-                e.detail
-            ));
-        }
-        s
-    })
 }
 
 pub fn demo(out: &Output, args: DemoArgs) -> CmdResult {

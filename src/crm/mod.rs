@@ -294,15 +294,41 @@ pub enum CrmError {
     #[error("invalid record: {0}")]
     Invalid(String),
     #[error(transparent)]
-    Db(#[from] crate::db::DbError),
+    Db(crate::db::DbError),
+    /// SQLite busy/locked: another connection held a write transaction too long.
+    #[error("the CRM database is busy")]
+    Busy(#[source] crate::db::Busy),
     #[error("CRM database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for CrmError {
+    fn from(error: rusqlite::Error) -> Self {
+        match crate::db::Busy::from_sqlite(&error) {
+            Some(busy) => CrmError::Busy(busy),
+            None => CrmError::Sqlite(error),
+        }
+    }
+}
+
+impl From<crate::db::DbError> for CrmError {
+    fn from(error: crate::db::DbError) -> Self {
+        match error {
+            crate::db::DbError::Busy { source, .. } => CrmError::Busy(source),
+            other => CrmError::Db(other),
+        }
+    }
 }
 
 /// The CRM of record as the engine sees it.
 pub trait Source: Send {
     /// A short name for reports (`sqlite:/path/crm.db`).
     fn describe(&self) -> String;
+
+    /// A stable id of this CRM instance (the embedded CRM's is created once, by a migration;
+    /// a hosted CRM's is its account/tenant id). The mirror records it and refuses a
+    /// different CRM behind the same configuration.
+    fn instance_id(&self) -> Result<String, CrmError>;
 
     /// Up to `limit` changes after `cursor`, oldest first.
     fn changes_since(&self, cursor: Cursor, limit: usize) -> Result<ChangeBatch, CrmError>;

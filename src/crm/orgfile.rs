@@ -121,6 +121,41 @@ pub fn parse(source_name: &str, text: &str) -> Result<OrgModel, OrgFileError> {
     validate(doc).map_err(fail)
 }
 
+/// The org file of `model`: the inverse of [`parse`] (`crmsync crm export`). Sections come in
+/// the documented order, entities in id order, each as the CRM stores it, so parsing the
+/// document gives `model` back (record versions aside).
+pub fn to_document(model: &OrgModel) -> serde_json::Value {
+    fn list<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> serde_json::Value {
+        serde_json::Value::Array(
+            items
+                .into_iter()
+                .filter_map(|i| serde_json::to_value(i).ok())
+                .collect(),
+        )
+    }
+    let mut doc = serde_json::Map::new();
+    let mut put = |key: &str, value: serde_json::Value| {
+        doc.insert(key.to_owned(), value);
+    };
+    put(
+        "org",
+        serde_json::to_value(&model.settings).unwrap_or_default(),
+    );
+    put(
+        "org_wide_sharing",
+        serde_json::to_value(model.org_wide_sharing).unwrap_or_default(),
+    );
+    put("roles", list(model.roles.values()));
+    put("profiles", list(model.profiles.values()));
+    put("teams", list(model.teams.values()));
+    put("users", list(model.users.values()));
+    put("sharing_rules", list(model.sharing_rules.values()));
+    put("organizations", list(model.organizations.values()));
+    put("contacts", list(model.contacts.values()));
+    put("events", list(model.events.values()));
+    serde_json::Value::Object(doc)
+}
+
 /// serde_json appends " at line L column C"; the path already says where.
 fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {

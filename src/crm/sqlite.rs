@@ -16,10 +16,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// The embedded CRM's schema, oldest first. Append only.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "crm/0001_entities.sql",
-    sql: include_str!("../../migrations/crm/0001_entities.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "crm/0001_entities.sql",
+        sql: include_str!("../../migrations/crm/0001_entities.sql"),
+    },
+    Migration {
+        name: "crm/0002_identity_and_write_backs.sql",
+        sql: include_str!("../../migrations/crm/0002_identity_and_write_backs.sql"),
+    },
+];
 
 /// The embedded CRM.
 pub struct SqliteCrm {
@@ -50,14 +56,123 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// A write-back made since the last load that an org file would undo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UndoneWriteBack {
+    /// `contact:c1`.
+    pub record: String,
+    /// What the file would do to it.
+    pub effect: UndoEffect,
+    /// The written-back fields the file sets to other values (for [`UndoEffect::Revert`]).
+    pub fields: Vec<String>,
+    /// When the (last) write-back happened.
+    pub written_at: String,
+    /// Who made it (the phone's user).
+    pub acting_users: Vec<String>,
+}
+
+/// How loading a file would undo a write-back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UndoEffect {
+    /// Set fields written back from a phone to the file's (older) values.
+    Revert,
+    /// Remove a record imported from a phone, or edited from one.
+    Remove,
+    /// Bring back a record deleted from a phone.
+    Restore,
+}
+
+impl std::fmt::Display for UndoneWriteBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by = self.acting_users.join(", ");
+        match self.effect {
+            UndoEffect::Revert => write!(
+                f,
+                "{}: would revert {} (written back from {by}'s phone at {})",
+                self.record,
+                self.fields.join(", "),
+                self.written_at
+            ),
+            UndoEffect::Remove => write!(
+                f,
+                "{}: would remove it (created or edited from {by}'s phone at {})",
+                self.record, self.written_at
+            ),
+            UndoEffect::Restore => write!(
+                f,
+                "{}: would bring it back (deleted from {by}'s phone at {})",
+                self.record, self.written_at
+            ),
+        }
+    }
+}
+
 impl SqliteCrm {
     /// Opens (creating if needed) the CRM database at `path`; `:memory:` for a private one.
+    /// Only `crmsync crm load` and fixtures create a CRM; readers use
+    /// [`SqliteCrm::open_existing`].
     pub fn open(path: &Path) -> Result<Self, CrmError> {
         let conn = db::open(path, MIGRATIONS)?;
         Ok(Self {
             conn,
             path: path.to_owned(),
         })
+    }
+
+    /// Opens the CRM database at `path`, which must exist (a missing file is an error, never
+    /// a new empty CRM).
+    pub fn open_existing(path: &Path) -> Result<Self, CrmError> {
+        Self::open_with(
+            path,
+            &db::OpenOptions {
+                mode: db::OpenMode::Existing,
+                ..db::OpenOptions::default()
+            },
+        )
+    }
+
+    /// Opens the CRM database at `path` as `options` say (creation, busy timeout).
+    pub fn open_with(path: &Path, options: &db::OpenOptions) -> Result<Self, CrmError> {
+        let conn = db::open_with(path, MIGRATIONS, options)?;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Write-backs made since the last load (phone edits, imports, deletes the engine wrote
+    /// here) that loading `model` would undo. Empty when the file agrees with them — e.g.
+    /// a file made by [`SqliteCrm::export`] after those write-backs.
+    pub fn undone_write_backs(&self, model: &OrgModel) -> Result<Vec<UndoneWriteBack>, CrmError> {
+        undone_write_backs_in(&self.conn, model)
+    }
+
+    /// Loads `model` unless it would undo write-backs made since the last load (then nothing
+    /// is loaded and they are returned); with `force`, loads anyway and returns them too. The
+    /// check and the load are one IMMEDIATE transaction, so no write-back slips in between.
+    pub fn load_guarded(
+        &mut self,
+        model: &OrgModel,
+        force: bool,
+    ) -> Result<(Option<LoadReport>, Vec<UndoneWriteBack>), CrmError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let undone = undone_write_backs_in(&tx, model)?;
+        if !undone.is_empty() && !force {
+            return Ok((None, undone));
+        }
+        let report = load_in(&tx, model)?;
+        tx.commit()?;
+        Ok((Some(report), undone))
+    }
+
+    /// The whole live CRM as an org file (`shared/ORG_FILE.md`): loading it back changes
+    /// nothing.
+    pub fn export(&self) -> Result<(serde_json::Value, Vec<RowProblem>), CrmError> {
+        let (model, problems) = self.snapshot()?;
+        Ok((super::orgfile::to_document(&model), problems))
     }
 
     /// Direct access for tests that need to damage a row on purpose.
@@ -69,57 +184,7 @@ impl SqliteCrm {
     /// Replaces the CRM's content with `model` in one transaction.
     pub fn load(&mut self, model: &OrgModel) -> Result<LoadReport, CrmError> {
         let tx = self.conn.transaction()?;
-        let mut existing: HashMap<(String, String), (bool, Option<String>)> = HashMap::new();
-        {
-            let mut stmt = tx.prepare("SELECT kind, id, deleted, body FROM entities")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                    (r.get::<_, bool>(2)?, r.get::<_, Option<String>>(3)?),
-                ))
-            })?;
-            for row in rows {
-                let (key, value) = row?;
-                existing.insert(key, value);
-            }
-        }
-        let mut report = LoadReport::default();
-        let stamp = now();
-        let mut seen = std::collections::HashSet::new();
-        for entity in model.entities() {
-            let kind = entity.kind();
-            let id = entity.id();
-            let body = entity.to_json();
-            let key = (kind.as_str().to_owned(), id.clone());
-            let counter = match existing.get(&key) {
-                Some((false, Some(old))) if *old == body => &mut report.unchanged,
-                Some((false, _)) => &mut report.updated,
-                _ => &mut report.created,
-            };
-            *counter.entry(kind).or_default() += 1;
-            let changed = !matches!(existing.get(&key), Some((false, Some(old))) if *old == body);
-            if changed {
-                let version = next_version(&tx)?;
-                tx.execute(
-                    "INSERT INTO entities (kind, id, version, deleted, body, changed_at)
-                     VALUES (?1, ?2, ?3, 0, ?4, ?5)
-                     ON CONFLICT (kind, id) DO UPDATE SET version = ?3, deleted = 0,
-                         body = ?4, changed_at = ?5",
-                    params![kind.as_str(), id, version, body, stamp],
-                )?;
-            }
-            seen.insert(key);
-        }
-        for ((kind, id), (deleted, _)) in &existing {
-            if *deleted || seen.contains(&(kind.clone(), id.clone())) {
-                continue;
-            }
-            let version = next_version(&tx)?;
-            tombstone(&tx, kind, id, version, &stamp)?;
-            if let Ok(kind) = kind.parse::<EntityKind>() {
-                *report.deleted.entry(kind).or_default() += 1;
-            }
-        }
+        let report = load_in(&tx, model)?;
         tx.commit()?;
         Ok(report)
     }
@@ -187,6 +252,205 @@ impl SqliteCrm {
     }
 }
 
+/// Write-backs since the last load that loading `model` would undo (see
+/// [`SqliteCrm::undone_write_backs`]).
+fn undone_write_backs_in(
+    conn: &Connection,
+    model: &OrgModel,
+) -> Result<Vec<UndoneWriteBack>, CrmError> {
+    let last_load: i64 = conn.query_row(
+        "SELECT value FROM counters WHERE name = 'last_load'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT kind, id, action, fields, acting_user, at FROM write_backs
+             WHERE version > ?1 ORDER BY version",
+    )?;
+    let rows = stmt.query_map([last_load], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    // Per record: the written fields (union), whether it was created or deleted, who, when.
+    struct Written {
+        fields: std::collections::BTreeSet<String>,
+        created: bool,
+        users: std::collections::BTreeSet<String>,
+        at: String,
+    }
+    let mut written: BTreeMap<(String, String), Written> = BTreeMap::new();
+    for row in rows {
+        let (kind, id, action, fields, user, at) = row?;
+        let fields: Vec<String> = serde_json::from_str(&fields).unwrap_or_default();
+        let entry = written.entry((kind, id)).or_insert_with(|| Written {
+            fields: Default::default(),
+            created: false,
+            users: Default::default(),
+            at: String::new(),
+        });
+        entry.fields.extend(fields);
+        entry.created |= action == "create";
+        entry.users.insert(user);
+        entry.at = at;
+    }
+    let in_file: HashMap<(String, String), serde_json::Value> = model
+        .entities()
+        .into_iter()
+        .filter(|e| e.kind().as_object().is_some())
+        .filter_map(|e| {
+            let value = serde_json::to_value(&e).ok()?;
+            Some(((e.kind().as_str().to_owned(), e.id()), value))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for ((kind, id), w) in written {
+        let current: Option<String> = conn
+            .query_row(
+                "SELECT body FROM entities WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+                params![kind, id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let current: Option<serde_json::Value> =
+            current.and_then(|b| serde_json::from_str(&b).ok());
+        let file = in_file.get(&(kind.clone(), id.clone()));
+        let (effect, fields) = match (current, file) {
+            (None, None) => continue,
+            (None, Some(_)) => (UndoEffect::Restore, Vec::new()),
+            (Some(_), None) => (UndoEffect::Remove, Vec::new()),
+            (Some(now), Some(file)) => {
+                let differs = |f: &String| now.get(f) != file.get(f);
+                let fields: Vec<String> = if w.created {
+                    writable_fields_of(&kind)
+                        .iter()
+                        .map(|f| (*f).to_owned())
+                        .filter(differs)
+                        .collect()
+                } else {
+                    w.fields.iter().filter(|f| differs(f)).cloned().collect()
+                };
+                if fields.is_empty() {
+                    continue;
+                }
+                (UndoEffect::Revert, fields)
+            }
+        };
+        out.push(UndoneWriteBack {
+            record: format!("{kind}:{id}"),
+            effect,
+            fields,
+            written_at: w.at,
+            acting_users: w.users.into_iter().collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Replaces the CRM's content with `model` inside the caller's transaction.
+fn load_in(tx: &Connection, model: &OrgModel) -> Result<LoadReport, CrmError> {
+    let mut existing: HashMap<(String, String), (bool, Option<String>)> = HashMap::new();
+    {
+        let mut stmt = tx.prepare("SELECT kind, id, deleted, body FROM entities")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                (r.get::<_, bool>(2)?, r.get::<_, Option<String>>(3)?),
+            ))
+        })?;
+        for row in rows {
+            let (key, value) = row?;
+            existing.insert(key, value);
+        }
+    }
+    let mut report = LoadReport::default();
+    let stamp = now();
+    let mut seen = std::collections::HashSet::new();
+    for entity in model.entities() {
+        let kind = entity.kind();
+        let id = entity.id();
+        let body = entity.to_json();
+        let key = (kind.as_str().to_owned(), id.clone());
+        let counter = match existing.get(&key) {
+            Some((false, Some(old))) if *old == body => &mut report.unchanged,
+            Some((false, _)) => &mut report.updated,
+            _ => &mut report.created,
+        };
+        *counter.entry(kind).or_default() += 1;
+        let changed = !matches!(existing.get(&key), Some((false, Some(old))) if *old == body);
+        if changed {
+            let version = next_version(tx)?;
+            tx.execute(
+                "INSERT INTO entities (kind, id, version, deleted, body, changed_at)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                     ON CONFLICT (kind, id) DO UPDATE SET version = ?3, deleted = 0,
+                         body = ?4, changed_at = ?5",
+                params![kind.as_str(), id, version, body, stamp],
+            )?;
+        }
+        seen.insert(key);
+    }
+    for ((kind, id), (deleted, _)) in &existing {
+        if *deleted || seen.contains(&(kind.clone(), id.clone())) {
+            continue;
+        }
+        let version = next_version(tx)?;
+        tombstone(tx, kind, id, version, &stamp)?;
+        if let Ok(kind) = kind.parse::<EntityKind>() {
+            *report.deleted.entry(kind).or_default() += 1;
+        }
+    }
+    // Write-backs up to here are what this load decided on.
+    tx.execute(
+        "UPDATE counters SET value = (SELECT value FROM counters WHERE name = 'version')
+             WHERE name = 'last_load'",
+        [],
+    )?;
+    Ok(report)
+}
+
+/// Records a write-back in the journal (same transaction as the write).
+fn journal(
+    conn: &Connection,
+    version: i64,
+    record: &RecordRef,
+    action: &str,
+    fields: &[String],
+    acting_user: &crate::model::UserId,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO write_backs (version, kind, id, action, fields, acting_user, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            version,
+            record.kind.as_str(),
+            record.id.as_str(),
+            action,
+            serde_json::to_string(fields).unwrap_or_else(|_| "[]".into()),
+            acting_user.as_str(),
+            now()
+        ],
+    )?;
+    Ok(())
+}
+
+/// The fields a phone may write of a record kind named by its entity kind.
+fn writable_fields_of(kind: &str) -> &'static [&'static str] {
+    match kind
+        .parse::<EntityKind>()
+        .ok()
+        .and_then(EntityKind::as_object)
+    {
+        Some(k) => writable_fields(k),
+        None => &[],
+    }
+}
+
 fn next_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row(
         "UPDATE counters SET value = value + 1 WHERE name = 'version' RETURNING value",
@@ -240,6 +504,14 @@ fn normalized(entity: Entity) -> Result<Entity, CrmError> {
 impl Source for SqliteCrm {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
+    }
+
+    fn instance_id(&self) -> Result<String, CrmError> {
+        Ok(self.conn.query_row(
+            "SELECT value FROM meta WHERE key = 'instance_id'",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     fn changes_since(&self, cursor: Cursor, limit: usize) -> Result<ChangeBatch, CrmError> {
@@ -327,7 +599,7 @@ impl Source for SqliteCrm {
             WriteBack::Update {
                 record,
                 expected_version,
-                acting_user: _,
+                acting_user,
                 fields,
             } => {
                 let (current, body) = self
@@ -364,6 +636,17 @@ impl Source for SqliteCrm {
                         version: current,
                     });
                 }
+                let changed: Vec<String> = match (
+                    serde_json::from_str::<serde_json::Value>(&body),
+                    serde_json::from_str::<serde_json::Value>(&new_body),
+                ) {
+                    (Ok(old), Ok(new)) => fields
+                        .keys()
+                        .filter(|k| old.get(k.as_str()) != new.get(k.as_str()))
+                        .cloned()
+                        .collect(),
+                    _ => fields.keys().cloned().collect(),
+                };
                 let tx = self.conn.transaction()?;
                 let version = next_version(&tx)?;
                 tx.execute(
@@ -377,6 +660,7 @@ impl Source for SqliteCrm {
                         now()
                     ],
                 )?;
+                journal(&tx, version, record, "update", &changed, acting_user)?;
                 tx.commit()?;
                 Ok(WriteOutcome {
                     record: record.clone(),
@@ -425,13 +709,14 @@ impl Source for SqliteCrm {
                      VALUES (?1, ?2, ?3, 0, ?4, ?5)",
                     params![kind.as_str(), id, version, entity.to_json(), now()],
                 )?;
+                journal(&tx, version, &record, "create", &[], acting_user)?;
                 tx.commit()?;
                 Ok(WriteOutcome { record, version })
             }
             WriteBack::Delete {
                 record,
                 expected_version,
-                acting_user: _,
+                acting_user,
             } => {
                 let (current, _) = self
                     .current_version(record)?
@@ -452,6 +737,7 @@ impl Source for SqliteCrm {
                     version,
                     &now(),
                 )?;
+                journal(&tx, version, record, "delete", &[], acting_user)?;
                 tx.commit()?;
                 Ok(WriteOutcome {
                     record: record.clone(),

@@ -184,7 +184,7 @@ pub async fn run(dir: &Path) -> Result<DemoOutcome, DemoError> {
 async fn run_with(dir: &Path, emu: &TestEmulator) -> Result<DemoOutcome, DemoError> {
     let config = demo_config(dir, emu);
     std::fs::write(&config.google.service_account_key, TEST_KEY).map_err(setup)?;
-    let state = StateDb::open(&config.state.path).map_err(setup)?;
+    let state = StateDb::create(&config.state.path).map_err(setup)?;
     let remote = GoogleRemote::from_config(&config.google, &config.sync)
         .await
         .map_err(setup)?;

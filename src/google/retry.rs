@@ -250,10 +250,11 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(failure) if self.retries(&failure, repeat) && retry + 1 < attempts => {
                     let wait = self.delay(retry, failure.error.retry_after);
+                    // The kind only: Google's message may quote the item's content.
                     tracing::debug!(
                         attempt = retry + 1,
                         wait_ms = wait.as_millis() as u64,
-                        error = %failure.error,
+                        error_kind = ?failure.error.kind,
                         "retrying a Google call"
                     );
                     tokio::time::sleep(wait).await;

@@ -5,12 +5,14 @@
 //! scopes, the audit log and conflicts. Schema changes are append-only numbered migrations in
 //! `migrations/state/`, embedded in the binary and applied on open.
 
-use crate::crm::{ChangeBatch, Cursor, Entity, EntityKind, OrgModel, RowProblem};
+use crate::crm::{Change, ChangeBatch, Cursor, Entity, EntityKind, OrgModel, RowProblem};
 use crate::db::{self, DbError, Migration};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
+pub mod lock;
 mod scopes;
 
 /// The state DB's schema, oldest first. Append only: never edit a landed migration.
@@ -33,10 +35,23 @@ pub const MIGRATIONS: &[Migration] = &[
 /// trust.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(
+        "no state DB at {path}: create it with `crmsync init` (or add --init to this command); \
+         if it should exist, check [state] path in the configuration"
+    )]
+    Missing { path: String },
+    #[error(
+        "{path} is not a crmsync state DB (empty or another program's file); \
+         move it away and run `crmsync init`"
+    )]
+    NotInitialised { path: String },
     #[error(transparent)]
-    Open(#[from] DbError),
+    Open(DbError),
+    /// SQLite busy/locked: another connection held a write transaction too long.
+    #[error("the state DB is busy")]
+    Busy(#[source] crate::db::Busy),
     #[error("state DB: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("state DB: expected to {action} one row of {table}, touched {touched}")]
     RowCount {
         action: &'static str,
@@ -45,6 +60,33 @@ pub enum StoreError {
     },
     #[error("state DB holds an unreadable value: {0}")]
     Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        match crate::db::Busy::from_sqlite(&error) {
+            Some(busy) => StoreError::Busy(busy),
+            None => StoreError::Sqlite(error),
+        }
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Missing { path } => StoreError::Missing { path },
+            DbError::NotInitialised { path } => StoreError::NotInitialised { path },
+            DbError::Busy { source, .. } => StoreError::Busy(source),
+            other => StoreError::Open(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether this is SQLite's busy/locked condition (another writer), not a fault.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Busy(_))
+    }
 }
 
 /// What applying a batch of CRM changes to the mirror changed.
@@ -69,22 +111,43 @@ pub struct StateDb {
 }
 
 const CRM_CURSOR_KEY: &str = "crm_cursor";
+const CRM_INSTANCE_KEY: &str = "crm_instance_id";
 
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 impl StateDb {
-    /// Opens (creating with mode 0600 and migrating) the state DB at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Creates the state DB at `path` (mode 0600, every migration applied), or opens and
+    /// migrates the one already there. Only `crmsync init` (and `--init`), the demo and test
+    /// harnesses that own a fresh folder create state; everything else uses
+    /// [`StateDb::open_existing`].
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
             conn: db::open(path, MIGRATIONS)?,
         })
     }
 
+    /// Opens the existing state DB at `path` (migrating it if it is older than the binary).
+    /// A missing file is [`StoreError::Missing`], never a new empty state.
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        Self::open_existing_with(path, db::DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// [`StateDb::open_existing`] with a chosen SQLite busy timeout.
+    pub fn open_existing_with(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let options = db::OpenOptions {
+            mode: db::OpenMode::Existing,
+            busy_timeout,
+        };
+        Ok(Self {
+            conn: db::open_with(path, MIGRATIONS, &options)?,
+        })
+    }
+
     /// A private in-memory state DB (tests, dry runs).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::open(Path::new(":memory:"))
+        Self::create(Path::new(":memory:"))
     }
 
     pub fn schema_version(&self) -> Result<i64, StoreError> {
@@ -181,6 +244,126 @@ impl StateDb {
         )?;
         tx.commit()?;
         Ok(update)
+    }
+
+    /// The instance id of the CRM this mirror holds (`None` before the first refresh).
+    pub fn crm_instance_id(&self) -> Result<Option<String>, StoreError> {
+        self.setting(CRM_INSTANCE_KEY)
+    }
+
+    /// Records the instance id of the CRM this mirror holds.
+    pub fn set_crm_instance_id(&self, id: &str) -> Result<(), StoreError> {
+        self.set_setting(CRM_INSTANCE_KEY, id)
+    }
+
+    /// Replaces the whole mirror with a complete read of a CRM's feed (`changes` from the
+    /// start up to `cursor`), in one transaction: entities the read lacks are removed, rows
+    /// it could not read keep their last mirrored version. Records `instance` as the
+    /// mirrored CRM and audits the replacement. Returns how many entities were removed.
+    pub fn replace_mirror(
+        &self,
+        changes: &[Change],
+        problems: &[RowProblem],
+        cursor: Cursor,
+        instance: &str,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let previous: Option<String> = tx
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                [CRM_INSTANCE_KEY],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS remirror_seen (kind TEXT, id TEXT,
+                 PRIMARY KEY (kind, id));
+             DELETE FROM remirror_seen;",
+        )?;
+        let stamp = now();
+        for change in changes {
+            tx.execute(
+                "INSERT OR IGNORE INTO remirror_seen (kind, id) VALUES (?1, ?2)",
+                params![change.kind.as_str(), change.id],
+            )?;
+            match &change.entity {
+                Some(entity) => {
+                    tx.execute(
+                        "INSERT INTO mirror_entities (kind, id, version, body, mirrored_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (kind, id) DO UPDATE SET version = ?3, body = ?4,
+                             mirrored_at = ?5",
+                        params![
+                            change.kind.as_str(),
+                            change.id,
+                            change.version,
+                            entity.to_json(),
+                            stamp
+                        ],
+                    )?;
+                }
+                None => {
+                    tx.execute(
+                        "DELETE FROM mirror_entities WHERE kind = ?1 AND id = ?2",
+                        params![change.kind.as_str(), change.id],
+                    )?;
+                }
+            }
+        }
+        for problem in problems {
+            tx.execute(
+                "INSERT OR IGNORE INTO remirror_seen (kind, id) VALUES (?1, ?2)",
+                params![problem.kind, problem.id],
+            )?;
+        }
+        let removed = tx.execute(
+            "DELETE FROM mirror_entities WHERE NOT EXISTS (
+                 SELECT 1 FROM remirror_seen s
+                 WHERE s.kind = mirror_entities.kind AND s.id = mirror_entities.id)",
+            [],
+        )?;
+        tx.execute("DELETE FROM mirror_problems", [])?;
+        for problem in problems {
+            tx.execute(
+                "INSERT INTO mirror_problems (kind, id, version, error, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, id) DO UPDATE SET version = ?3, error = ?4, seen_at = ?5",
+                params![
+                    problem.kind,
+                    problem.id,
+                    problem.version,
+                    problem.error,
+                    stamp
+                ],
+            )?;
+        }
+        tx.execute("DELETE FROM remirror_seen", [])?;
+        for (key, value) in [
+            (CRM_CURSOR_KEY, cursor.0.to_string()),
+            (CRM_INSTANCE_KEY, instance.to_owned()),
+        ] {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO audit (at, run_id, user_id, record, action, detail)
+             VALUES (?1, 'remirror', NULL, NULL, 'crm_replaced', ?2)",
+            params![
+                stamp,
+                serde_json::json!({
+                    "previous_instance": previous,
+                    "instance": instance,
+                    "entities": changes.iter().filter(|c| c.entity.is_some()).count(),
+                    "removed": removed,
+                })
+                .to_string()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(removed)
     }
 
     /// CRM rows currently skipped because they could not be read.

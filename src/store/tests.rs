@@ -40,3 +40,25 @@ fn state_db_schema_is_current_after_open() {
     let state = StateDb::open_in_memory().unwrap();
     assert_eq!(state.schema_version().unwrap(), MIGRATIONS.len() as i64);
 }
+
+#[test]
+fn the_state_db_is_created_only_on_purpose_and_busy_is_a_kind_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let err = StateDb::open_existing(&path).err().unwrap();
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(err.to_string().contains("crmsync init"), "{err}");
+    assert!(!path.exists());
+    StateDb::create(&path).unwrap();
+    let state = StateDb::open_existing_with(&path, Duration::from_millis(50)).unwrap();
+
+    let foreign = rusqlite::Connection::open(&path).unwrap();
+    foreign
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO settings (key, value) VALUES ('x', 'y');")
+        .unwrap();
+    let err = state.set_setting("crm_cursor", "7").unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    assert_eq!(err.to_string(), "the state DB is busy");
+    foreign.execute_batch("ROLLBACK;").unwrap();
+    state.set_setting("crm_cursor", "7").unwrap();
+}

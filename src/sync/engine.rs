@@ -215,6 +215,7 @@ impl<R: Remote> Engine<'_, R> {
         progress: &dyn Fn(Progress<'_>),
     ) -> Result<RunReport, EngineError> {
         let run_id = now_run_id();
+        let started = std::time::Instant::now();
         let (model, crm_changes, crm_problems) = self.load_model(options.dry_run)?;
         let access = Access::build(&model);
         for u in &options.users {
@@ -250,9 +251,10 @@ impl<R: Remote> Engine<'_, R> {
             .collect();
         let concurrency = self.config.sync.concurrency.max(1);
         progress(Progress::Started { users: users.len() });
+        super::observe::run_started(&run_id, users.len(), crm_changes, options.dry_run);
         let passes = futures::stream::iter(users)
             .map(|u| async {
-                let pass = self.user_pass(&access, u, options, &run_id).await;
+                let pass = self.observed_user_pass(&access, u, options, &run_id).await;
                 if let Ok(report) = &pass {
                     progress(Progress::UserDone(report));
                 }
@@ -270,13 +272,15 @@ impl<R: Remote> Engine<'_, R> {
                 .await?;
         }
         reports.sort_by(|a, b| a.user.cmp(&b.user));
-        Ok(RunReport {
+        let report = RunReport {
             run_id,
             dry_run: options.dry_run,
             crm_changes,
             crm_problems: crm_problems.iter().map(ToString::to_string).collect(),
             users: reports,
-        })
+        };
+        super::observe::run_finished(&report, started.elapsed());
+        Ok(report)
     }
 
     /// Changes this run wrote to the CRM (phone edits written back, imports, deletes) reach the
@@ -335,7 +339,7 @@ impl<R: Remote> Engine<'_, R> {
         }
         let concurrency = self.config.sync.concurrency.max(1);
         let passes = futures::stream::iter(again)
-            .map(|u| self.user_pass(&access, u, options, run_id))
+            .map(|u| self.observed_user_pass(&access, u, options, run_id))
             .buffer_unordered(concurrency)
             .collect::<Vec<_>>()
             .await;
@@ -360,6 +364,7 @@ impl<R: Remote> Engine<'_, R> {
             let model = self.state.load_org_model()?;
             return Ok((model, refresh.update.applied, refresh.problems));
         }
+        mirror::verify_identity(self.state, crm.as_ref())?;
         let mut model = self.state.load_org_model()?;
         let mut cursor = self.state.crm_cursor()?;
         let mut applied = 0;
@@ -384,7 +389,7 @@ impl<R: Remote> Engine<'_, R> {
         Ok((model, applied, problems))
     }
 
-    async fn user_pass(
+    pub(super) async fn user_pass(
         &self,
         access: &Access<'_>,
         user: &User,
@@ -624,6 +629,15 @@ impl<R: Remote> Engine<'_, R> {
             None => empty_listing(),
         };
 
+        // Duplicates already in Google go before anything is planned (full listings only).
+        let (contact_listing, event_listing) = self
+            .sweep_duplicates(
+                (google_user, options, run_id, &mut *report),
+                (&group, contact_listing, &contact_links),
+                (&calendar, event_listing, &event_links),
+            )
+            .await?;
+
         let model = access.model();
         let contact_match = |data: &SyncedContact| crm_contact_match(access, &user.id, data);
         let no_match = |_: &SyncedEvent| CrmMatch::default();
@@ -688,6 +702,7 @@ impl<R: Remote> Engine<'_, R> {
                 if breaker_trips(deletions, linked, self.config.sync.max_delete_fraction)
                     || (crm_empty && linked > 0 && deletions > 0)
                 {
+                    super::observe::breaker_refused(&user.id, kind, deletions, linked);
                     report.status = UserStatus::Refused;
                     report.message = Some(format!(
                         "refused: the plan would delete {deletions} of {linked} synced {kind}s \
@@ -762,7 +777,7 @@ impl<R: Remote> Engine<'_, R> {
             &contact_listing,
         )
         .await?;
-        report.contacts = outcome.counts;
+        report.contacts.add(&outcome.counts);
         report.errors.extend(outcome.errors);
         report.crm_changed.extend(
             outcome
@@ -786,8 +801,9 @@ impl<R: Remote> Engine<'_, R> {
             &event_listing,
         )
         .await?;
-        report.events = outcome.counts;
+        report.events.add(&outcome.counts);
         report.errors.extend(outcome.errors);
+
         report.crm_changed.extend(
             outcome
                 .crm_changed

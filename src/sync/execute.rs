@@ -167,6 +167,8 @@ pub struct Counts {
     pub conflicts: usize,
     pub text_merges: usize,
     pub errors: usize,
+    /// Duplicates (a second item with one record's marker) deleted by the sweep.
+    pub duplicates_removed: usize,
 }
 
 impl Counts {
@@ -182,6 +184,7 @@ impl Counts {
         self.conflicts += other.conflicts;
         self.text_merges += other.text_merges;
         self.errors += other.errors;
+        self.duplicates_removed += other.duplicates_removed;
     }
 }
 

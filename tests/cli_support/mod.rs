@@ -21,12 +21,14 @@ impl Env {
         let env = Env { dir };
         let fixture =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/security-org.json");
-        let out = env.run(&["crm", "load", fixture.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        for args in [&["crm", "load", fixture.to_str().unwrap()][..], &["init"]] {
+            let out = env.run(args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         env
     }
 

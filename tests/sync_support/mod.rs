@@ -120,7 +120,7 @@ impl Harness {
             direction: Some(Direction::TwoWay),
             ..ScopeLayer::default()
         };
-        let state = StateDb::open(&config.state.path).unwrap();
+        let state = StateDb::create(&config.state.path).unwrap();
         let remote = GoogleRemote::new(remote_config(&emu)).await.unwrap();
         let h = Harness {
             emu,
