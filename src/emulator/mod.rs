@@ -5,7 +5,7 @@
 //! Layout:
 //! - [`server`]: the hyper accept loop, request dispatch and the per-call pipeline
 //!   (auth → counters → faults → quota → handler);
-//! - `calendar`, `people`, `recurrence`: the emulated resources;
+//! - `calendar`, `acl`, `people`, `recurrence`: the emulated resources;
 //! - `batch`: `POST /batch/calendar/v3` (multipart/mixed);
 //! - [`oauth`]: JWT bearer and refresh-token grants, revocation;
 //! - [`faults`], `quota`, `state`, `tokens`, `wire`: infrastructure;
@@ -15,6 +15,7 @@
 //! Deviations from Google are listed in `docs`-style comments where they occur and in
 //! [`DEVIATIONS`].
 
+mod acl;
 mod batch;
 mod calendar;
 pub mod control;
