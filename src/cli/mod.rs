@@ -4,6 +4,7 @@
 mod access_cmd;
 mod crm_cmd;
 mod mirror_load;
+mod revoke_cmd;
 mod scope_cmd;
 mod sync_cmd;
 
@@ -45,11 +46,12 @@ pub enum Command {
     /// Ask the permission engine who may read or edit what, and why.
     #[command(subcommand)]
     Access(AccessCommand),
-    /// Remove everything synced to a user's Google account and revoke the tokens.
+    /// Remove everything synced to a user's Google account (restoring their own contacts),
+    /// verify, and release the credentials.
     Revoke(RevokeArgs),
     /// Per-user sync status: last success, errors, stale users.
     Status,
-    /// Show the audit trail (newest last).
+    /// Show the audit trail (newest last), or undo a write-back.
     Audit(AuditArgs),
     /// Work with the embedded CRM.
     #[command(subcommand)]
@@ -149,7 +151,10 @@ pub enum AccessCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub action: Option<AuditAction>,
     /// Only this user's lines.
     #[arg(long)]
     pub user: Option<String>,
@@ -161,9 +166,21 @@ pub struct AuditArgs {
     pub limit: usize,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Put back the CRM values a write-back (audit line ID) replaced, if the record has not
+    /// changed since; otherwise say why not (exit 1).
+    Undo {
+        /// The audit line of the write-back (`crmsync audit --record KIND:ID` shows it).
+        id: i64,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
+    /// The CRM user whose Google account is cleared of everything crmsync put there.
     pub user: String,
+    /// Print what would be removed and restored; change nothing anywhere.
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -270,8 +287,12 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Emulator(args) => sync_cmd::emulator(args),
         Command::Scope(cmd) => scope_cmd::run(&config, &out, cmd),
         Command::Access(cmd) => access_cmd::run(&config, &out, cmd),
-        Command::Revoke(_) => not_built_yet("revoke", "offboarding (roadmap item 1)"),
+        Command::Revoke(args) => revoke_cmd::revoke(&config, &out, args),
         Command::Status => sync_cmd::status(&config, &out),
+        Command::Audit(AuditArgs {
+            action: Some(AuditAction::Undo { id }),
+            ..
+        }) => revoke_cmd::undo(&config, &out, id),
         Command::Audit(args) => sync_cmd::audit(&config, &out, args),
     }
 }

@@ -12,7 +12,7 @@ use crmsync::sync::engine::{Engine, EngineError, Progress, SyncOptions};
 use std::cell::RefCell;
 use std::io::IsTerminal;
 
-fn tokio_runtime() -> Result<tokio::runtime::Runtime, super::Failure> {
+pub(super) fn tokio_runtime() -> Result<tokio::runtime::Runtime, super::Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,6 +104,7 @@ pub fn status(config: &Config, out: &Output) -> CmdResult {
     let state = StateDb::open(&config.state.path).map_err(runtime)?;
     let users = state.sync_users().map_err(runtime)?;
     let problems = state.mirror_problems().map_err(runtime)?;
+    let open_revocations = state.open_revocations().map_err(runtime)?;
     let stale_after = chrono::Duration::minutes(config.sync.stale_after_minutes as i64);
     let now = chrono::Utc::now();
     let rows: Vec<serde_json::Value> = users
@@ -121,22 +122,38 @@ pub fn status(config: &Config, out: &Output) -> CmdResult {
                 .into_iter()
                 .map(|((kind, st), n)| (format!("{kind}_{st}"), n))
                 .collect::<std::collections::BTreeMap<_, _>>();
+            // Offboarding: revoked (when), or a revocation still queued / paused.
+            let pending = open_revocations
+                .iter()
+                .find(|r| r.user_id == u.user_id)
+                .map(|r| serde_json::json!({"state": r.state, "reason": r.reason, "account": r.account, "why": r.paused_reason}));
+            let revoked = u.revoked_at.is_some() && pending.is_none();
             serde_json::json!({
                 "user": u.user_id, "account": u.google_account,
                 "last_success_at": u.last_success_at, "last_attempt_at": u.last_attempt_at,
-                "last_error": u.last_error, "stale": stale, "links": links,
+                "last_error": u.last_error, "stale": stale && !revoked, "links": links,
+                "revoked": revoked, "revoked_at": u.revoked_at, "revoked_reason": u.revoked_reason,
+                "revocation": pending,
             })
         })
         .collect();
     let value = serde_json::json!({"users": rows, "crm_problems": problems});
     out.emit(&value, || {
         let mut s = format!(
-            "{:<10} {:<24} {:<6} {:<26} last error\n",
-            "user", "account", "stale", "last success"
+            "{:<10} {:<24} {:<6} {:<26} {:<9} last error\n",
+            "user", "account", "stale", "last success", "revoked"
         );
         for r in &rows {
+            let revoked = if r["revoked"].as_bool().unwrap_or(false) {
+                "REVOKED".to_owned()
+            } else {
+                r["revocation"]["state"]
+                    .as_str()
+                    .map(|st| format!("{st}…"))
+                    .unwrap_or_default()
+            };
             s.push_str(&format!(
-                "{:<10} {:<24} {:<6} {:<26} {}\n",
+                "{:<10} {:<24} {:<6} {:<26} {:<9} {}\n",
                 r["user"].as_str().unwrap_or(""),
                 r["account"].as_str().unwrap_or(""),
                 if r["stale"].as_bool().unwrap_or(true) {
@@ -145,6 +162,7 @@ pub fn status(config: &Config, out: &Output) -> CmdResult {
                     "ok"
                 },
                 r["last_success_at"].as_str().unwrap_or("never"),
+                revoked,
                 r["last_error"].as_str().unwrap_or("")
             ));
         }

@@ -7,3 +7,4 @@ pub mod merge;
 pub mod plan;
 pub mod remote;
 pub mod report;
+pub mod undo;

@@ -10,6 +10,7 @@ fn status_word(s: UserStatus) -> &'static str {
         UserStatus::Refused => "refused",
         UserStatus::Failed => "failed",
         UserStatus::Planned => "planned",
+        UserStatus::Revoked => "revoked",
     }
 }
 

@@ -74,6 +74,7 @@ fn item<T>(google: &str, etag: &str, data: T) -> RemoteItem<T> {
         recurring_parent: None,
         updated: None,
         raw: serde_json::json!({"resourceName": google}),
+        created_by_us: false,
     }
 }
 
@@ -717,6 +718,18 @@ impl Sim {
                     changed.push(RemoteChange::Deleted {
                         google_id: google_id.clone(),
                     });
+                }
+                Some(GoogleStep::Release { google_id, .. }) => {
+                    // The user's own contact stays, without our marker.
+                    self.next += 1;
+                    let etag = format!("t{}", self.next);
+                    if let Some(entry) = self.google.get_mut(google_id) {
+                        entry.1 = etag.clone();
+                        entry.2 = None;
+                        let mut it = item(google_id, &etag, entry.0.clone());
+                        it.in_container = false;
+                        changed.push(RemoteChange::Present(it));
+                    }
                 }
                 None => {}
             }
