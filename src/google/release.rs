@@ -25,19 +25,26 @@ struct ManagedField {
 macro_rules! copy_field {
     ($field:ident) => {
         |from: &Person, to: &mut Person| {
-            to.$field = Some(
-                from.$field
-                    .clone()
-                    .unwrap_or_default()
+            to.$field = from.$field.clone().map(|values| {
+                values
                     .into_iter()
                     .map(|mut v| {
                         v.metadata = None;
                         v
                     })
-                    .collect(),
-            );
+                    .collect()
+            });
         }
     };
+}
+
+impl ManagedField {
+    /// The field of `p` exactly as Google holds it (per-value metadata aside).
+    fn raw(&self, p: &Person) -> serde_json::Value {
+        let mut only = Person::default();
+        (self.copy)(p, &mut only);
+        serde_json::to_value(only).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 const MANAGED: [ManagedField; 6] = [
@@ -108,11 +115,12 @@ pub fn released_person(
     match (base, pre_link) {
         (Some(base), Some(pre)) => {
             let now = contact_fields(current);
-            let before = contact_fields(pre);
             for field in &MANAGED {
                 if !(field.same)(&now, base) {
                     report.kept_phone_edits.push(field.name.to_owned());
-                } else if !(field.same)(&now, &before) {
+                } else if field.raw(current) != field.raw(pre) {
+                    // Exactly as it was: the phone's own spelling, labels and extra
+                    // sub-fields, not the normalised form crmsync writes.
                     (field.copy)(pre, &mut out);
                     report.restored.push(field.name.to_owned());
                 }
