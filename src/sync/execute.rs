@@ -1181,3 +1181,57 @@ fn commit_link<T: Synced>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(key: OpKey) -> OpResult<SyncedContact> {
+        OpResult {
+            key,
+            result: Ok(OpOutcome::Deleted),
+        }
+    }
+
+    fn g(id: &str) -> OpKey {
+        OpKey::Google(id.into())
+    }
+
+    #[test]
+    fn answers_find_their_ops_by_key_not_by_position() {
+        let keys = [g("a"), OpKey::Create(CrmId::new("c1").unwrap()), g("b")];
+        // Answers out of order, one missing, one for an op never sent, one twice.
+        let answers = vec![
+            ok(g("b")),
+            OpResult {
+                key: g("a"),
+                result: Err(RemoteError::new(RemoteErrorKind::PreconditionFailed, "412")),
+            },
+            ok(g("zz")),
+            ok(g("b")),
+        ];
+        let matched = match_results(&[10, 11, 12], &keys, answers);
+        assert_eq!(matched.len(), 3);
+        let by_work: BTreeMap<usize, _> = matched.into_iter().collect();
+        assert_eq!(
+            by_work[&10].as_ref().unwrap_err().kind,
+            RemoteErrorKind::PreconditionFailed
+        );
+        assert!(by_work[&11]
+            .as_ref()
+            .unwrap_err()
+            .message
+            .contains("did not include"));
+        assert_eq!(by_work[&12], Ok(OpOutcome::Deleted));
+    }
+
+    #[test]
+    fn two_ops_on_one_item_in_one_call_both_fail() {
+        let keys = [g("a"), g("a")];
+        let matched = match_results(&[0, 1], &keys, vec![ok(g("a")), ok(g("a"))]);
+        assert_eq!(matched.len(), 2);
+        assert!(matched
+            .iter()
+            .all(|(_, r)| r.as_ref().unwrap_err().message.contains("same item")));
+    }
+}
