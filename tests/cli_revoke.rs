@@ -93,7 +93,10 @@ async fn revoke_status_and_undo_through_the_binary() {
     let out = crmsync(&cfg, &["revoke", "frank"]).await;
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Revoked frank from frank@acme.example"), "{text}");
+    assert!(
+        text.contains("Revoked frank from frank@acme.example"),
+        "{text}"
+    );
     assert!(text.contains("nothing marked by crmsync remains"), "{text}");
     let dump = emu.dump_user("frank@acme.example").unwrap();
     assert!(dump.live_contacts().is_empty());
@@ -118,7 +121,8 @@ async fn revoke_status_and_undo_through_the_binary() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["action"] == "revoked" && e["detail"]["receipt"]["verified"]["contacts"] == serde_json::json!([])));
+        .any(|e| e["action"] == "revoked"
+            && e["detail"]["receipt"]["verified"]["contacts"] == serde_json::json!([])));
 
     // Revoking again has nothing to do; an unknown user is a usage error.
     let again = json(&crmsync(&cfg, &["--json", "revoke", "frank"]).await);

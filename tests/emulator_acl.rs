@@ -53,11 +53,20 @@ async fn acl_rules_are_checked_like_google_and_the_owner_is_protected() {
 
     for (bad, why) in [
         (rule("admin", Some("user"), Some("b@example.com")), "role"),
-        (rule("reader", Some("team"), Some("b@example.com")), "scope type"),
+        (
+            rule("reader", Some("team"), Some("b@example.com")),
+            "scope type",
+        ),
         (rule("reader", Some("user"), None), "scope value"),
         (rule("reader", Some("user"), Some("not-an-email")), "e-mail"),
-        (rule("reader", Some("domain"), Some("x@example.com")), "domain"),
-        (rule("reader", Some("default"), Some("x")), "default with a value"),
+        (
+            rule("reader", Some("domain"), Some("x@example.com")),
+            "domain",
+        ),
+        (
+            rule("reader", Some("default"), Some("x")),
+            "default with a value",
+        ),
         (
             AclRule {
                 role: Some("reader".into()),
@@ -90,17 +99,36 @@ async fn acl_rules_are_checked_like_google_and_the_owner_is_protected() {
     // public scope is `default`; writerWithoutPrivateAccess is a role.
     for r in [
         rule("reader", Some("user"), Some("b@example.com")),
-        rule("writerWithoutPrivateAccess", Some("user"), Some("b@example.com")),
+        rule(
+            "writerWithoutPrivateAccess",
+            Some("user"),
+            Some("b@example.com"),
+        ),
         rule("freeBusyReader", Some("domain"), Some("example.com")),
         rule("reader", None, None),
         rule("writer", Some("group"), Some("team@example.com")),
     ] {
-        cal.acl().insert(r, &id).send_notifications(false).doit().await.unwrap();
+        cal.acl()
+            .insert(r, &id)
+            .send_notifications(false)
+            .doit()
+            .await
+            .unwrap();
     }
-    let (_, got) = cal.acl().get(&id, "user:b@example.com").doit().await.unwrap();
+    let (_, got) = cal
+        .acl()
+        .get(&id, "user:b@example.com")
+        .doit()
+        .await
+        .unwrap();
     assert_eq!(got.role.as_deref(), Some("writerWithoutPrivateAccess"));
     let (_, acl) = cal.acl().list(&id).doit().await.unwrap();
-    let mut ids: Vec<String> = acl.items.unwrap().into_iter().filter_map(|r| r.id).collect();
+    let mut ids: Vec<String> = acl
+        .items
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.id)
+        .collect();
     ids.sort();
     assert_eq!(
         ids,
@@ -113,11 +141,26 @@ async fn acl_rules_are_checked_like_google_and_the_owner_is_protected() {
         ]
     );
     // Unknown rules and calendars: 404.
-    let err = cal.acl().get(&id, "user:nobody@example.com").doit().await.unwrap_err();
+    let err = cal
+        .acl()
+        .get(&id, "user:nobody@example.com")
+        .doit()
+        .await
+        .unwrap_err();
     assert_eq!(status(&err), Some(404));
-    let err = cal.acl().delete(&id, "user:nobody@example.com").doit().await.unwrap_err();
+    let err = cal
+        .acl()
+        .delete(&id, "user:nobody@example.com")
+        .doit()
+        .await
+        .unwrap_err();
     assert_eq!(status(&err), Some(404));
-    let err = cal.acl().list("nope@group.calendar.google.com").doit().await.unwrap_err();
+    let err = cal
+        .acl()
+        .list("nope@group.calendar.google.com")
+        .doit()
+        .await
+        .unwrap_err();
     assert_eq!(status(&err), Some(404));
     // Another user cannot see this calendar's ACL at all.
     let bob = env.calendar(BOB).await;
@@ -132,7 +175,10 @@ async fn acl_listings_page_and_sync_incrementally_with_deleted_rules() {
     let id = secondary(&cal).await;
     for i in 0..4 {
         cal.acl()
-            .insert(rule("reader", Some("user"), Some(&format!("u{i}@example.com"))), &id)
+            .insert(
+                rule("reader", Some("user"), Some(&format!("u{i}@example.com"))),
+                &id,
+            )
             .doit()
             .await
             .unwrap();
@@ -171,7 +217,11 @@ async fn acl_listings_page_and_sync_incrementally_with_deleted_rules() {
         .doit()
         .await
         .unwrap();
-    cal.acl().delete(&id, "user:u0@example.com").doit().await.unwrap();
+    cal.acl()
+        .delete(&id, "user:u0@example.com")
+        .doit()
+        .await
+        .unwrap();
     let (_, acl) = cal.acl().list(&id).sync_token(&token).doit().await.unwrap();
     let mut changed: Vec<(String, String)> = acl
         .items
@@ -202,10 +252,23 @@ async fn acl_listings_page_and_sync_incrementally_with_deleted_rules() {
         .await
         .unwrap_err();
     assert_eq!(status(&err), Some(400));
-    let err = cal.acl().list(&id).sync_token("garbage").doit().await.unwrap_err();
+    let err = cal
+        .acl()
+        .list(&id)
+        .sync_token("garbage")
+        .doit()
+        .await
+        .unwrap_err();
     assert_eq!(status(&err), Some(400));
-    env.emu.expire_sync_tokens(Some(ALICE), Some(ApiFamily::Calendar));
-    let err = cal.acl().list(&id).sync_token(&token).doit().await.unwrap_err();
+    env.emu
+        .expire_sync_tokens(Some(ALICE), Some(ApiFamily::Calendar));
+    let err = cal
+        .acl()
+        .list(&id)
+        .sync_token(&token)
+        .doit()
+        .await
+        .unwrap_err();
     assert_eq!(status(&err), Some(410));
     assert_eq!(reason(&err).as_deref(), Some("fullSyncRequired"));
     let err = cal.acl().list(&id).max_results(0).doit().await.unwrap_err();
@@ -229,8 +292,18 @@ async fn deleting_groups_keeps_or_deletes_members_and_group_client_data_needs_as
         }),
         read_group_fields: None,
     };
-    let (_, keep) = people.contact_groups().create(make("Keep", true)).doit().await.unwrap();
-    let (_, wipe) = people.contact_groups().create(make("Wipe", false)).doit().await.unwrap();
+    let (_, keep) = people
+        .contact_groups()
+        .create(make("Keep", true))
+        .doit()
+        .await
+        .unwrap();
+    let (_, wipe) = people
+        .contact_groups()
+        .create(make("Wipe", false))
+        .doit()
+        .await
+        .unwrap();
     let member_of = |group: &ContactGroup| Person {
         names: Some(vec![Name {
             given_name: Some("M".into()),
@@ -359,5 +432,9 @@ async fn deleting_a_secondary_calendar_takes_its_events_and_its_acl() {
     let err = cal.calendars().delete(&id).doit().await.unwrap_err();
     assert_eq!(status(&err), Some(404), "deleting twice is a 404");
     let (_, list) = cal.calendar_list().list().doit().await.unwrap();
-    assert_eq!(list.items.unwrap().len(), 1, "only the primary calendar is left");
+    assert_eq!(
+        list.items.unwrap().len(),
+        1,
+        "only the primary calendar is left"
+    );
 }

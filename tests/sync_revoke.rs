@@ -704,12 +704,31 @@ async fn a_mass_deactivation_waits_for_force_and_a_reverted_one_is_cancelled() {
         1
     );
 
-    // The load is reverted: the paused revocations are cancelled; nothing was lost.
+    // Naming one of them is explicit: `crmsync revoke erin` runs hers; frank's stays held.
+    let erin = engine(&h)
+        .revoke_now(&uid("erin"), &RevokeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(erin.outcome, RevocationOutcome::Done, "{erin:?}");
+    assert_eq!(erin.reason, RevocationReason::Deactivated);
+    assert_eq!(ours(&h, &account("erin")), Ours::default());
+    let open = h.state.open_revocations().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].user_id, "frank");
+    assert_eq!(open[0].state, RevocationState::Paused);
+
+    // The load is reverted: frank's paused revocation is cancelled; nothing was lost.
     h.load(&original);
     let report = h.sync().await;
     assert_all_synced(&report);
     assert!(h.state.open_revocations().unwrap().is_empty());
-    assert_eq!(ours(&h, &account("erin")), erin_held);
+    assert_eq!(ours(&h, &account("frank")), frank_held);
+    assert_eq!(
+        ours(&h, &account("erin")).contacts.len(),
+        erin_held.contacts.len()
+    );
+    let cancelled = h.state.revocations_of("frank").unwrap();
+    assert_eq!(cancelled[0].state, RevocationState::Cancelled);
 
     // The same load again, and this time it is meant: --force.
     h.load(&doc);
@@ -771,6 +790,24 @@ async fn an_account_change_empties_the_old_account_before_filling_the_new_one() 
     assert_eq!(row.google_account, new);
     assert!(row.revoked_at.is_none());
     assert!(is_quiet(&h.sync().await));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cleared_account_is_revoked_and_users_without_one_are_not_synced() {
+    let mut doc = org_with_series();
+    let h = Harness::start(doc.clone()).await;
+    let (theirs, before) = erin_with_history(&h).await;
+    doc["users"][1]["google_account"] = serde_json::Value::Null;
+    h.load(&doc);
+    let report = h.sync().await;
+    let erin = user_report(&report, "erin");
+    assert_eq!(erin.status, UserStatus::Revoked, "{erin:?}");
+    assert_eq!(erin.revocations[0].reason, RevocationReason::AccountCleared);
+    assert_erin_cleared(&h, &theirs, &before);
+    // No account, nothing to revoke: erin is left out of later passes.
+    let later = h.sync().await;
+    assert!(later.users.iter().all(|u| u.user.as_str() != "erin"));
+    assert_eq!(ours(&h, &account("erin")), Ours::default());
 }
 
 #[tokio::test(flavor = "current_thread")]

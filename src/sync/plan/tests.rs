@@ -528,11 +528,9 @@ fn every_link_state_is_planned_and_a_users_own_contact_is_never_deleted() {
                     }
                     let listed = match side {
                         Side::Unchanged => None,
-                        Side::Echoed => Some(RemoteChange::Present(item(
-                            "people/c1",
-                            "e2",
-                            base.clone(),
-                        ))),
+                        Side::Echoed => {
+                            Some(RemoteChange::Present(item("people/c1", "e2", base.clone())))
+                        }
                         Side::Edited => Some(RemoteChange::Present(item(
                             "people/c1",
                             "e2",
@@ -569,8 +567,12 @@ fn every_link_state_is_planned_and_a_users_own_contact_is_never_deleted() {
                     if !wanted {
                         assert_eq!(r.link, LinkStep::Remove, "{context}");
                     }
-                    if let (false, LinkOrigin::LinkedExisting | LinkOrigin::Imported, Side::Unchanged | Side::Echoed | Side::Edited, LinkState::Linked | LinkState::PendingLink) =
-                        (wanted, origin, side, state)
+                    if let (
+                        false,
+                        LinkOrigin::LinkedExisting | LinkOrigin::Imported,
+                        Side::Unchanged | Side::Echoed | Side::Edited,
+                        LinkState::Linked | LinkState::PendingLink,
+                    ) = (wanted, origin, side, state)
                     {
                         assert!(
                             matches!(r.google, Some(GoogleStep::Release { .. })),
