@@ -376,6 +376,8 @@ async fn a_deactivated_user_keeps_their_own_contacts_and_nothing_of_ours() {
     assert_eq!(receipt["inventory"]["events"], json!(1));
     let row = h.state.sync_user(&uid("erin")).unwrap().unwrap();
     assert!(row.revoked_at.is_some() && row.calendar_id.is_none());
+    assert!(h.state.is_revoked(&uid("erin")).unwrap());
+    assert!(!h.state.is_revoked(&uid("frank")).unwrap());
     assert_eq!(row.revoked_reason.as_deref(), Some("deactivated"));
     let done = h.state.revocations_of("erin").unwrap();
     assert_eq!(done.len(), 1);
@@ -845,6 +847,31 @@ async fn two_users_sharing_a_google_account_are_refused_at_load_and_by_the_engin
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_leavers_account_can_go_to_someone_else_once_the_leaver_is_revoked() {
+    let mut doc = org();
+    let h = Harness::start(doc.clone()).await;
+    assert_all_synced(&h.sync().await);
+    set_active(&mut doc, "erin", false);
+    h.load(&doc);
+    assert_eq!(user_report(&h.sync().await, "erin").status, UserStatus::Revoked);
+    // hank takes over erin's mailbox while the CRM still lists it on (inactive) erin.
+    let mut model = crmsync::crm::orgfile::parse("story", &doc.to_string()).unwrap();
+    model
+        .users
+        .get_mut(&uid("hank"))
+        .unwrap()
+        .google_account = Some(account("erin"));
+    h.crm().load(&model).unwrap();
+    // (The harness's leak check would attribute the mailbox to inactive erin as well.)
+    let report = pass(&h, &h.remote, &SyncOptions::default()).await;
+    let hank = user_report(&report, "hank");
+    assert_eq!(hank.status, UserStatus::Synced, "{hank:?}");
+    assert_eq!(hank.revocations[0].reason, RevocationReason::AccountChanged);
+    assert_eq!(ours(&h, &account("hank")), Ours::default());
+    assert_eq!(ours(&h, &account("erin")).groups.len(), 1, "hank's data, in the mailbox");
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_personal_crm_group_and_calendar_are_never_ours() {
     let mut doc = org();
     let h = Harness::start(doc.clone()).await;
@@ -1161,7 +1188,7 @@ async fn losing_access_to_a_linked_contact_gives_the_user_their_own_contact_back
         released.last().unwrap().detail["released"]["kept_phone_edits"],
         json!(["biographies"])
     );
-    assert_eq!(ours(&h, &account("erin")).contacts.contains(&evie), false);
+    assert!(!ours(&h, &account("erin")).contacts.contains(&evie));
 }
 
 #[tokio::test(flavor = "current_thread")]

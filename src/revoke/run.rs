@@ -170,12 +170,21 @@ pub struct RevokeOptions {
 }
 
 /// Users sharing one Google account: account (lower case) → users, for accounts claimed
-/// by more than one CRM user. Both are refused (a shared account would mix two users'
-/// permissions in one phone).
-pub fn shared_accounts(model: &OrgModel) -> BTreeMap<String, Vec<UserId>> {
+/// by more than one CRM user. All of them are refused (a shared account would mix two
+/// users' permissions on one phone, and revoking one would wipe the other). An inactive
+/// user counts only while their data may still be in that account (`holds_data`), so a
+/// leaver's account can be given to someone else once the leaver was revoked.
+pub fn shared_accounts(
+    model: &OrgModel,
+    holds_data: impl Fn(&UserId, &str) -> bool,
+) -> BTreeMap<String, Vec<UserId>> {
     let mut by_account: BTreeMap<String, Vec<UserId>> = BTreeMap::new();
     for u in model.users.values() {
-        if let Some(a) = &u.google_account {
+        if let Some(a) = u
+            .google_account
+            .as_ref()
+            .filter(|a| u.active || holds_data(&u.id, a))
+        {
             by_account
                 .entry(a.trim().to_lowercase())
                 .or_default()
@@ -291,68 +300,96 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
     ) -> Result<RevocationReport, EngineError> {
         let run_id = crate::sync::engine::new_run_id();
         let (model, _, _) = self.load_model(options.dry_run)?;
-        let row = self.state.sync_user(user)?;
-        if row.is_none() && !model.users.contains_key(user) {
+        if self.state.sync_user(user)?.is_none() && !model.users.contains_key(user) {
             return Err(EngineError::UnknownUser(user.clone()));
         }
-        let open: Vec<Revocation> = self
+        // Revocations already open for this user (an old account first), then the account
+        // the user is synced into now; bounded: each round closes one or stops.
+        let mut last = None;
+        for _ in 0..4 {
+            let Some(rev) = self.next_manual_revocation(user, options, &run_id, last.is_some())?
+            else {
+                break;
+            };
+            let report = self.run_revocation(&rev, options.dry_run, &run_id).await?;
+            let finished = report.outcome == RevocationOutcome::Done;
+            last = Some(report);
+            if !finished {
+                break;
+            }
+        }
+        if let Some(report) = last {
+            return Ok(report);
+        }
+        let row = self.state.sync_user(user)?;
+        let account = row.as_ref().map(|r| r.google_account.clone()).unwrap_or_default();
+        let mut report = RevocationReport::new(
+            &manual_revocation(user, &account),
+            RevocationOutcome::NothingToRevoke,
+        );
+        report.message = Some(match row {
+            Some(r) => format!(
+                "{user} was already revoked from {} ({})",
+                r.google_account,
+                r.revoked_at.unwrap_or_default()
+            ),
+            None => format!("{user} was never synced: nothing to revoke"),
+        });
+        Ok(report)
+    }
+
+    /// The next revocation `crmsync revoke USER` runs: an open one (a paused one is
+    /// released: naming the user is explicit), else a new manual one for the account the
+    /// user's data is in, if it still holds any. A dry run stores nothing (and plans one).
+    fn next_manual_revocation(
+        &self,
+        user: &UserId,
+        options: &RevokeOptions,
+        run_id: &str,
+        after_one: bool,
+    ) -> Result<Option<Revocation>, EngineError> {
+        let open = self
             .state
             .open_revocations()?
             .into_iter()
-            .filter(|r| r.user_id == user.as_str())
-            .collect();
-        let account = match (&row, open.first()) {
-            (_, Some(r)) => r.account.clone(),
-            (Some(row), None) => row.google_account.clone(),
-            (None, None) => String::new(),
-        };
-        let holds = row.as_ref().is_some_and(|r| r.holds_data()) || !open.is_empty();
-        let mut rev = open.into_iter().next().unwrap_or(Revocation {
-            id: 0,
-            user_id: user.to_string(),
-            account: account.clone(),
-            reason: RevocationReason::Manual,
-            state: RevocationState::Queued,
-            paused_reason: None,
-            queued_at: String::new(),
-            started_at: None,
-            attempts: 0,
-            last_error: None,
-            inventory: None,
-            receipt: None,
-            finished_at: None,
-        });
-        if !holds {
-            let mut report = RevocationReport::new(&rev, RevocationOutcome::NothingToRevoke);
-            report.message = Some(match row {
-                Some(r) => format!(
-                    "{user} was already revoked from {} ({})",
-                    r.google_account,
-                    r.revoked_at.unwrap_or_default()
-                ),
-                None => format!("{user} was never synced: nothing to revoke"),
-            });
-            return Ok(report);
-        }
-        if !options.dry_run {
-            if rev.id == 0 {
-                if let Some(id) = self.state.queue_revocation(
-                    user.as_str(),
-                    &account,
-                    RevocationReason::Manual,
-                    None,
-                )? {
-                    rev.id = id;
+            .find(|r| r.user_id == user.as_str());
+        if let Some(mut rev) = open {
+            if options.dry_run && after_one {
+                return Ok(None);
+            }
+            if rev.state == RevocationState::Paused {
+                if !options.dry_run {
+                    self.state.unpause_revocation(rev.id)?;
                 }
-                self.state.write(|w| {
-                    w.audit(&run_id, Some(user), None, "revocations_queued", &serde_json::json!({"revocations": [{"id": rev.id, "user": user, "account": account, "reason": RevocationReason::Manual}]}))
-                })?;
-            } else if rev.state == RevocationState::Paused {
-                self.state.unpause_revocation(rev.id)?;
                 rev.state = RevocationState::Queued;
             }
+            return Ok(Some(rev));
         }
-        self.run_revocation(&rev, options.dry_run, &run_id).await
+        let Some(row) = self.state.sync_user(user)?.filter(|r| r.holds_data()) else {
+            return Ok(None);
+        };
+        if options.dry_run {
+            return Ok((!after_one).then(|| manual_revocation(user, &row.google_account)));
+        }
+        let mut rev = manual_revocation(user, &row.google_account);
+        if let Some(id) = self.state.queue_revocation(
+            user.as_str(),
+            &row.google_account,
+            RevocationReason::Manual,
+            None,
+        )? {
+            rev.id = id;
+        }
+        self.state.write(|w| {
+            w.audit(
+                run_id,
+                Some(user),
+                None,
+                "revocations_queued",
+                &serde_json::json!({"revocations": [{"id": rev.id, "user": user, "account": rev.account, "reason": RevocationReason::Manual}]}),
+            )
+        })?;
+        Ok(Some(rev))
     }
 
     /// One attempt at a queued revocation (or, in a dry run, its plan).
@@ -703,6 +740,25 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
     }
 }
 
+/// A manual revocation not stored (yet).
+fn manual_revocation(user: &UserId, account: &str) -> Revocation {
+    Revocation {
+        id: 0,
+        user_id: user.to_string(),
+        account: account.to_owned(),
+        reason: RevocationReason::Manual,
+        state: RevocationState::Queued,
+        paused_reason: None,
+        queued_at: String::new(),
+        started_at: None,
+        attempts: 0,
+        last_error: None,
+        inventory: None,
+        receipt: None,
+        finished_at: None,
+    }
+}
+
 /// Marked contacts a verification found: (resource, created by crmsync).
 struct Leftovers {
     contacts: Vec<(String, bool)>,
@@ -792,7 +848,11 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             .into_iter()
             .map(|r| (r.user_id.clone(), r))
             .collect();
-        let shared = shared_accounts(model);
+        let shared = shared_accounts(model, |user, account| {
+            rows.get(user.as_str()).is_some_and(|r| {
+                r.holds_data() && r.google_account.eq_ignore_ascii_case(account)
+            })
+        });
         let mut ids: BTreeSet<String> = model.users.keys().map(|u| u.to_string()).collect();
         ids.extend(rows.keys().cloned());
         ids.extend(open.iter().map(|r| r.user_id.clone()));

@@ -180,8 +180,13 @@ impl StateDb {
     }
 
     /// Closes a drained, verified revocation in one transaction: the outbox row keeps the
-    /// receipt, the audit gets it too, the user's bookkeeping for that account is cleared
-    /// (links, unlinked items, containers, tokens) and the user is flagged revoked.
+    /// receipt, the audit gets it too (action `revoked`), the user's bookkeeping for that
+    /// account is cleared (links, unlinked items, containers, tokens) and the user is flagged
+    /// revoked ([`StateDb::is_revoked`]).
+    ///
+    /// Extension point: any other per-user credential crmsync keeps (ICS feed secrets, per-user
+    /// OAuth refresh tokens) is dropped here, in this same transaction, so it dies with the
+    /// receipt.
     pub fn finish_revocation(
         &self,
         run_id: &str,
@@ -227,6 +232,14 @@ impl StateDb {
                 &serde_json::json!({"revocation": revocation.id, "receipt": receipt}),
             )
         })
+    }
+
+    /// Whether the user's data was revoked (and the user not synced again since): what a
+    /// feature holding its own per-user access (e.g. ICS feeds) checks before serving.
+    pub fn is_revoked(&self, user: &UserId) -> Result<bool, StoreError> {
+        Ok(self
+            .sync_user(user)?
+            .is_some_and(|r| r.revoked_at.is_some()))
     }
 
     /// Stores (or drops) the sync token of the dedicated calendar's ACL listing.
