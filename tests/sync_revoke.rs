@@ -853,14 +853,13 @@ async fn a_leavers_account_can_go_to_someone_else_once_the_leaver_is_revoked() {
     assert_all_synced(&h.sync().await);
     set_active(&mut doc, "erin", false);
     h.load(&doc);
-    assert_eq!(user_report(&h.sync().await, "erin").status, UserStatus::Revoked);
+    assert_eq!(
+        user_report(&h.sync().await, "erin").status,
+        UserStatus::Revoked
+    );
     // hank takes over erin's mailbox while the CRM still lists it on (inactive) erin.
     let mut model = crmsync::crm::orgfile::parse("story", &doc.to_string()).unwrap();
-    model
-        .users
-        .get_mut(&uid("hank"))
-        .unwrap()
-        .google_account = Some(account("erin"));
+    model.users.get_mut(&uid("hank")).unwrap().google_account = Some(account("erin"));
     h.crm().load(&model).unwrap();
     // (The harness's leak check would attribute the mailbox to inactive erin as well.)
     let report = pass(&h, &h.remote, &SyncOptions::default()).await;
@@ -868,7 +867,11 @@ async fn a_leavers_account_can_go_to_someone_else_once_the_leaver_is_revoked() {
     assert_eq!(hank.status, UserStatus::Synced, "{hank:?}");
     assert_eq!(hank.revocations[0].reason, RevocationReason::AccountChanged);
     assert_eq!(ours(&h, &account("hank")), Ours::default());
-    assert_eq!(ours(&h, &account("erin")).groups.len(), 1, "hank's data, in the mailbox");
+    assert_eq!(
+        ours(&h, &account("erin")).groups.len(),
+        1,
+        "hank's data, in the mailbox"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -73,7 +73,8 @@ pub struct SyncArgs {
     /// Print the plan with per-field diffs; change nothing anywhere.
     #[arg(long)]
     pub dry_run: bool,
-    /// Override the max_delete_fraction breaker.
+    /// Override the max_delete_fraction breaker; release revocations the mass-offboarding
+    /// guard paused; with --user, sync a user revoked by `crmsync revoke` again.
     #[arg(long)]
     pub force: bool,
 }

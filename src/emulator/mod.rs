@@ -52,6 +52,7 @@ pub const DEVIATIONS: &[&str] = &[
     "People batch calls count as one request against the per-user write quota.",
     "batchDeleteContacts with an unknown or deleted resource name fails the whole batch with 404.",
     "Concurrent People mutations for one user are not rejected (Google may fail them).",
+    "acl.insert for a scope that already has a rule replaces its role; sendNotifications is accepted and ignored.",
 ];
 
 /// Rate limits. Every limit is a sliding window of 60 s on the emulator clock, except the

@@ -322,7 +322,10 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             return Ok(report);
         }
         let row = self.state.sync_user(user)?;
-        let account = row.as_ref().map(|r| r.google_account.clone()).unwrap_or_default();
+        let account = row
+            .as_ref()
+            .map(|r| r.google_account.clone())
+            .unwrap_or_default();
         let mut report = RevocationReport::new(
             &manual_revocation(user, &account),
             RevocationOutcome::NothingToRevoke,
@@ -849,9 +852,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             .map(|r| (r.user_id.clone(), r))
             .collect();
         let shared = shared_accounts(model, |user, account| {
-            rows.get(user.as_str()).is_some_and(|r| {
-                r.holds_data() && r.google_account.eq_ignore_ascii_case(account)
-            })
+            rows.get(user.as_str())
+                .is_some_and(|r| r.holds_data() && r.google_account.eq_ignore_ascii_case(account))
         });
         let mut ids: BTreeSet<String> = model.users.keys().map(|u| u.to_string()).collect();
         ids.extend(rows.keys().cloned());
