@@ -1261,3 +1261,134 @@ async fn crmsync_revoke_offboards_an_active_user_until_forced_back() {
         .await;
     assert!(unknown.is_err());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_step_keeps_the_revocation_open_and_the_next_pass_goes_on_from_there() {
+    let (h, theirs, before) = leaver().await;
+    for (endpoint, step) in [
+        ("people.contactGroups.delete", "contact group"),
+        ("calendar.calendars.delete", "calendar"),
+        ("oauth2.revoke", "credentials"),
+    ] {
+        let fault = h.emu.add_fault(FaultRule {
+            matches: FaultMatch {
+                endpoint: Some(endpoint.into()),
+                ..FaultMatch::default()
+            },
+            trigger: FaultTrigger::Always,
+            fault: FaultKind::Status {
+                code: 500,
+                retry_after_secs: None,
+            },
+        });
+        let report = pass(&h, &h.remote, &only(&["erin"])).await;
+        let erin = user_report(&report, "erin");
+        assert_eq!(erin.status, UserStatus::Failed, "{endpoint}: {erin:?}");
+        assert!(
+            erin.message.as_deref().unwrap().contains(step),
+            "{endpoint}: {:?}",
+            erin.message
+        );
+        let open = h.state.open_revocations().unwrap();
+        assert_eq!(open.len(), 1, "{endpoint}");
+        assert!(open[0].last_error.as_deref().unwrap().contains(step));
+        assert!(audit_of(&h, "erin", "revoked").is_empty(), "no receipt yet");
+        h.emu.remove_fault(fault);
+    }
+    let report = h.sync().await;
+    assert_eq!(user_report(&report, "erin").status, UserStatus::Revoked);
+    assert_erin_cleared(&h, &theirs, &before);
+    let attempts = h.state.revocations_of("erin").unwrap()[0].attempts;
+    assert_eq!(attempts, 4, "one attempt per pass");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn verification_finds_and_removes_what_the_links_no_longer_know() {
+    let (h, theirs, before) = leaver().await;
+    // A state-DB hiccup lost c1's link, and the phone took c1 out of the CRM group: only
+    // the listing can still tell it is ours.
+    let c1 = h.contact_resource("erin", "c1");
+    h.state
+        .write(|w| {
+            w.delete_link(
+                &uid("erin"),
+                ObjectKind::Contact,
+                &crmsync::model::CrmId::new("c1").unwrap(),
+            )
+        })
+        .unwrap();
+    let path = format!("/v1/{}/members:modify", h.group_of("erin"));
+    let (status, v) = h
+        .raw(
+            "erin",
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"resourceNamesToRemove": [c1]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let report = h.sync().await;
+    let rev = &user_report(&report, "erin").revocations[0];
+    assert_eq!(rev.outcome, RevocationOutcome::Done, "{rev:?}");
+    assert!(rev.contacts_deleted.contains(&c1), "{rev:?}");
+    assert_erin_cleared(&h, &theirs, &before);
+}
+
+/// Changes the CRM the moment erin's contacts have been listed: the pass plans against a
+/// mirror the CRM has already moved past.
+struct CrmMovesOn<'h> {
+    h: &'h Harness,
+    doc: Value,
+    fired: Cell<bool>,
+}
+
+impl CallHook for CrmMovesOn<'_> {
+    async fn after(&self, call: Call<'_>) {
+        if call.method == "list_contacts" && call.user.user.as_str() == "erin" && !self.fired.get()
+        {
+            self.fired.set(true);
+            self.h.load(&self.doc);
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dedup_whose_write_back_meets_a_crm_change_is_planned_again_not_half_linked() {
+    let mut doc = org();
+    let h = Harness::start(doc.clone()).await;
+    let (evie, _) = erins_own_contacts(&h).await;
+    doc["contacts"][2]["title"] = json!("Changed in the CRM meanwhile");
+    let hooked = Hooked {
+        inner: &h.remote,
+        hook: CrmMovesOn {
+            h: &h,
+            doc,
+            fired: Cell::new(false),
+        },
+    };
+    let report = pass(&h, &hooked, &SyncOptions::default()).await;
+    assert!(hooked.hook.fired.get());
+    assert_eq!(user_report(&report, "erin").status, UserStatus::Synced);
+    assert!(
+        h.link_of::<SyncedContact>("erin", ObjectKind::Contact, "c3")
+            .is_none(),
+        "the pending link was dropped: nothing went to Google"
+    );
+    assert!(!ours(&h, &account("erin")).contacts.contains(&evie));
+    assert_eq!(audit_of(&h, "erin", "deferred").len(), 1);
+    // The next pass links it properly: what only the phone knew reaches the CRM.
+    assert_all_synced(&h.sync().await);
+    let link = h
+        .link_of::<SyncedContact>("erin", ObjectKind::Contact, "c3")
+        .unwrap();
+    assert_eq!(link.origin, LinkOrigin::LinkedExisting);
+    assert_eq!(link.google_id.as_deref(), Some(evie.as_str()));
+    let c3 = crm_contact(&h, "c3").unwrap();
+    assert_eq!(c3.title, "Changed in the CRM meanwhile");
+    assert!(
+        c3.phones.iter().any(|p| p.number == "+442079460999"),
+        "{:?}",
+        c3.phones
+    );
+    h.assert_no_duplicates();
+}
