@@ -195,10 +195,6 @@ pub fn shared_accounts(
     by_account
 }
 
-fn revoked_reason() -> LostReason {
-    LostReason::Revoked
-}
-
 impl<R: Remote + Offboarding> Engine<'_, R> {
     /// Updates the outbox for the CRM as mirrored now and returns the open revocations
     /// (in a dry run, as they would be, without storing anything).
@@ -490,17 +486,18 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let reported = BTreeSet::new();
         let lost: BTreeMap<CrmId, LostReason> = contact_links
             .keys()
-            .map(|id| (id.clone(), revoked_reason()))
+            .map(|id| (id.clone(), LostReason::Revoked))
             .chain(
                 unlinked
                     .iter()
                     .filter_map(|i| i.crm_id.clone())
-                    .map(|id| (id, revoked_reason())),
+                    .map(|id| (id, LostReason::Revoked)),
             )
             .collect();
         let no_match = |_: &SyncedContact| CrmMatch::default();
         let no_event_id = |_: &CrmId, _: i64| String::new();
-        let no_import = |g: &str| crate::sync::engine::import_id(user, g);
+        // Nothing is imported during a revocation (phone items are left out of the plan).
+        let import_id = |g: &str| crate::sync::engine::import_id(user, g);
         let input = PlanInput {
             desired: &desired,
             retained: &retained,
@@ -517,7 +514,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             },
             crm_match: &no_match,
             event_id: &no_event_id,
-            import_id: &no_import,
+            import_id: &import_id,
         };
         let mut records = plan(&input).records;
         // Unmarked phone items in our group are the user's own: the group's deletion only
@@ -609,13 +606,15 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         // 3. The group, then 4. the calendar with its events.
         for g in groups {
             match self.remote.delete_group(google_user, &g).await {
-                Ok(_) => report.groups_deleted.push(g),
+                Ok(true) => report.groups_deleted.push(g),
+                Ok(false) => {} // already gone (an earlier attempt, or the user)
                 Err(e) => return Ok(Err(format!("deleting contact group {g}: {e}"))),
             }
         }
         for c in calendars {
             match self.remote.delete_calendar(google_user, &c).await {
-                Ok(_) => report.calendars_deleted.push(c),
+                Ok(true) => report.calendars_deleted.push(c),
+                Ok(false) => {}
                 Err(e) => return Ok(Err(format!("deleting calendar {c}: {e}"))),
             }
         }
