@@ -23,13 +23,16 @@ pub struct NewRevocation {
     pub user: String,
     pub account: String,
     pub reason: RevocationReason,
+    /// Set when the guard holds it (the message says why).
+    pub paused: Option<String>,
 }
 
 /// What to do with the outbox after a refresh.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Decision {
     pub queue: Vec<NewRevocation>,
-    /// Set when the guard holds the new revocations (the message says why).
+    /// Set when the guard tripped for this change (the message says why); users the run is
+    /// forced for are queued unpaused all the same.
     pub paused: Option<String>,
     /// Paused revocations released by `--force`.
     pub unpause: Vec<i64>,
@@ -64,13 +67,14 @@ pub fn revocation_reason(model: &OrgModel, row: &SyncUser) -> Option<RevocationR
     }
 }
 
-/// Decides the outbox changes for the CRM as mirrored now.
+/// Decides the outbox changes for the CRM as mirrored now. `forced(user)` says whether this
+/// run is forced (`--force`) for that user: every user, or just those the run names.
 pub fn decide(
     model: &OrgModel,
     rows: &[SyncUser],
     open: &[Revocation],
     max_fraction: f64,
-    force: bool,
+    forced: impl Fn(&str) -> bool,
 ) -> Decision {
     let is_open = |user: &str, account: &str| {
         open.iter()
@@ -84,18 +88,23 @@ pub fn decide(
                     user: row.user_id.clone(),
                     account: row.google_account.clone(),
                     reason,
+                    paused: None,
                 });
             }
         }
     }
     let synced = rows.iter().filter(|r| r.holds_data()).count();
     let offboarded = decision.queue.len();
-    if !force && offboarded > 1 && offboarded as f64 > max_fraction * synced as f64 {
-        decision.paused = Some(format!(
+    if offboarded > 1 && offboarded as f64 > max_fraction * synced as f64 {
+        let why = format!(
             "{offboarded} of {synced} synced users would lose their CRM data in one CRM change \
              (more than {:.0} %); their revocations are paused until `crmsync sync --force`",
             max_fraction * 100.0
-        ));
+        );
+        for q in decision.queue.iter_mut().filter(|q| !forced(&q.user)) {
+            q.paused = Some(why.clone());
+        }
+        decision.paused = Some(why);
     }
     for r in open.iter().filter(|r| r.state == RevocationState::Paused) {
         let cause_gone = UserId::new(r.user_id.as_str())
@@ -109,7 +118,7 @@ pub fn decide(
             });
         if cause_gone && r.reason != RevocationReason::Manual {
             decision.cancel.push(r.id);
-        } else if force {
+        } else if forced(&r.user_id) {
             decision.unpause.push(r.id);
         }
     }
@@ -195,7 +204,7 @@ mod tests {
         users.remove(1); // u1
         users[1].google_account = Some("u2@other.example".into()); // u2
         users[2].google_account = None; // u3
-        let d = decide(&org(&users), &rows, &[], 0.5, false);
+        let d = decide(&org(&users), &rows, &[], 0.5, |_| false);
         let got: Vec<(String, RevocationReason)> =
             d.queue.iter().map(|q| (q.user.clone(), q.reason)).collect();
         assert_eq!(
@@ -220,7 +229,7 @@ mod tests {
         rows.truncate(2);
         users.truncate(2);
         users[0].active = false;
-        let d = decide(&org(&users), &rows, &[], 0.2, false);
+        let d = decide(&org(&users), &rows, &[], 0.2, |_| false);
         assert_eq!(d.queue.len(), 1);
         assert!(
             d.paused.is_none(),
@@ -230,14 +239,24 @@ mod tests {
         let (mut users, rows) = ten_users();
         users[0].active = false;
         users[1].active = false;
-        let d = decide(&org(&users), &rows, &[], 0.2, false);
+        let d = decide(&org(&users), &rows, &[], 0.2, |_| false);
         assert!(d.paused.is_none(), "2 of 10 is not more than 20 %");
         users[2].active = false;
-        let d = decide(&org(&users), &rows, &[], 0.2, false);
+        let d = decide(&org(&users), &rows, &[], 0.2, |_| false);
         assert_eq!(d.queue.len(), 3);
         assert!(d.paused.as_deref().unwrap().contains("3 of 10"));
-        let forced = decide(&org(&users), &rows, &[], 0.2, true);
-        assert!(forced.paused.is_none());
+        assert!(d.queue.iter().all(|q| q.paused.is_some()));
+        let forced = decide(&org(&users), &rows, &[], 0.2, |_| true);
+        assert!(forced.queue.iter().all(|q| q.paused.is_none()));
+        // `sync --user u0 --force`: only u0 goes ahead.
+        let one = decide(&org(&users), &rows, &[], 0.2, |u| u == "u0");
+        let held: Vec<&str> = one
+            .queue
+            .iter()
+            .filter(|q| q.paused.is_some())
+            .map(|q| q.user.as_str())
+            .collect();
+        assert_eq!(held, ["u1", "u2"]);
     }
 
     #[test]
@@ -249,10 +268,12 @@ mod tests {
             paused(7, "u0", RevocationReason::Deactivated),
             paused(8, "u1", RevocationReason::Deactivated),
         ];
-        let d = decide(&org(&users), &rows, &open, 0.2, false);
+        let d = decide(&org(&users), &rows, &open, 0.2, |_| false);
         assert!(d.queue.is_empty() && d.unpause.is_empty() && d.cancel.is_empty());
-        let d = decide(&org(&users), &rows, &open, 0.2, true);
+        let d = decide(&org(&users), &rows, &open, 0.2, |_| true);
         assert_eq!(d.unpause, vec![7, 8]);
+        let d = decide(&org(&users), &rows, &open, 0.2, |u| u == "u1");
+        assert_eq!(d.unpause, vec![8]);
     }
 
     #[test]
@@ -262,7 +283,7 @@ mod tests {
             paused(7, "u0", RevocationReason::Deactivated),
             paused(8, "u1", RevocationReason::Manual),
         ];
-        let d = decide(&org(&users), &rows, &open, 0.2, false);
+        let d = decide(&org(&users), &rows, &open, 0.2, |_| false);
         assert_eq!(d.cancel, vec![7], "a manual revocation stays until forced");
     }
 
@@ -272,7 +293,7 @@ mod tests {
         users[0].google_account = Some("U0@ACME.example".into());
         rows[1].revoked_at = Some("2026-01-01T00:00:00Z".into());
         users[1].active = false;
-        let d = decide(&org(&users), &rows, &[], 0.2, false);
+        let d = decide(&org(&users), &rows, &[], 0.2, |_| false);
         assert!(d.queue.is_empty(), "{d:?}");
     }
 }

@@ -206,12 +206,17 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
     ) -> Result<Vec<Revocation>, EngineError> {
         let rows = self.state.sync_users()?;
         let open = self.state.open_revocations()?;
+        // `--force` releases what the guard holds, for the users this run concerns.
+        let forced = |user: &str| {
+            options.force
+                && (options.users.is_empty() || options.users.iter().any(|u| u.as_str() == user))
+        };
         let decision = detect::decide(
             model,
             &rows,
             &open,
             self.config.sync.max_offboarding_fraction,
-            options.force,
+            forced,
         );
         if options.dry_run {
             let mut open = open;
@@ -225,12 +230,12 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                     user_id: q.user.clone(),
                     account: q.account.clone(),
                     reason: q.reason,
-                    state: if decision.paused.is_some() {
+                    state: if q.paused.is_some() {
                         RevocationState::Paused
                     } else {
                         RevocationState::Queued
                     },
-                    paused_reason: decision.paused.clone(),
+                    paused_reason: q.paused.clone(),
                     queued_at: String::new(),
                     started_at: None,
                     attempts: 0,
@@ -250,13 +255,11 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         }
         let mut queued = Vec::new();
         for q in &decision.queue {
-            if let Some(id) = self.state.queue_revocation(
-                &q.user,
-                &q.account,
-                q.reason,
-                decision.paused.as_deref(),
-            )? {
-                queued.push(serde_json::json!({"id": id, "user": q.user, "account": q.account, "reason": q.reason}));
+            if let Some(id) =
+                self.state
+                    .queue_revocation(&q.user, &q.account, q.reason, q.paused.as_deref())?
+            {
+                queued.push(serde_json::json!({"id": id, "user": q.user, "account": q.account, "reason": q.reason, "paused": q.paused.is_some()}));
             }
         }
         self.state.write(|w| {
