@@ -30,7 +30,9 @@ fn lower_bound(report: &RunReport) -> u64 {
         .iter()
         .map(|u| {
             let (c, e) = (&u.contacts, &u.events);
-            2 + div(c.created, 200)
+            // Three listings every pass must make (events, contacts, the calendar's ACL),
+            // then the writes at the batch limits.
+            3 + div(c.created, 200)
                 + div(c.updated, 200)
                 + div(c.deleted, 500)
                 + (e.created + e.updated + e.deleted) as u64

@@ -92,9 +92,10 @@ pub struct GoogleConfig {
     pub service_account_key: PathBuf,
     /// Override of the key's `token_uri` (the emulator's `/token`).
     pub token_uri: Option<String>,
-    /// Name of each user's dedicated calendar.
+    /// Name of each user's dedicated calendar (recognised by its marker, never by name).
     pub calendar_name: String,
-    /// Name of each user's dedicated contact group.
+    /// Name of each user's dedicated contact group (recognised by its marker; a personal
+    /// group of that name makes ours take a numbered name).
     pub contact_group_name: String,
     /// Sync to Google accounts outside the org's `google_domains`.
     pub allow_personal_accounts: bool,
@@ -106,8 +107,8 @@ impl Default for GoogleConfig {
             base_url: "https://www.googleapis.com/".into(),
             service_account_key: PathBuf::from("config/emulator-service-account.json"),
             token_uri: None,
-            calendar_name: "CRM".into(),
-            contact_group_name: "CRM".into(),
+            calendar_name: "CRM (crmsync)".into(),
+            contact_group_name: "CRM (crmsync)".into(),
             allow_personal_accounts: false,
         }
     }
@@ -128,6 +129,12 @@ pub struct SyncConfig {
     pub max_attempts: u32,
     /// `status` flags users without a successful pass for this long.
     pub stale_after_minutes: u64,
+    /// More than this fraction of the synced users offboarded (deactivated, removed,
+    /// account changed or cleared) by one CRM change pauses those revocations until
+    /// `--force`; one person is never paused.
+    pub max_offboarding_fraction: f64,
+    /// What the leak guard does with sharing of a dedicated calendar beyond its owner.
+    pub acl_guard: crate::revoke::acl::AclGuardMode,
 }
 
 impl Default for SyncConfig {
@@ -138,6 +145,8 @@ impl Default for SyncConfig {
             requests_per_minute: 500,
             max_attempts: 6,
             stale_after_minutes: 60,
+            max_offboarding_fraction: 0.2,
+            acl_guard: crate::revoke::acl::AclGuardMode::Remove,
         }
     }
 }
@@ -197,6 +206,12 @@ impl Config {
             return fail(
                 "sync.max_delete_fraction",
                 format!("{} is not between 0 and 1", s.max_delete_fraction),
+            );
+        }
+        if !(0.0..=1.0).contains(&s.max_offboarding_fraction) {
+            return fail(
+                "sync.max_offboarding_fraction",
+                format!("{} is not between 0 and 1", s.max_offboarding_fraction),
             );
         }
         if s.concurrency == 0 || s.concurrency > 256 {
@@ -286,6 +301,16 @@ mod tests {
         let text = include_str!("../config/crmsync.toml");
         let config = Config::parse("config/crmsync.toml", text).unwrap();
         assert_eq!(config.sync.max_delete_fraction, 0.5);
+        let defaults = Config::default();
+        assert_eq!(
+            config.sync, defaults.sync,
+            "the example shows the [sync] defaults"
+        );
+        assert_eq!(config.google.calendar_name, defaults.google.calendar_name);
+        assert_eq!(
+            config.google.contact_group_name,
+            defaults.google.contact_group_name
+        );
     }
 
     #[test]
@@ -307,6 +332,11 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("c.toml: sync.max_delete_fraction:"));
+
+        let err = Config::parse("c.toml", "[sync]\nmax_offboarding_fraction = -0.1\n").unwrap_err();
+        assert_eq!(err.key, "sync.max_offboarding_fraction");
+        let err = Config::parse("c.toml", "[sync]\nacl_guard = \"ignore\"\n").unwrap_err();
+        assert_eq!(err.key, "sync.acl_guard");
 
         let err = Config::parse("c.toml", "[google]\nbase_url = \"not a url\"\n").unwrap_err();
         assert_eq!(err.key, "google.base_url");

@@ -11,6 +11,7 @@ pub mod google;
 pub mod mirror;
 pub mod model;
 mod multipart;
+pub mod revoke;
 pub mod scope;
 pub mod security;
 pub mod store;

@@ -146,6 +146,14 @@ fn role_cycles_and_duplicate_ids_are_refused() {
     let dup = doc["contacts"][0].clone();
     doc["contacts"].as_array_mut().unwrap().push(dup);
     assert_problem(&doc, "contacts[1].id", "duplicate id \"c1\"");
+    // One Google account per user (compared case-insensitively).
+    let mut doc = example();
+    doc["users"][2]["google_account"] = json!("ERIN@acme.example");
+    assert_problem(
+        &doc,
+        "users[2].google_account",
+        "already used by users[1] (\"erin\")",
+    );
 }
 
 #[test]

@@ -203,21 +203,21 @@ async fn writes_go_through_the_batch_with_per_op_results_and_echo_exactly() {
     ];
     let results2 = remote.event_ops(&alice, &cal, &ops).await.unwrap();
     assert_eq!(
-        results2[0].as_ref().unwrap_err().kind,
+        results2[0].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::AlreadyExists
     );
     let updated = written(&results2[1]);
     assert_eq!(updated.data, canonical_event(&moved));
     assert_ne!(updated.etag, etag_gap);
     assert_eq!(
-        results2[2].as_ref().unwrap_err().kind,
+        results2[2].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::PreconditionFailed
     );
     assert_eq!(
-        results2[3].as_ref().unwrap_err().kind,
+        results2[3].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::NotFound
     );
-    assert_eq!(results2[4], Ok(OpOutcome::Deleted));
+    assert_eq!(results2[4].result, Ok(OpOutcome::Deleted));
     // The update kept what the phone set and we do not sync (a PATCH, not a PUT).
     assert_eq!(emu.counters().endpoint("calendar.events.patch"), 2);
 
@@ -256,7 +256,7 @@ async fn writes_go_through_the_batch_with_per_op_results_and_echo_exactly() {
         .await
         .unwrap();
     assert_eq!(
-        again[0].as_ref().unwrap_err().kind,
+        again[0].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::AlreadyExists
     );
 
@@ -305,7 +305,7 @@ async fn large_writes_are_chunked_and_listings_follow_every_page() {
     let results = remote.event_ops(&alice, &cal, &ops).await.unwrap();
     assert!(results
         .iter()
-        .all(|r| matches!(r, Ok(OpOutcome::Written(_)))));
+        .all(|r| matches!(r.result, Ok(OpOutcome::Written(_)))));
     assert_eq!(emu.counters().endpoint("calendar.batch"), 3); // ⌈120 / 50⌉
     emu.reset_counters();
     let listing = remote.list_events(&alice, &cal, None).await.unwrap();
@@ -387,11 +387,11 @@ async fn a_bad_event_fails_alone() {
     ];
     let results = remote.event_ops(&alice, &cal, &ops).await.unwrap();
     assert_eq!(
-        results[0].as_ref().unwrap_err().kind,
+        results[0].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::Permanent
     );
     assert_eq!(
-        results[1].as_ref().unwrap_err().kind,
+        results[1].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::Permanent
     );
     assert_eq!(written(&results[2]).data, canonical_event(&good));

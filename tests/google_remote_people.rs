@@ -7,7 +7,7 @@ mod google_remote_support;
 
 use crmsync::emulator::ApiFamily;
 use crmsync::google::mapping::{canonical_contact, person_groups};
-use crmsync::model::SyncedContact;
+use crmsync::model::{SyncedContact, UserId};
 use crmsync::sync::remote::{
     ContactOp, OpOutcome, Remote, RemoteChange, RemoteErrorKind, RemoteItem,
 };
@@ -16,6 +16,7 @@ use google_people1::api::{
 };
 use google_remote_support::*;
 use std::collections::HashMap;
+use std::str::FromStr;
 
 async fn people_hub(emu: &crmsync::emulator::TestEmulator) -> crmsync::google::hub::People {
     let key = crmsync::google::auth::load_service_account_key(&key_path(), Some(&emu.token_uri()))
@@ -59,14 +60,15 @@ async fn the_group_is_made_once_and_found_again() {
             .unwrap(),
         group
     );
-    // State loss: found by name, not made twice.
+    // State loss: found by its marker, not made twice.
     assert_eq!(
         remote.ensure_group(&alice, "CRM", None).await.unwrap(),
         group
     );
     assert_eq!(emu.counters().endpoint("people.contactGroups.create"), 1);
 
-    // A group the user made by hand with that name is adopted.
+    // A group the user made by hand with that name is never adopted (its members would be
+    // imported into the CRM): ours is made beside it under a numbered name.
     let hub = people_hub(&emu).await;
     let (_, made) = hub
         .contact_groups()
@@ -80,9 +82,36 @@ async fn the_group_is_made_once_and_found_again() {
         .doit()
         .await
         .unwrap();
+    let bob = crmsync::sync::remote::GoogleUser {
+        user: UserId::new("bob").unwrap(),
+        account: alice.account.clone(),
+    };
+    let ours = remote.ensure_group(&bob, "Clients", None).await.unwrap();
+    assert_ne!(ours, made.resource_name.clone().unwrap());
+    let (_, listed) = hub
+        .contact_groups()
+        .list()
+        .group_fields(google_people1::FieldMask::from_str("name,clientData").unwrap())
+        .doit()
+        .await
+        .unwrap();
+    let names: Vec<(String, bool)> = listed
+        .contact_groups
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.name.as_deref().is_some_and(|n| n.starts_with("Clients")))
+        .map(|g| (g.name.unwrap(), g.client_data.is_some()))
+        .collect();
+    let mut names = names;
+    names.sort();
     assert_eq!(
-        remote.ensure_group(&alice, "Clients", None).await.unwrap(),
-        made.resource_name.clone().unwrap()
+        names,
+        vec![("Clients".into(), false), ("Clients 2".into(), true)],
+        "the personal group is untouched; ours carries the marker"
+    );
+    assert_eq!(
+        remote.ensure_group(&bob, "Clients", None).await.unwrap(),
+        ours
     );
 
     // A stored group that was deleted: made again.
@@ -224,11 +253,11 @@ async fn contacts_round_trip_and_per_item_failures_stay_isolated() {
     assert_eq!(written(&updated[0]).data, canonical_contact(&ada2));
     assert_eq!(written(&updated[1]).data, canonical_contact(&grace2));
     assert_eq!(
-        updated[2].as_ref().unwrap_err().kind,
+        updated[2].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::PreconditionFailed
     );
     assert_eq!(
-        updated[3].as_ref().unwrap_err().kind,
+        updated[3].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::NotFound
     );
     assert_eq!(
@@ -258,9 +287,9 @@ async fn contacts_round_trip_and_per_item_failures_stay_isolated() {
         },
     ];
     let removed = remote.contact_ops(&alice, &group, &ops).await.unwrap();
-    assert_eq!(removed[0], Ok(OpOutcome::Deleted));
+    assert_eq!(removed[0].result, Ok(OpOutcome::Deleted));
     assert_eq!(
-        removed[1].as_ref().unwrap_err().kind,
+        removed[1].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::NotFound
     );
 
@@ -310,7 +339,7 @@ async fn a_batch_refused_as_a_whole_falls_back_to_one_call_per_contact() {
     assert!(
         results
             .iter()
-            .all(|r| matches!(r, Ok(OpOutcome::Written(_)))),
+            .all(|r| matches!(r.result, Ok(OpOutcome::Written(_)))),
         "{results:?}"
     );
     let counters = emu.counters();
@@ -365,7 +394,7 @@ async fn an_update_batch_refused_as_a_whole_falls_back_to_one_call_per_contact()
     let results = remote.contact_ops(&alice, &group, &updates).await.unwrap();
     assert_eq!(written(&results[0]).data.title, "Title 0");
     assert_eq!(
-        results[1].as_ref().unwrap_err().kind,
+        results[1].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::PreconditionFailed
     );
     assert_eq!(written(&results[2]).data.title, "Title 2");
@@ -467,7 +496,7 @@ async fn writes_cost_the_fewest_calls_the_batch_limits_allow() {
     let created = remote.contact_ops(&alice, &group, &ops).await.unwrap();
     assert!(created
         .iter()
-        .all(|r| matches!(r, Ok(OpOutcome::Written(_)))));
+        .all(|r| matches!(r.result, Ok(OpOutcome::Written(_)))));
     assert_eq!(
         emu.counters().endpoint("people.people.batchCreateContacts"),
         3
@@ -511,7 +540,7 @@ async fn writes_cost_the_fewest_calls_the_batch_limits_allow() {
         })
         .collect();
     let deleted = remote.contact_ops(&alice, &group, &deletes).await.unwrap();
-    assert!(deleted.iter().all(|r| r == &Ok(OpOutcome::Deleted)));
+    assert!(deleted.iter().all(|r| r.result == Ok(OpOutcome::Deleted)));
     assert_eq!(
         emu.counters().endpoint("people.people.batchDeleteContacts"),
         1

@@ -98,7 +98,7 @@ async fn failed_batch_requests_and_failed_parts_are_retried() {
     assert!(
         results
             .iter()
-            .all(|r| matches!(r, Ok(OpOutcome::Written(_)))),
+            .all(|r| matches!(r.result, Ok(OpOutcome::Written(_)))),
         "{results:?}"
     );
     let dump = emu.dump_user(ALICE).unwrap();
@@ -121,7 +121,7 @@ async fn a_lost_answer_never_duplicates_an_event() {
     };
     let results = remote.event_ops(&alice, &cal, &[op]).await.unwrap();
     assert_eq!(
-        results[0].as_ref().unwrap_err().kind,
+        results[0].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::AlreadyExists
     );
     assert_eq!(emu.dump_user(ALICE).unwrap().live_events(&cal).len(), 1);
@@ -179,7 +179,7 @@ async fn persistent_failures_end_as_the_right_kind_after_max_attempts() {
     let results = remote.event_ops(&alice, &cal, &ops).await.unwrap();
     assert!(results
         .iter()
-        .all(|r| r.as_ref().unwrap_err().kind == RemoteErrorKind::Transient));
+        .all(|r| r.result.as_ref().unwrap_err().kind == RemoteErrorKind::Transient));
 
     // Permanent answers are not retried.
     emu.clear_faults();
@@ -277,7 +277,7 @@ async fn google_rate_limits_403_are_retried_after_the_window_frees() {
     let results = remote.event_ops(&alice, &cal, &[op]).await.unwrap();
     watcher.await.unwrap();
     assert!(
-        matches!(results[0], Ok(OpOutcome::Written(_))),
+        matches!(results[0].result, Ok(OpOutcome::Written(_))),
         "{results:?}"
     );
     assert!(emu.counters().quota_rejections > rejected);
@@ -326,7 +326,7 @@ async fn project_rate_limits_403_and_429_are_retried() {
         let results = remote.event_ops(&alice, &cal, &[op]).await.unwrap();
         watcher.await.unwrap();
         assert!(
-            matches!(results[0], Ok(OpOutcome::Written(_))),
+            matches!(results[0].result, Ok(OpOutcome::Written(_))),
             "{status}: {results:?}"
         );
         assert_eq!(emu.counters().quota_rejections, 2, "{status}");
@@ -348,7 +348,7 @@ async fn operational_403_rate_limits_are_retried() {
     };
     let results = remote.event_ops(&alice, &cal, &[op]).await.unwrap();
     assert!(
-        matches!(results[0], Ok(OpOutcome::Written(_))),
+        matches!(results[0].result, Ok(OpOutcome::Written(_))),
         "{results:?}"
     );
     assert_eq!(emu.counters().endpoint("calendar.events.insert"), 3);
@@ -411,7 +411,7 @@ async fn unknown_users_are_unauthorized_and_not_retried() {
         .await
         .unwrap();
     assert_eq!(
-        results[0].as_ref().unwrap_err().kind,
+        results[0].result.as_ref().unwrap_err().kind,
         RemoteErrorKind::Unauthorized
     );
 }
@@ -433,7 +433,7 @@ async fn contact_creates_are_not_repeated_when_the_answer_may_be_lost() {
         FaultKind::LostResponse,
     ));
     let results = remote.contact_ops(&alice, &group, &ops).await.unwrap();
-    let err = results[0].as_ref().unwrap_err();
+    let err = results[0].result.as_ref().unwrap_err();
     assert_eq!(err.kind, RemoteErrorKind::Transient);
     assert!(
         err.message.contains("may have been applied"),
@@ -454,7 +454,7 @@ async fn contact_creates_are_not_repeated_when_the_answer_may_be_lost() {
     }];
     let results = remote.contact_ops(&alice, &group, &ops).await.unwrap();
     assert!(
-        matches!(results[0], Ok(OpOutcome::Written(_))),
+        matches!(results[0].result, Ok(OpOutcome::Written(_))),
         "{results:?}"
     );
     assert_eq!(emu.dump_user(ALICE).unwrap().live_contacts().len(), 2);

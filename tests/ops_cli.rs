@@ -401,7 +401,8 @@ async fn status_exits_1_for_failing_or_stale_users_and_shows_inactive_ones() {
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["ok"], false);
     assert_eq!(status["needs_attention"], 1);
-    assert_eq!(state_of(&status, "frank"), "inactive");
+    // Deactivation revokes frank's account in the same pass: revoked, needing no attention.
+    assert_eq!(state_of(&status, "frank"), "revoked");
     assert_eq!(state_of(&status, "hank"), "failing");
     assert_eq!(state_of(&status, "alice"), "ok");
     let hank = status["users"]
@@ -416,7 +417,7 @@ async fn status_exits_1_for_failing_or_stale_users_and_shows_inactive_ones() {
     assert!(err.contains("1 user(s) failing"), "{err}");
     let (human, _) = text(&out);
     assert!(
-        human.contains("inactive") && human.contains("failing"),
+        human.contains("REVOKED") && human.contains("failing"),
         "{human}"
     );
 
@@ -425,7 +426,7 @@ async fn status_exits_1_for_failing_or_stale_users_and_shows_inactive_ones() {
     ok(&env.run(&["sync"]).await);
     let status = ok(&env.run(&["--json", "status"]).await);
     assert_eq!(state_of(&status, "hank"), "ok");
-    assert_eq!(state_of(&status, "frank"), "inactive");
+    assert_eq!(state_of(&status, "frank"), "revoked");
 
     // Stale: no success within stale_after_minutes.
     let strict = std::fs::read_to_string(env.config()).unwrap().replace(
@@ -448,8 +449,8 @@ async fn status_exits_1_for_failing_or_stale_users_and_shows_inactive_ones() {
     assert_eq!(state_of(&status, "alice"), "stale");
     assert_eq!(
         state_of(&status, "frank"),
-        "inactive",
-        "inactive is never stale"
+        "revoked",
+        "a revoked user is never stale"
     );
 
     // audit: unknown users and record kinds exit 2.

@@ -30,7 +30,7 @@ async fn seed_contact_copy(h: &Harness, user: &str, crm_id: &str) -> String {
         .contact_ops(&h.google_user(user), &h.group_of(user), &[op])
         .await
         .unwrap();
-    match results.into_iter().next() {
+    match results.into_iter().next().map(|r| r.result) {
         Some(Ok(OpOutcome::Written(item))) => item.google_id,
         other => panic!("seeding a copy: {other:?}"),
     }
@@ -54,7 +54,10 @@ async fn seed_event_copy(h: &Harness, user: &str, crm_id: &str) -> String {
         .event_ops(&h.google_user(user), &h.calendar_of(user), &[op])
         .await
         .unwrap();
-    assert!(matches!(results.first(), Some(Ok(_))), "{results:?}");
+    assert!(
+        matches!(results.first().map(|r| &r.result), Some(Ok(_))),
+        "{results:?}"
+    );
     id
 }
 

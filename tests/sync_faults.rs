@@ -63,7 +63,11 @@ fn crashing(h: &Harness, crash_at: usize, after: bool) -> Hooked<'_, Crash> {
 }
 
 /// Runs one pass through `remote`; returns false if it "crashed".
-async fn pass_through<R: Remote>(h: &Harness, remote: &R, crashed: &Notify) -> bool {
+async fn pass_through<R: Remote + crmsync::revoke::remote::Offboarding>(
+    h: &Harness,
+    remote: &R,
+    crashed: &Notify,
+) -> bool {
     let engine = Engine {
         config: &h.config,
         state: &h.state,

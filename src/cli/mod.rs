@@ -7,6 +7,7 @@ mod exit;
 mod logging;
 mod mirror_load;
 mod ops_cmd;
+mod revoke_cmd;
 mod scope_cmd;
 mod state_access;
 mod sync_cmd;
@@ -74,12 +75,13 @@ pub enum Command {
     /// Ask the permission engine who may read or edit what, and why.
     #[command(subcommand)]
     Access(AccessCommand),
-    /// Remove everything synced to a user's Google account and revoke the tokens.
+    /// Remove everything synced to a user's Google account (restoring their own contacts),
+    /// verify, and release the credentials.
     Revoke(RevokeArgs),
     /// Per-user sync status: last success, errors, stale, inactive users. Exits 1 when an
     /// active user is failing or stale.
     Status,
-    /// Show the audit trail (newest last).
+    /// Show the audit trail (newest last), or undo a write-back.
     Audit(AuditArgs),
     /// Work with the embedded CRM.
     #[command(subcommand)]
@@ -101,7 +103,8 @@ pub struct SyncArgs {
     /// Print the plan with per-field diffs; change nothing anywhere.
     #[arg(long)]
     pub dry_run: bool,
-    /// Override the max_delete_fraction breaker.
+    /// Override the max_delete_fraction breaker; release revocations the mass-offboarding
+    /// guard paused; with --user, sync a user revoked by `crmsync revoke` again.
     #[arg(long)]
     pub force: bool,
 }
@@ -179,7 +182,10 @@ pub enum AccessCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub action: Option<AuditAction>,
     /// Only this user's lines.
     #[arg(long)]
     pub user: Option<String>,
@@ -191,9 +197,21 @@ pub struct AuditArgs {
     pub limit: usize,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Put back the CRM values a write-back (audit line ID) replaced, if the record has not
+    /// changed since; otherwise say why not (exit 1).
+    Undo {
+        /// The audit line of the write-back (`crmsync audit --record KIND:ID` shows it).
+        id: i64,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
+    /// The CRM user whose Google account is cleared of everything crmsync put there.
     pub user: String,
+    /// Print what would be removed and restored; change nothing anywhere.
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -270,8 +288,12 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Emulator(args) => sync_cmd::emulator(args),
         Command::Scope(cmd) => scope_cmd::run(&config, &out, &access, cmd),
         Command::Access(cmd) => access_cmd::run(&config, &out, &access, cmd),
-        Command::Revoke(_) => not_built_yet("revoke", "offboarding (roadmap item 1)"),
+        Command::Revoke(args) => revoke_cmd::revoke(&config, &out, &access, args),
         Command::Status => ops_cmd::status(&config, &out, &access),
+        Command::Audit(AuditArgs {
+            action: Some(AuditAction::Undo { id }),
+            ..
+        }) => revoke_cmd::undo(&config, &out, &access, id),
         Command::Audit(args) => ops_cmd::audit(&config, &out, &access, args),
     }
 }

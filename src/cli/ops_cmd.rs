@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use crmsync::config::Config;
 use crmsync::crm::OrgModel;
 use crmsync::model::{RecordRef, UserId};
+use crmsync::revoke::RevocationState;
 use crmsync::store::lock::WriterLock;
 use crmsync::store::{StateDb, SyncUser};
 use serde::Serialize;
@@ -62,6 +63,13 @@ pub enum UserState {
     Inactive,
     /// No longer in the CRM at all.
     Removed,
+    /// Everything crmsync put into the account was removed and verified (`crmsync revoke`,
+    /// deactivation, removal or an account change).
+    Revoked,
+    /// A revocation is queued (the next pass drains it).
+    Revoking,
+    /// A revocation is held by the mass-offboarding guard until `--force`.
+    RevocationPaused,
 }
 
 impl UserState {
@@ -69,7 +77,10 @@ impl UserState {
     fn needs_attention(self) -> bool {
         matches!(
             self,
-            UserState::Stale | UserState::NeverSynced | UserState::Failing
+            UserState::Stale
+                | UserState::NeverSynced
+                | UserState::Failing
+                | UserState::RevocationPaused
         )
     }
 }
@@ -80,8 +91,12 @@ pub struct StatusRow {
     pub user: String,
     pub account: Option<String>,
     pub active: bool,
-    /// Offboarded with `crmsync revoke` (filled in by offboarding; false until it lands).
+    /// Everything synced to the account was removed (and no revocation is open).
     pub revoked: bool,
+    pub revoked_at: Option<String>,
+    pub revoked_reason: Option<String>,
+    /// An open revocation: its state (`queued` / `paused`), reason, account and why paused.
+    pub revocation: Option<serde_json::Value>,
     pub state: UserState,
     pub stale: bool,
     pub last_success_at: Option<String>,
@@ -111,6 +126,7 @@ pub fn status_rows(
         .collect();
     ids.sort();
     ids.dedup();
+    let open_revocations = state.open_revocations()?;
     let mut rows = Vec::with_capacity(ids.len());
     for id in ids {
         let user = UserId::new(id.as_str())
@@ -123,7 +139,14 @@ pub fn status_rows(
         let stale = last_success.is_none_or(|t| now.signed_duration_since(t) > stale_after);
         let active = user.is_some_and(|u| u.active);
         let failing = sync.is_some_and(|s| s.last_error.is_some());
+        let pending = open_revocations.iter().find(|r| r.user_id == id);
+        let revoked = sync.is_some_and(|s| s.revoked_at.is_some()) && pending.is_none();
         let state_of = match (user, sync) {
+            _ if pending.is_some_and(|r| r.state == RevocationState::Paused) => {
+                UserState::RevocationPaused
+            }
+            _ if pending.is_some() => UserState::Revoking,
+            _ if revoked && !user.is_some_and(|u| u.active) => UserState::Revoked,
             _ if failing => UserState::Failing,
             (None, _) => UserState::Removed,
             (Some(u), _) if !u.active => UserState::Inactive,
@@ -144,9 +167,15 @@ pub fn status_rows(
                 .or_else(|| user.and_then(|u| u.google_account.clone())),
             user: id,
             active,
-            revoked: false,
+            revoked,
+            revoked_at: sync.and_then(|s| s.revoked_at.clone()),
+            revoked_reason: sync.and_then(|s| s.revoked_reason.clone()),
+            revocation: pending.map(|r| {
+                serde_json::json!({"state": r.state, "reason": r.reason,
+                    "account": r.account, "why": r.paused_reason})
+            }),
             state: state_of,
-            stale: active && stale,
+            stale: active && stale && !revoked,
             last_success_at: sync.and_then(|s| s.last_success_at.clone()),
             last_attempt_at: sync.and_then(|s| s.last_attempt_at.clone()),
             last_error: sync.and_then(|s| s.last_error.clone()),
@@ -193,7 +222,7 @@ pub fn status(config: &Config, out: &Output, access: &StateAccess) -> CmdResult 
                 "{:<10} {:<24} {:<12} {:<26} {}\n",
                 r.user,
                 r.account.as_deref().unwrap_or(""),
-                if r.revoked { "revoked" } else { &state },
+                if r.revoked { "REVOKED" } else { &state },
                 r.last_success_at.as_deref().unwrap_or("never"),
                 r.last_error.as_deref().unwrap_or("")
             ));

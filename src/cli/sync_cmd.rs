@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-fn tokio_runtime() -> Result<tokio::runtime::Runtime, super::Failure> {
+pub(super) fn tokio_runtime() -> Result<tokio::runtime::Runtime, super::Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,7 +7,7 @@
 use super::OrgModel;
 use crate::model::{
     Attendee, Contact, Event, ObjectKind, OrgSettings, OrgWideSharing, Organization, Owned,
-    ParentLink, Profile, Role, RoleId, RuleParty, SharingDefault, SharingRule, Team, User,
+    ParentLink, Profile, Role, RoleId, RuleParty, SharingDefault, SharingRule, Team, User, UserId,
     Visibility,
 };
 use serde::Deserialize;
@@ -292,6 +292,32 @@ fn validate(doc: OrgFileDoc) -> Result<OrgModel, Vec<OrgProblem>> {
             }
         }
         model.users.insert(user.id.clone(), user);
+    }
+    // One Google account per user: a shared account would mix two users' permissions on
+    // one phone (and revoking one would wipe the other).
+    let mut accounts: Vec<(usize, &UserId, String)> = users
+        .values()
+        .filter_map(|(i, u)| {
+            let account = model.users.get(&u.id)?.google_account.clone()?;
+            Some((*i, &u.id, account.to_lowercase()))
+        })
+        .collect();
+    accounts.sort();
+    let mut first_user: BTreeMap<String, (usize, &UserId)> = BTreeMap::new();
+    for (i, id, account) in accounts {
+        match first_user.get(&account) {
+            Some((j, other)) => p.push(
+                format!("users[{i}].google_account"),
+                format!(
+                    "Google account {account:?} is already used by users[{j}] ({:?}); each \
+                     user needs a Google account of their own",
+                    other.as_str()
+                ),
+            ),
+            None => {
+                first_user.insert(account, (i, id));
+            }
+        }
     }
 
     for (i, team) in teams.values() {

@@ -325,7 +325,7 @@ async fn tell(
         s,
         "crmsync demo — Acme Robotics (8 users, 200 contacts, 60 events)\n"
     );
-    let _ = writeln!(s, "Day 1: first sync. Each user got a \"CRM\" calendar and contact group with exactly what they may see:");
+    let _ = writeln!(s, "Day 1: first sync. Each user got a \"CRM (crmsync)\" calendar and contact group with exactly what they may see:");
     for u in &first.users {
         let t = u.total();
         let _ = writeln!(

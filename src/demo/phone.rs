@@ -8,7 +8,7 @@ use crate::model::{CrmId, ObjectKind, SyncedContact, SyncedEvent, UserId};
 use crate::store::StateDb;
 use crate::sync::plan::Link;
 use crate::sync::remote::{
-    ContactOp, EventOp, GoogleUser, OpOutcome, Remote, RemoteChange, RemoteError, RemoteErrorKind,
+    ContactOp, EventOp, GoogleUser, OpResult, Remote, RemoteChange, RemoteError, RemoteErrorKind,
 };
 use google_people1::api::{ContactGroupMembership, EmailAddress, Membership, Name, Person};
 use google_people1::FieldMask;
@@ -220,8 +220,8 @@ impl<R: Remote> Phone<'_, R> {
     }
 }
 
-fn expect_written<T>(results: Vec<Result<OpOutcome<T>, RemoteError>>) -> Result<(), PhoneError> {
-    match results.into_iter().next() {
+fn expect_written<T>(results: Vec<OpResult<T>>) -> Result<(), PhoneError> {
+    match results.into_iter().next().map(|r| r.result) {
         Some(Ok(_)) => Ok(()),
         Some(Err(e)) => Err(e.into()),
         None => Err(PhoneError::People("no answer for the write".into())),

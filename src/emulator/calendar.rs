@@ -1,12 +1,13 @@
 //! Calendar v3: calendars, calendarList, events (with recurrence, instances, sync tokens,
-//! etags and reserved deleted ids) and ACLs, as strict as GOOGLE_API.md says Google is.
+//! etags and reserved deleted ids), as strict as GOOGLE_API.md says Google is; the ACL
+//! endpoints are routed here and served by `acl`.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use google_calendar3::api::{
-    Acl, AclRule, AclRuleScope, Calendar, CalendarList, CalendarListEntry, Event, EventCreator,
-    EventDateTime, EventOrganizer, EventReminders, Events,
+    Calendar, CalendarList, CalendarListEntry, Event, EventCreator, EventDateTime, EventOrganizer,
+    EventReminders, Events,
 };
 use serde_json::Value;
 
@@ -191,25 +192,10 @@ pub(crate) fn execute(
             let cal = calendar_ref(user, c)?;
             list_instances(cal, e, &req.query)
         }
-        R::AclList(c) => {
-            let cal = calendar_ref(user, c)?;
-            Ok(ApiResponse::json(
-                200,
-                &Acl {
-                    kind: Some("calendar#acl".into()),
-                    etag: cal.meta.etag.clone(),
-                    items: Some(cal.acl.values().cloned().collect()),
-                    ..Default::default()
-                },
-            ))
-        }
-        R::AclGet(c, r) => {
-            let cal = calendar_ref(user, c)?;
-            let rule = cal.acl.get(r).ok_or_else(ApiError::not_found)?;
-            Ok(ApiResponse::json(200, rule))
-        }
-        R::AclInsert(c) => insert_acl(user, c, req),
-        R::AclDelete(c, r) => delete_acl(user, c, r),
+        R::AclList(c) => super::acl::list(user, c, &req.query),
+        R::AclGet(c, r) => super::acl::get(user, c, r),
+        R::AclInsert(c) => super::acl::insert(user, c, req),
+        R::AclDelete(c, r) => super::acl::delete(user, c, r),
     }
 }
 
@@ -411,72 +397,6 @@ fn calendar_list(user: &UserData, query: &Query) -> Result<ApiResponse, ApiError
             next_sync_token: None,
         },
     ))
-}
-
-const ACL_ROLES: &[&str] = &["none", "freeBusyReader", "reader", "writer", "owner"];
-const ACL_SCOPES: &[&str] = &["default", "user", "group", "domain"];
-
-fn insert_acl(
-    user: &mut UserData,
-    cal_id: &str,
-    req: &RawRequest,
-) -> Result<ApiResponse, ApiError> {
-    let body: AclRule = parse_body(req)?;
-    let role = body.role.ok_or_else(|| ApiError::required("role"))?;
-    if !ACL_ROLES.contains(&role.as_str()) {
-        return Err(ApiError::invalid("Invalid role value."));
-    }
-    let scope = body.scope.ok_or_else(|| ApiError::required("scope"))?;
-    let scope_type = scope
-        .type_
-        .ok_or_else(|| ApiError::required("scope type"))?;
-    if !ACL_SCOPES.contains(&scope_type.as_str()) {
-        return Err(ApiError::invalid("Invalid scope type value."));
-    }
-    let id = match (&scope_type[..], &scope.value) {
-        ("default", _) => "default".to_string(),
-        (_, Some(v)) if !v.is_empty() => format!("{scope_type}:{v}"),
-        _ => return Err(ApiError::required("scope value")),
-    };
-    let email = user.email.clone();
-    if id == format!("user:{email}") {
-        return Err(ApiError::new(
-            403,
-            "cannotChangeOwnAcl",
-            "Cannot change your own access level.",
-        ));
-    }
-    let etag = user.next_etag();
-    let cal = calendar_mut(user, cal_id)?;
-    let rule = AclRule {
-        kind: Some("calendar#aclRule".into()),
-        etag: Some(etag),
-        id: Some(id.clone()),
-        role: Some(role),
-        scope: Some(AclRuleScope {
-            type_: Some(scope_type),
-            value: scope.value,
-        }),
-    };
-    cal.acl.insert(id, rule.clone());
-    Ok(ApiResponse::json(200, &rule))
-}
-
-fn delete_acl(user: &mut UserData, cal_id: &str, rule_id: &str) -> Result<ApiResponse, ApiError> {
-    let email = user.email.clone();
-    let cal = calendar_mut(user, cal_id)?;
-    if !cal.acl.contains_key(rule_id) {
-        return Err(ApiError::not_found());
-    }
-    if rule_id == format!("user:{email}") {
-        return Err(ApiError::new(
-            403,
-            "cannotChangeOwnAcl",
-            "Cannot change your own access level.",
-        ));
-    }
-    cal.acl.remove(rule_id);
-    Ok(ApiResponse::no_content())
 }
 
 // ---------------------------------------------------------------------------------------------

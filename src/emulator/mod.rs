@@ -5,7 +5,7 @@
 //! Layout:
 //! - [`server`]: the hyper accept loop, request dispatch and the per-call pipeline
 //!   (auth → counters → faults → quota → handler);
-//! - `calendar`, `people`, `recurrence`: the emulated resources;
+//! - `calendar`, `acl`, `people`, `recurrence`: the emulated resources;
 //! - `batch`: `POST /batch/calendar/v3` (multipart/mixed);
 //! - [`oauth`]: JWT bearer and refresh-token grants, revocation;
 //! - [`scopes`]: the method → scopes table and the scope check;
@@ -17,6 +17,7 @@
 //! Deviations from Google are listed in `docs`-style comments where they occur and in
 //! [`DEVIATIONS`].
 
+mod acl;
 mod batch;
 mod calendar;
 pub mod control;
@@ -59,6 +60,7 @@ pub const DEVIATIONS: &[&str] = &[
     "A token whose only calendar scope is calendar.app.created gets 404 for calendars its app did not create (Google does not document the answer).",
     "A propagation delay raised at runtime applies to People writes made after the change; earlier writes are already visible.",
     "Errors of refused event times use reason invalid/required with the emulator's own messages beyond \"Missing time zone definition for start time.\".",
+    "acl.insert for a scope that already has a rule replaces its role; sendNotifications is accepted and ignored.",
 ];
 
 /// Rate limits. Every limit is a sliding window of 60 s on the emulator clock, except the

@@ -1054,6 +1054,16 @@ fn render_group(
 
 const GROUP_FIELDS: &[&str] = &["clientData", "groupType", "memberCount", "metadata", "name"];
 
+/// What `contactGroups.get`/`list` return without `groupFields` (Google: "defaults to
+/// metadata, groupType, memberCount, and name"; `clientData` only when asked for).
+fn group_fields_or_default(fields: Option<Vec<String>>) -> Vec<String> {
+    fields.filter(|f| !f.is_empty()).unwrap_or_else(|| {
+        ["metadata", "groupType", "memberCount", "name"]
+            .map(str::to_owned)
+            .to_vec()
+    })
+}
+
 fn create_group(
     user: &mut UserData,
     req: &RawRequest,
@@ -1116,7 +1126,11 @@ fn live_group<'a>(people: &'a PeopleData, name: &str) -> Result<&'a StoredGroup,
 }
 
 fn get_group(user: &UserData, name: &str, q: &Query) -> Result<ApiResponse, ApiError> {
-    let fields = parse_mask(q.get("groupFields"), "groupFields", GROUP_FIELDS)?;
+    let fields = Some(group_fields_or_default(parse_mask(
+        q.get("groupFields"),
+        "groupFields",
+        GROUP_FIELDS,
+    )?));
     let max_members = q.int("maxMembers")?.unwrap_or(0).max(0);
     let g = live_group(&user.people, name)?;
     Ok(ApiResponse::json_value(
@@ -1131,7 +1145,11 @@ fn get_group(user: &UserData, name: &str, q: &Query) -> Result<ApiResponse, ApiE
 }
 
 fn list_groups(user: &UserData, q: &Query) -> Result<ApiResponse, ApiError> {
-    let fields = parse_mask(q.get("groupFields"), "groupFields", GROUP_FIELDS)?;
+    let fields = Some(group_fields_or_default(parse_mask(
+        q.get("groupFields"),
+        "groupFields",
+        GROUP_FIELDS,
+    )?));
     let page_size = match q.int("pageSize")? {
         None | Some(0) => 30usize,
         Some(n) if !(1..=1000).contains(&n) => {

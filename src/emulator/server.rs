@@ -634,6 +634,16 @@ fn revoke_endpoint(handle: &EmulatorHandle, req: &RawRequest) -> ApiResponse {
         .by_endpoint
         .entry("oauth2.revoke".to_string())
         .or_default() += 1;
+    // Fault injection answers with a status here (the endpoint is synchronous).
+    if let Some(FaultKind::Status { code, .. }) =
+        inner.faults.decide("oauth2.revoke", &req.method, None)
+    {
+        inner.counters.faults_injected += 1;
+        return ApiResponse::json_value(
+            code,
+            &json!({"error": "internal_failure", "error_description": "Backend Error"}),
+        );
+    }
     let token = params.get("token").unwrap_or_default().to_string();
     if inner.data.tokens.revoke(&token) {
         inner.dirty = true;

@@ -86,6 +86,8 @@ pub(crate) struct CalendarData {
     pub created_by_app: Option<String>,
     pub events: BTreeMap<String, StoredEvent>,
     pub acl: BTreeMap<String, AclRule>,
+    /// Change bookkeeping of the ACL (sync tokens, deleted rules).
+    pub acl_log: super::acl::AclLog,
     /// Change sequence: every event write takes the next value.
     pub seq: u64,
     /// Bumped to invalidate every sync token issued for this calendar.

@@ -37,6 +37,15 @@ use std::collections::HashMap;
 
 /// Private extended property / client-data key carrying the CRM record id.
 pub const MARKER_ID: &str = "crmsync_id";
+/// Client-data key saying who made a contact: value [`ORIGIN_CREATED`] when crmsync created
+/// it. Pre-existing contacts crmsync linked and phone-made ones it imported never carry it,
+/// so pull-back can tell (even after a state-DB loss) which contacts it may delete.
+pub const MARKER_ORIGIN: &str = "crmsync_origin";
+/// The value of [`MARKER_ORIGIN`] on contacts crmsync created.
+pub const ORIGIN_CREATED: &str = "created";
+/// Client-data key on the user's dedicated contact group; the value is the CRM user id.
+/// The group is recognised by it, never by its name.
+pub const GROUP_MARKER: &str = "crmsync_group";
 /// Private extended property naming the CRM object kind of an event.
 pub const MARKER_KIND: &str = "crmsync_kind";
 /// Private extended property keeping the event's zone (Google may drop `timeZone` on
@@ -467,10 +476,12 @@ pub fn event_from_google(event: &Event) -> RemoteChange<SyncedEvent> {
         recurrence: canonical_recurrence(event.recurrence.as_deref().unwrap_or(&[])),
         attendees,
     };
+    let crm_id = private_property(event, MARKER_ID).and_then(|id| CrmId::new(id).ok());
     RemoteChange::Present(RemoteItem {
         google_id,
         etag: event.etag.clone().unwrap_or_default(),
-        crm_id: private_property(event, MARKER_ID).and_then(|id| CrmId::new(id).ok()),
+        created_by_us: crm_id.is_some(),
+        crm_id,
         data,
         in_container: true,
         previous_ids: Vec::new(),
@@ -624,6 +635,24 @@ pub fn contact_to_google(
     }
 }
 
+/// Marks a person about to be created by crmsync ([`MARKER_ORIGIN`]).
+pub fn mark_created(person: &mut Person) {
+    let data = person.client_data.get_or_insert_with(Vec::new);
+    data.retain(|c| c.key.as_deref() != Some(MARKER_ORIGIN));
+    data.push(ClientData {
+        key: Some(MARKER_ORIGIN.to_owned()),
+        value: Some(ORIGIN_CREATED.to_owned()),
+        metadata: None,
+    });
+}
+
+/// Whether crmsync created this person ([`MARKER_ORIGIN`]).
+pub fn person_created_by_us(person: &Person) -> bool {
+    person.client_data.iter().flatten().any(|c| {
+        c.key.as_deref() == Some(MARKER_ORIGIN) && c.value.as_deref() == Some(ORIGIN_CREATED)
+    })
+}
+
 /// Our `crmsync_id` marker on a person, if any.
 pub fn person_marker(person: &Person) -> Option<CrmId> {
     person
@@ -709,6 +738,7 @@ pub fn contact_from_google(person: &Person, group: &str) -> RemoteChange<SyncedC
         google_id,
         etag: person.etag.clone().unwrap_or_default(),
         crm_id: person_marker(person),
+        created_by_us: person_created_by_us(person),
         data: contact_fields(person),
         in_container: person_groups(person).iter().any(|g| g == group),
         previous_ids: metadata

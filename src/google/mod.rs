@@ -6,5 +6,6 @@ pub mod batch;
 pub mod classify;
 pub mod hub;
 pub mod mapping;
+pub mod release;
 pub mod remote;
 pub mod retry;

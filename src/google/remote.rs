@@ -48,22 +48,23 @@ use super::classify::{
 use super::hub::{self, with_slash, GOOGLE_CALENDAR_ROOT, GOOGLE_PEOPLE_ROOT};
 use super::mapping::{
     contact_from_google, contact_to_google, event_from_google, event_patch_body, event_to_google,
-    person_groups, to_json_without_nulls, MARKER_ID, PERSON_FIELDS, UPDATE_PERSON_FIELDS,
+    mark_created, person_groups, to_json_without_nulls, GROUP_MARKER, MARKER_ID, PERSON_FIELDS,
+    UPDATE_PERSON_FIELDS,
 };
 use super::retry::{Failure, Pacer, Repeat, RetryConfig, RetryPolicy};
 use crate::config::{GoogleConfig, SyncConfig};
 use crate::model::{CrmId, SyncedContact, SyncedEvent, UserId};
 use crate::sync::remote::{
-    BatchResult, ContactOp, EventOp, GoogleUser, Listing, OpOutcome, Remote, RemoteChange,
-    RemoteError, RemoteErrorKind,
+    BatchResult, ContactOp, EventOp, GoogleUser, Listing, OpKey, OpOutcome, OpResult, Released,
+    Remote, RemoteChange, RemoteError, RemoteErrorKind,
 };
 use chrono::Utc;
 use google_calendar3::api::{Calendar, CalendarList, Event, Events};
 use google_calendar3::common::{Delegate, FieldMask, Response, Retry};
 use google_people1::api::{
     BatchCreateContactsRequest, BatchDeleteContactsRequest, BatchUpdateContactsRequest, ClientData,
-    ContactGroup, ContactToCreate, CreateContactGroupRequest, ListConnectionsResponse,
-    ListContactGroupsResponse, Person, PersonResponse,
+    ContactGroup, ContactToCreate, CreateContactGroupRequest, GroupClientData,
+    ListConnectionsResponse, ListContactGroupsResponse, Person, PersonResponse,
 };
 use rand::SeedableRng;
 use std::collections::{BTreeSet, HashMap};
@@ -268,6 +269,23 @@ fn halts(kind: RemoteErrorKind) -> bool {
     )
 }
 
+/// `groupFields` of group listings: the marker lives in `clientData`, which Google only
+/// returns when asked for.
+const GROUP_FIELDS: &str = "clientData,groupType,metadata,name";
+
+/// Names tried for a new group when personal groups already use the configured one.
+const MAX_GROUP_NAME_ATTEMPTS: u32 = 5;
+
+/// The user id in a contact group's crmsync marker, if it carries one.
+pub fn group_marker(group: &ContactGroup) -> Option<String> {
+    group
+        .client_data
+        .iter()
+        .flatten()
+        .find(|d| d.key.as_deref() == Some(GROUP_MARKER))
+        .and_then(|d| d.value.clone())
+}
+
 /// The calendar marker: a line of the dedicated calendar's description.
 pub fn calendar_marker(user: &UserId) -> String {
     format!("crmsync:{user}")
@@ -416,18 +434,29 @@ impl<T> Slots<T> {
         self.set(index, result);
     }
 
-    fn finish(self) -> Vec<Result<OpOutcome<T>, RemoteError>> {
+    /// Each op's answer, named by its key (`keys[i]` is the key of op `i`).
+    fn finish(self, keys: impl IntoIterator<Item = OpKey>) -> Vec<OpResult<T>> {
         let halted = self.halted;
-        self.results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
+        keys.into_iter()
+            .zip(self.results)
+            .map(|(key, r)| OpResult {
+                key,
+                result: r.unwrap_or_else(|| {
                     Err(halted.clone().unwrap_or_else(|| {
                         RemoteError::new(RemoteErrorKind::Transient, "no answer for this op")
                     }))
-                })
+                }),
             })
             .collect()
+    }
+
+    /// Replaces a successful write's outcome at `index` (a release reports what it did).
+    fn replace_written(&mut self, index: usize, outcome: OpOutcome<T>) {
+        if let Some(slot) = self.results.get_mut(index) {
+            if let Some(Ok(OpOutcome::Written(_))) = slot {
+                *slot = Some(Ok(outcome));
+            }
+        }
     }
 }
 
@@ -765,14 +794,21 @@ impl GoogleRemote {
 
     // ----- People -----------------------------------------------------------------------
 
-    async fn find_group(&self, c: &UserClients, name: &str) -> Result<Option<String>, RemoteError> {
+    /// Every live user contact group of the account, with the fields the marker needs.
+    async fn user_groups(&self, c: &UserClients) -> Result<Vec<ContactGroup>, RemoteError> {
+        let mut groups = Vec::new();
         self.pages(
             "contactGroups.list",
             |token| {
                 self.people_read(c, move || {
                     let token = token.clone();
                     async move {
-                        let mut call = c.people.contact_groups().list().page_size(1000);
+                        let mut call = c
+                            .people
+                            .contact_groups()
+                            .list()
+                            .page_size(1000)
+                            .group_fields(FieldMask::from_str(GROUP_FIELDS).unwrap_or_default());
                         if let Some(t) = &token {
                             call = call.page_token(t);
                         }
@@ -781,18 +817,31 @@ impl GoogleRemote {
                 })
             },
             |list: ListContactGroupsResponse| {
-                if let Some(group) = list.contact_groups.iter().flatten().find(|g| {
+                groups.extend(list.contact_groups.into_iter().flatten().filter(|g| {
                     g.group_type.as_deref() == Some("USER_CONTACT_GROUP")
-                        && g.name.as_deref() == Some(name)
                         && !g.metadata.as_ref().and_then(|m| m.deleted).unwrap_or(false)
-                }) {
-                    return ControlFlow::Break(group.resource_name.clone());
-                }
+                }));
                 list.next_page_token
-                    .map_or(ControlFlow::Break(None), ControlFlow::Continue)
+                    .map_or(ControlFlow::Break(()), ControlFlow::Continue)
             },
         )
-        .await
+        .await?;
+        Ok(groups)
+    }
+
+    /// The user's crmsync group, recognised by its client-data marker (never by name: a
+    /// personal group may share the name).
+    async fn find_group(
+        &self,
+        c: &UserClients,
+        user: &UserId,
+    ) -> Result<Option<String>, RemoteError> {
+        Ok(self
+            .user_groups(c)
+            .await?
+            .into_iter()
+            .find(|g| group_marker(g).as_deref() == Some(user.as_str()))
+            .and_then(|g| g.resource_name))
     }
 
     /// Contacts as they are now — etag, memberships, client data — (one `people:batchGet`
@@ -920,7 +969,11 @@ impl GoogleRemote {
     ) {
         let persons: Vec<Person> = chunk
             .iter()
-            .map(|(_, crm_id, data)| contact_to_google(crm_id, group, data, &[], &[]))
+            .map(|(_, crm_id, data)| {
+                let mut person = contact_to_google(crm_id, group, data, &[], &[]);
+                mark_created(&mut person);
+                person
+            })
             .collect();
         let indices: Vec<usize> = chunk.iter().map(|(i, _, _)| *i).collect();
         let request = BatchCreateContactsRequest {
@@ -1043,6 +1096,19 @@ impl GoogleRemote {
             person.resource_name = Some(resource.clone());
             pending.push((index, resource.clone(), person));
         }
+        self.send_updates(c, group, pending, slots).await;
+    }
+
+    /// Writes prepared persons with `batchUpdateContacts` (≤ 200), one answer per index: a
+    /// batch refused because of some contacts is sent again without them; one refused
+    /// without saying which falls back to one call per contact.
+    async fn send_updates(
+        &self,
+        c: &UserClients,
+        group: &str,
+        mut pending: Vec<(usize, String, Person)>,
+        slots: &mut Slots<SyncedContact>,
+    ) {
         // Each round either finishes the batch or removes at least one failing contact.
         let rounds = pending.len() + 1;
         for _ in 0..rounds {
@@ -1124,6 +1190,59 @@ impl GoogleRemote {
                 let result = self.update_one(c, group, resource, person).await;
                 slots.record(*index, result);
             }
+        }
+    }
+
+    /// Gives contacts back to their user (`ContactOp::Release`): reads them as they are now
+    /// (one `people:batchGet`), computes each release ([`released_person`]) and writes
+    /// them with `batchUpdateContacts`. A contact already gone, or no longer ours, needs no
+    /// write.
+    async fn release_chunk(
+        &self,
+        c: &UserClients,
+        group: &str,
+        chunk: &[(
+            usize,
+            &String,
+            Option<&SyncedContact>,
+            Option<&serde_json::Value>,
+        )],
+        slots: &mut Slots<SyncedContact>,
+    ) {
+        let indices: Vec<usize> = chunk.iter().map(|t| t.0).collect();
+        let resources: Vec<String> = chunk.iter().map(|t| t.1.clone()).collect();
+        let current = match self.current_people(c, &resources).await {
+            Ok(current) => current,
+            Err(e) => return slots.fail_all(&indices, &e),
+        };
+        let nothing_to_do = Released {
+            already_released: true,
+            ..Released::default()
+        };
+        let mut pending = Vec::new();
+        let mut reports = Vec::new();
+        for &(index, resource, base, pre_link) in chunk {
+            let Some(now) = current.get(resource.as_str()) else {
+                slots.set(index, Ok(OpOutcome::Released(nothing_to_do.clone())));
+                continue;
+            };
+            let pre_link: Option<Person> =
+                pre_link.and_then(|v| serde_json::from_value(v.clone()).ok());
+            match super::release::released_person(now, group, base, pre_link.as_ref()) {
+                None => slots.set(index, Ok(OpOutcome::Released(nothing_to_do.clone()))),
+                Some((person, report)) => {
+                    let resource = now
+                        .resource_name
+                        .clone()
+                        .unwrap_or_else(|| resource.clone());
+                    pending.push((index, resource, person));
+                    reports.push((index, report));
+                }
+            }
+        }
+        self.send_updates(c, group, pending, slots).await;
+        for (index, report) in reports {
+            slots.replace_written(index, OpOutcome::Released(report));
         }
     }
 
@@ -1240,34 +1359,55 @@ impl Remote for GoogleRemote {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(id) = self.find_group(&c, name).await? {
+        if let Some(id) = self.find_group(&c, &user.user).await? {
             return Ok(id);
         }
         let _writes = c.people_writes.lock().await;
-        let request = CreateContactGroupRequest {
-            contact_group: Some(ContactGroup {
-                name: Some(name.to_owned()),
-                ..ContactGroup::default()
-            }),
-            read_group_fields: None,
-        };
-        let created = self
-            .people_write(&c, Repeat::Safe, || {
-                let request = request.clone();
-                let c = &c;
-                async move { hub_call!(c.people.contact_groups().create(request)) }
-            })
-            .await;
-        match created {
-            Ok(group) => group.resource_name.ok_or_else(|| {
-                RemoteError::new(RemoteErrorKind::Transient, "group created without a name")
-            }),
-            // The name is taken: it exists (an earlier create went through); find it.
-            Err(e) if e.kind == RemoteErrorKind::AlreadyExists => {
-                self.find_group(&c, name).await?.ok_or(e)
+        // Group names are unique per account: if a personal group took the name, ours gets
+        // a numbered one (it is recognised by its marker, not by the name).
+        let mut last = None;
+        for attempt in 1..=MAX_GROUP_NAME_ATTEMPTS {
+            let candidate = if attempt == 1 {
+                name.to_owned()
+            } else {
+                format!("{name} {attempt}")
+            };
+            let request = CreateContactGroupRequest {
+                contact_group: Some(ContactGroup {
+                    name: Some(candidate),
+                    client_data: Some(vec![GroupClientData {
+                        key: Some(GROUP_MARKER.to_owned()),
+                        value: Some(user.user.to_string()),
+                    }]),
+                    ..ContactGroup::default()
+                }),
+                read_group_fields: None,
+            };
+            let created = self
+                .people_write(&c, Repeat::Safe, || {
+                    let request = request.clone();
+                    let c = &c;
+                    async move { hub_call!(c.people.contact_groups().create(request)) }
+                })
+                .await;
+            match created {
+                Ok(group) => {
+                    return group.resource_name.ok_or_else(|| {
+                        RemoteError::new(RemoteErrorKind::Transient, "group created without a name")
+                    })
+                }
+                // The name is taken: by ours (an earlier create went through and its answer
+                // was lost), or by a personal group (try the next name).
+                Err(e) if e.kind == RemoteErrorKind::AlreadyExists => {
+                    if let Some(id) = self.find_group(&c, &user.user).await? {
+                        return Ok(id);
+                    }
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+        Err(last.unwrap_or_else(|| invalid("no free contact group name")))
     }
 
     async fn list_events(
@@ -1401,7 +1541,7 @@ impl Remote for GoogleRemote {
             tokio::time::sleep(self.policy.delay(round, wait_at_least)).await;
             pending = again;
         }
-        Ok(slots.finish())
+        Ok(slots.finish(ops.iter().map(EventOp::key)))
     }
 
     async fn list_contacts(
@@ -1481,6 +1621,7 @@ impl Remote for GoogleRemote {
         let mut creates = Vec::new();
         let mut updates = Vec::new();
         let mut deletes = Vec::new();
+        let mut releases = Vec::new();
         let mut seen_updates = BTreeSet::new();
         for (i, op) in ops.iter().enumerate() {
             match op {
@@ -1503,6 +1644,21 @@ impl Remote for GoogleRemote {
                     }
                 }
                 ContactOp::Delete { resource } => deletes.push((i, resource)),
+                ContactOp::Release {
+                    resource,
+                    base,
+                    pre_link,
+                } => {
+                    // Released through batchUpdateContacts too: one write per contact.
+                    if seen_updates.insert(resource.as_str()) {
+                        releases.push((i, resource, base.as_ref(), pre_link.as_ref()));
+                    } else {
+                        slots.set(
+                            i,
+                            Err(invalid(format!("{resource} is updated twice in one call"))),
+                        );
+                    }
+                }
             }
         }
         for chunk in creates.chunks(MAX_BATCH_CREATE) {
@@ -1515,14 +1671,23 @@ impl Remote for GoogleRemote {
                 self.update_chunk(&c, group, chunk, &mut slots).await;
             }
         }
+        for chunk in releases.chunks(MAX_BATCH_UPDATE) {
+            if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
+                self.release_chunk(&c, group, chunk, &mut slots).await;
+            }
+        }
         for chunk in deletes.chunks(MAX_BATCH_DELETE) {
             if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
                 self.delete_chunk(&c, chunk, &mut slots).await;
             }
         }
-        Ok(slots.finish())
+        Ok(slots.finish(ops.iter().map(ContactOp::key)))
     }
 }
+
+mod offboarding;
+
+pub use offboarding::{marker_user, revoke_url};
 
 #[cfg(test)]
 mod tests {

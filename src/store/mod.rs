@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "state/0003_sync.sql",
         sql: include_str!("../../migrations/state/0003_sync.sql"),
     },
+    Migration {
+        name: "state/0004_revoke.sql",
+        sql: include_str!("../../migrations/state/0004_revoke.sql"),
+    },
 ];
 
 /// Errors of the state DB. Any of them stops a run: state we cannot write is state we cannot
@@ -60,6 +64,14 @@ pub enum StoreError {
     },
     #[error("state DB holds an unreadable value: {0}")]
     Corrupt(String),
+    #[error(
+        "user {user} is synced into {old}; it must be revoked there before syncing into {new}"
+    )]
+    AccountInUse {
+        user: String,
+        old: String,
+        new: String,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -403,6 +415,7 @@ impl StateDb {
     }
 }
 
+mod revoke;
 mod sync;
 
 pub use sync::{AuditEntry, ConflictEntry, SyncUser, SyncWriter};

@@ -24,6 +24,21 @@ pub struct SyncUser {
     pub last_attempt_at: Option<String>,
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
+    /// When the user's data was last revoked from `google_account` (cleared when syncing
+    /// starts again).
+    pub revoked_at: Option<String>,
+    /// Why (a `RevocationReason`, as stored).
+    pub revoked_reason: Option<String>,
+    /// Sync token of the dedicated calendar's ACL listing (the leak guard).
+    pub acl_sync_token: Option<String>,
+}
+
+impl SyncUser {
+    /// Whether this row may hold crmsync data in its account: not revoked since the last
+    /// pass that wrote there.
+    pub fn holds_data(&self) -> bool {
+        self.revoked_at.is_none()
+    }
 }
 
 fn sync_user_from(row: &Row<'_>) -> rusqlite::Result<SyncUser> {
@@ -38,12 +53,15 @@ fn sync_user_from(row: &Row<'_>) -> rusqlite::Result<SyncUser> {
         last_attempt_at: row.get(7)?,
         last_success_at: row.get(8)?,
         last_error: row.get(9)?,
+        revoked_at: row.get(10)?,
+        revoked_reason: row.get(11)?,
+        acl_sync_token: row.get(12)?,
     })
 }
 
 const SYNC_USER_COLUMNS: &str = "user_id, google_account, calendar_id, group_resource, \
      events_sync_token, contacts_sync_token, scope_fingerprint, last_attempt_at, \
-     last_success_at, last_error";
+     last_success_at, last_error, revoked_at, revoked_reason, acl_sync_token";
 
 /// One audit line.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,7 +90,7 @@ pub struct ConflictEntry {
     pub policy: String,
 }
 
-fn parse_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
+pub(super) fn parse_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
@@ -87,6 +105,7 @@ fn kind_str(kind: ObjectKind) -> &'static str {
 fn state_from(s: &str) -> Result<LinkState, StoreError> {
     match s {
         "pending_create" => Ok(LinkState::PendingCreate),
+        "pending_link" => Ok(LinkState::PendingLink),
         "linked" => Ok(LinkState::Linked),
         "unlinked" => Ok(LinkState::Unlinked),
         other => Err(StoreError::Corrupt(format!("link state {other:?}"))),
@@ -124,11 +143,38 @@ impl StateDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Creates the user's sync row if missing and returns it.
+    /// Creates the user's sync row if missing, or points it at `account`, and returns it.
+    /// Syncing into an account starts here, so a revoked flag is cleared. Moving a row to a
+    /// different account is refused while the old account may still hold our data (its
+    /// containers or links are on record and it was not revoked): revoke it first.
     pub fn ensure_sync_user(&self, user: &UserId, account: &str) -> Result<SyncUser, StoreError> {
+        if let Some(row) = self.sync_user(user)? {
+            let has_links: bool = self.conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM links WHERE user_id = ?1)",
+                [user.as_str()],
+                |r| r.get(0),
+            )?;
+            let in_use = row.revoked_at.is_none()
+                && (row.calendar_id.is_some() || row.group_resource.is_some() || has_links);
+            if row.google_account != account && in_use {
+                return Err(StoreError::AccountInUse {
+                    user: user.to_string(),
+                    old: row.google_account,
+                    new: account.to_owned(),
+                });
+            }
+        }
         self.conn.execute(
             "INSERT INTO sync_users (user_id, google_account) VALUES (?1, ?2)
-             ON CONFLICT (user_id) DO NOTHING",
+             ON CONFLICT (user_id) DO UPDATE SET
+                 revoked_at = NULL, revoked_reason = NULL,
+                 calendar_id = CASE WHEN google_account = ?2 THEN calendar_id END,
+                 group_resource = CASE WHEN google_account = ?2 THEN group_resource END,
+                 events_sync_token = CASE WHEN google_account = ?2 THEN events_sync_token END,
+                 contacts_sync_token =
+                     CASE WHEN google_account = ?2 THEN contacts_sync_token END,
+                 acl_sync_token = CASE WHEN google_account = ?2 THEN acl_sync_token END,
+                 google_account = ?2",
             params![user.as_str(), account],
         )?;
         self.sync_user(user)?.ok_or(StoreError::RowCount {
@@ -146,7 +192,10 @@ impl StateDb {
         group: &str,
     ) -> Result<(), StoreError> {
         let n = self.conn.execute(
-            "UPDATE sync_users SET calendar_id = ?2, group_resource = ?3 WHERE user_id = ?1",
+            "UPDATE sync_users SET
+                 acl_sync_token = CASE WHEN calendar_id = ?2 THEN acl_sync_token END,
+                 calendar_id = ?2, group_resource = ?3
+             WHERE user_id = ?1",
             params![user.as_str(), calendar, group],
         )?;
         expect_one(n, "update", "sync_users")
@@ -351,7 +400,11 @@ impl StateDb {
     }
 }
 
-fn expect_one(n: usize, action: &'static str, table: &'static str) -> Result<(), StoreError> {
+pub(super) fn expect_one(
+    n: usize,
+    action: &'static str,
+    table: &'static str,
+) -> Result<(), StoreError> {
     if n == 1 {
         Ok(())
     } else {
@@ -365,7 +418,7 @@ fn expect_one(n: usize, action: &'static str, table: &'static str) -> Result<(),
 
 /// Writes of the sync engine inside one transaction.
 pub struct SyncWriter<'a> {
-    tx: &'a Transaction<'a>,
+    pub(super) tx: &'a Transaction<'a>,
 }
 
 impl SyncWriter<'_> {

@@ -62,3 +62,56 @@ fn the_state_db_is_created_only_on_purpose_and_busy_is_a_kind_of_its_own() {
     foreign.execute_batch("ROLLBACK;").unwrap();
     state.set_setting("crm_cursor", "7").unwrap();
 }
+
+#[test]
+fn an_account_is_switched_only_once_the_old_one_holds_nothing_of_ours() {
+    let state = StateDb::open_in_memory().unwrap();
+    let erin = crate::model::UserId::new("erin").unwrap();
+    state.ensure_sync_user(&erin, "erin@a.example").unwrap();
+    // Nothing synced there yet: switching is fine.
+    let row = state.ensure_sync_user(&erin, "erin@b.example").unwrap();
+    assert_eq!(row.google_account, "erin@b.example");
+    state
+        .set_containers(&erin, "cal", "contactGroups/g")
+        .unwrap();
+    let err = state.ensure_sync_user(&erin, "erin@c.example").unwrap_err();
+    assert!(matches!(err, StoreError::AccountInUse { .. }), "{err}");
+    assert!(err.to_string().contains("revoked there before"));
+    // Revoked: the next account starts clean.
+    let id = state
+        .queue_revocation(
+            "erin",
+            "erin@b.example",
+            crate::revoke::RevocationReason::AccountChanged,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state
+            .queue_revocation(
+                "erin",
+                "erin@b.example",
+                crate::revoke::RevocationReason::AccountChanged,
+                None
+            )
+            .unwrap(),
+        None,
+        "one open revocation per (user, account)"
+    );
+    state
+        .start_revocation(id, &serde_json::json!({"events": 0}))
+        .unwrap();
+    let rev = state.revocation(id).unwrap().unwrap();
+    state
+        .finish_revocation("run", &rev, &serde_json::json!({"ok": true}))
+        .unwrap();
+    assert!(state.is_revoked(&erin).unwrap());
+    let row = state.ensure_sync_user(&erin, "erin@c.example").unwrap();
+    assert_eq!(row.google_account, "erin@c.example");
+    assert!(row.calendar_id.is_none() && row.revoked_at.is_none());
+    assert_eq!(
+        state.revocation(id).unwrap().unwrap().receipt,
+        Some(serde_json::json!({"ok": true}))
+    );
+}

@@ -13,9 +13,9 @@
 //! sync token unsaved, so the next pass lists in full and sweeps again.
 
 use super::engine::{Engine, SyncOptions, UserReport};
-use super::execute::{ItemError, RemoteKind};
+use super::execute::{ItemError, KeyedOp, Outgoing, RemoteKind};
 use super::plan::{GoogleStep, Link};
-use super::remote::{GoogleUser, Listing, OpOutcome, Remote, RemoteChange, RemoteErrorKind};
+use super::remote::{GoogleUser, Listing, OpKey, OpOutcome, Remote, RemoteChange, RemoteErrorKind};
 use crate::model::{CrmId, RecordRef, SyncedContact, SyncedEvent};
 use crate::store::{StateDb, StoreError};
 use serde::Serialize;
@@ -143,28 +143,40 @@ pub async fn sweep<T: RemoteKind, R: Remote>(
             RemoteChange::Deleted { .. } => None,
         })
         .collect();
-    let mut ops = Vec::new();
+    // Extras crmsync created are deleted; an extra it did not create (a contact of the user's
+    // that carries our marker) is released — a user's own contact is never deleted.
+    let mut outgoing = Vec::new();
     let mut owners = Vec::new();
     for set in &sets {
         for extra in &set.extras {
-            let etag = items.get(extra.as_str()).map(|i| i.etag.clone());
-            ops.push((
-                set.crm_id.clone(),
-                GoogleStep::Delete {
+            let item = items.get(extra.as_str());
+            let step = match item {
+                Some(i) if !i.created_by_us => GoogleStep::Release {
                     google_id: extra.clone(),
-                    etag,
+                    base: None,
                 },
-            ));
+                _ => GoogleStep::Delete {
+                    google_id: extra.clone(),
+                    etag: item.map(|i| i.etag.clone()),
+                },
+            };
+            outgoing.push(Outgoing {
+                crm_id: set.crm_id.clone(),
+                step,
+                pre_link: None,
+            });
             owners.push((set, extra.clone()));
         }
     }
-    let results = match T::apply(ctx.remote, ctx.google_user, ctx.container, &ops).await {
-        Ok(results) => results.into_iter().map(Some).collect::<Vec<_>>(),
-        Err(e) => {
-            let failed: Vec<_> = ops.iter().map(|_| Some(Err(e.clone()))).collect::<Vec<_>>();
-            failed
-        }
-    };
+    let ops: Vec<T::Op> = outgoing.iter().map(T::to_op).collect();
+    // Answers are found by the op they name, never by position.
+    let mut answers: BTreeMap<OpKey, Result<OpOutcome<T>, super::remote::RemoteError>> =
+        match T::send(ctx.remote, ctx.google_user, ctx.container, &ops).await {
+            Ok(results) => results.into_iter().map(|r| (r.key, r.result)).collect(),
+            Err(e) => ops.iter().map(|op| (op.op_key(), Err(e.clone()))).collect(),
+        };
+    let results: Vec<Option<Result<OpOutcome<T>, super::remote::RemoteError>>> =
+        ops.iter().map(|op| answers.remove(&op.op_key())).collect();
     let user = &ctx.google_user.user;
     let kind = T::KIND;
     let mut gone = Vec::new();
@@ -178,7 +190,7 @@ pub async fn sweep<T: RemoteKind, R: Remote>(
                 ))
             });
             match result {
-                Ok(OpOutcome::Deleted | OpOutcome::Written(_)) => {}
+                Ok(OpOutcome::Deleted | OpOutcome::Written(_) | OpOutcome::Released(_)) => {}
                 Err(e) if e.kind == RemoteErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(
@@ -213,6 +225,7 @@ pub async fn sweep<T: RemoteKind, R: Remote>(
                 "duplicate_removed",
                 &serde_json::json!({
                     "google_id": extra,
+                    "released": items.get(extra.as_str()).is_some_and(|i| !i.created_by_us),
                     "kept": set.survivor,
                     "kept_was_linked": set.survivor_linked,
                     "removed_item": removed_item,
@@ -352,6 +365,7 @@ mod tests {
             recurring_parent: None,
             updated: None,
             raw: serde_json::Value::Null,
+            created_by_us: true,
         })
     }
 

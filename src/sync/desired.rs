@@ -96,20 +96,33 @@ pub fn project_contact_entity(model: &OrgModel, entity: &Entity) -> Option<Synce
     }
 }
 
-/// A phone-created contact as a new CRM contact owned by `owner`.
+/// A phone-created contact as a new CRM contact owned by `owner`. Its organization is
+/// linked by name only among the organizations `owner` may read: a name matching an
+/// organization hidden from them links nothing (linking would reveal it, and attach their
+/// contact to a record they cannot see).
 pub fn import_contact(
-    model: &OrgModel,
+    access: &Access<'_>,
     owner: &UserId,
     id: &CrmId,
     data: &SyncedContact,
 ) -> Entity {
+    let model = access.model();
     let wanted = data.organization.trim().to_lowercase();
     let organization = (!wanted.is_empty())
         .then(|| {
             model
                 .organizations
                 .values()
-                .find(|o| o.name.to_lowercase() == wanted)
+                .filter(|o| o.name.to_lowercase() == wanted)
+                .find(|o| {
+                    access
+                        .may(
+                            owner,
+                            &RecordRef::new(ObjectKind::Organization, o.id.clone()),
+                            Operation::Read,
+                        )
+                        .unwrap_or(false)
+                })
                 .map(|o| o.id.clone())
         })
         .flatten();

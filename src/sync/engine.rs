@@ -7,13 +7,14 @@ use super::execute::{execute_kind, Counts, Hooks, ItemError, RemoteKind, UserCtx
 use super::merge::ConflictPolicy;
 use super::plan::{
     breaker_trips, plan, CrmMatch, CrmStep, Direction, GoogleDeletePolicy, KindPlan, Link,
-    LinkState, PlanInput, Policies, RecordPlan, RemoteView,
+    PlanInput, Policies, RecordPlan, RemoteView,
 };
 use super::remote::{GoogleUser, Listing, Remote, RemoteChange, RemoteErrorKind, RemoteItem};
 use crate::config::Config;
 use crate::crm::{OrgModel, Source};
 use crate::mirror;
 use crate::model::{CrmId, ObjectKind, RecordRef, SyncedContact, SyncedEvent, User, UserId};
+use crate::revoke::remote::Offboarding;
 use crate::scope::{self, EffectiveScope, ResolvedScope};
 use crate::security::{Access, Operation};
 use crate::store::{StateDb, StoreError};
@@ -58,6 +59,9 @@ pub enum UserStatus {
     Failed,
     /// Dry run: nothing was changed.
     Planned,
+    /// Everything crmsync put into the user's Google account was removed and verified
+    /// (or the user stays revoked after `crmsync revoke`).
+    Revoked,
 }
 
 /// One line of a dry-run plan.
@@ -86,12 +90,19 @@ pub struct UserReport {
     pub plan: Vec<PlanLine>,
     /// CRM records this user's pass wrote (write-backs, imports, deletes).
     pub crm_changed: Vec<RecordRef>,
+    /// Revocations drained (or planned, or held) for this user in this run.
+    pub revocations: Vec<crate::revoke::run::RevocationReport>,
 }
 
 impl UserReport {
     fn new(user: &User, account: &str) -> Self {
+        Self::for_user(&user.id, account)
+    }
+
+    /// An empty report for `user` (who may no longer be in the CRM).
+    pub fn for_user(user: &UserId, account: &str) -> Self {
         Self {
-            user: user.id.clone(),
+            user: user.clone(),
             account: account.to_owned(),
             status: UserStatus::Synced,
             contacts: Counts::default(),
@@ -100,7 +111,21 @@ impl UserReport {
             message: None,
             plan: Vec::new(),
             crm_changed: Vec::new(),
+            revocations: Vec::new(),
         }
+    }
+
+    /// This report (revocations drained first) followed by the user's normal pass.
+    pub fn then(mut self, pass: UserReport) -> Self {
+        self.contacts.add(&pass.contacts);
+        self.events.add(&pass.events);
+        self.errors.extend(pass.errors);
+        self.crm_changed.extend(pass.crm_changed);
+        self.plan.extend(pass.plan);
+        self.account = pass.account;
+        self.status = pass.status;
+        self.message = pass.message;
+        self
     }
 
     /// Folds a follow-up pass of the same run into this report.
@@ -110,7 +135,7 @@ impl UserReport {
         self.errors.extend(later.errors);
         self.crm_changed.extend(later.crm_changed);
         let rank = |s: UserStatus| match s {
-            UserStatus::Synced | UserStatus::Planned => 0,
+            UserStatus::Synced | UserStatus::Planned | UserStatus::Revoked => 0,
             UserStatus::Partial => 1,
             UserStatus::Refused => 2,
             UserStatus::Failed => 3,
@@ -168,7 +193,8 @@ pub fn import_id(user: &UserId, google_id: &str) -> CrmId {
     CrmId::from_trusted(format!("phone-{tail}"))
 }
 
-fn now_run_id() -> String {
+/// A fresh run id (time and a random tail).
+pub fn new_run_id() -> String {
     let n: u64 = rand::random();
     format!("{}-{:08x}", Utc::now().format("%Y%m%dT%H%M%SZ"), n as u32)
 }
@@ -202,7 +228,7 @@ pub enum Progress<'r> {
     UserDone(&'r UserReport),
 }
 
-impl<R: Remote> Engine<'_, R> {
+impl<R: Remote + Offboarding> Engine<'_, R> {
     /// One pass over all (or the chosen) users.
     pub async fn sync_once(&self, options: &SyncOptions) -> Result<RunReport, EngineError> {
         self.sync_once_with_progress(options, &|_| {}).await
@@ -214,47 +240,29 @@ impl<R: Remote> Engine<'_, R> {
         options: &SyncOptions,
         progress: &dyn Fn(Progress<'_>),
     ) -> Result<RunReport, EngineError> {
-        let run_id = now_run_id();
+        let run_id = new_run_id();
         let started = std::time::Instant::now();
         let (model, crm_changes, crm_problems) = self.load_model(options.dry_run)?;
         let access = Access::build(&model);
         for u in &options.users {
-            if !model.users.contains_key(u) {
+            if !model.users.contains_key(u) && self.state.sync_user(u)?.is_none() {
                 return Err(EngineError::UnknownUser(u.clone()));
             }
         }
-        // Users the CRM no longer has at all are synced as inactive: everything pulled back.
-        let removed: Vec<User> = self
-            .state
-            .sync_users()?
-            .into_iter()
-            .filter_map(|s| {
-                let id = UserId::new(s.user_id.as_str()).ok()?;
-                (!model.users.contains_key(&id)).then(|| User {
-                    name: id.to_string(),
-                    email: s.google_account.clone(),
-                    id,
-                    active: false,
-                    admin: false,
-                    profile: None,
-                    role: None,
-                    google_account: Some(s.google_account),
-                })
-            })
-            .collect();
-        let users: Vec<&User> = model
-            .users
-            .values()
-            .chain(removed.iter())
-            .filter(|u| options.users.is_empty() || options.users.contains(&u.id))
-            .filter(|u| u.google_account.is_some())
+        // Offboarding first: whose data must leave which account (deactivated, removed from
+        // the CRM, account changed or cleared), held by the mass-offboarding guard or not.
+        let open = self.offboard(&model, options, &run_id)?;
+        let tasks = self.user_tasks(&model, &open, options)?;
+        let eligible: BTreeSet<UserId> = tasks
+            .iter()
+            .filter_map(|t| t.pass.map(|u| u.id.clone()))
             .collect();
         let concurrency = self.config.sync.concurrency.max(1);
-        progress(Progress::Started { users: users.len() });
-        super::observe::run_started(&run_id, users.len(), crm_changes, options.dry_run);
-        let passes = futures::stream::iter(users)
-            .map(|u| async {
-                let pass = self.observed_user_pass(&access, u, options, &run_id).await;
+        progress(Progress::Started { users: tasks.len() });
+        super::observe::run_started(&run_id, tasks.len(), crm_changes, options.dry_run);
+        let passes = futures::stream::iter(&tasks)
+            .map(|task| async {
+                let pass = self.user_task(&access, task, options, &run_id).await;
                 if let Ok(report) = &pass {
                     progress(Progress::UserDone(report));
                 }
@@ -268,7 +276,7 @@ impl<R: Remote> Engine<'_, R> {
             reports.push(pass?);
         }
         if !options.dry_run {
-            self.follow_up(&mut reports, &removed, options, &run_id)
+            self.follow_up(&mut reports, &eligible, options, &run_id)
                 .await?;
         }
         reports.sort_by(|a, b| a.user.cmp(&b.user));
@@ -289,7 +297,7 @@ impl<R: Remote> Engine<'_, R> {
     async fn follow_up(
         &self,
         reports: &mut [UserReport],
-        removed: &[User],
+        eligible: &BTreeSet<UserId>,
         options: &SyncOptions,
         run_id: &str,
     ) -> Result<(), EngineError> {
@@ -312,7 +320,7 @@ impl<R: Remote> Engine<'_, R> {
             let Some(user) = model
                 .users
                 .get(&report.user)
-                .or_else(|| removed.iter().find(|u| u.id == report.user))
+                .filter(|u| u.active && eligible.contains(&u.id))
             else {
                 continue;
             };
@@ -354,7 +362,7 @@ impl<R: Remote> Engine<'_, R> {
 
     /// Refreshes the mirror (or, in a dry run, reads it and overlays pending CRM changes in
     /// memory) and returns the typed model.
-    fn load_model(
+    pub(crate) fn load_model(
         &self,
         dry_run: bool,
     ) -> Result<(OrgModel, usize, Vec<crate::crm::RowProblem>), EngineError> {
@@ -389,7 +397,7 @@ impl<R: Remote> Engine<'_, R> {
         Ok((model, applied, problems))
     }
 
-    pub(super) async fn user_pass(
+    pub(crate) async fn user_pass(
         &self,
         access: &Access<'_>,
         user: &User,
@@ -430,7 +438,16 @@ impl<R: Remote> Engine<'_, R> {
             return Ok(report);
         }
         if !options.dry_run {
-            self.state.ensure_sync_user(&user.id, &account)?;
+            match self.state.ensure_sync_user(&user.id, &account) {
+                Ok(_) => {}
+                // The old account still holds our data: its revocation must run first.
+                Err(e @ StoreError::AccountInUse { .. }) => {
+                    report.status = UserStatus::Refused;
+                    report.message = Some(e.to_string());
+                    return Ok(report);
+                }
+                Err(e) => return Err(e.into()),
+            }
             self.state.record_attempt(&user.id)?;
         }
         let result = self
@@ -582,6 +599,35 @@ impl<R: Remote> Engine<'_, R> {
             },
             None => empty_listing(),
         };
+        // The leak guard: the calendar must not be shared beyond its owner.
+        if let (Some(c), false) = (&calendar, options.dry_run) {
+            let token = self
+                .state
+                .sync_user(&user.id)?
+                .and_then(|s| s.acl_sync_token);
+            match crate::revoke::acl::guard_calendar(
+                self.remote,
+                self.state,
+                google_user,
+                c,
+                token.as_deref(),
+                self.config.sync.acl_guard,
+                run_id,
+            )
+            .await?
+            {
+                Ok(acl) => {
+                    if let Some(why) = acl.paused {
+                        report.status = UserStatus::Refused;
+                        report.message = Some(why);
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    return self.fail(report, format!("checking the calendar's sharing: {e}"))
+                }
+            }
+        }
         let sync_user = self.state.sync_user(&user.id)?;
         let may_create_contact = access
             .may_create(&user.id, ObjectKind::Contact)
@@ -610,9 +656,7 @@ impl<R: Remote> Engine<'_, R> {
             Ok(sets) => sets,
             Err(e) => return self.fail(report, format!("desired sets: {e}")),
         };
-        let pending_contacts = contact_links
-            .values()
-            .any(|l| l.state == LinkState::PendingCreate);
+        let pending_contacts = contact_links.values().any(|l| l.state.is_pending());
         let contact_token = sync_user
             .as_ref()
             .and_then(|s| s.contacts_sync_token.clone())
@@ -750,7 +794,7 @@ impl<R: Remote> Engine<'_, R> {
         let event_may = |s: &CrmStep<SyncedEvent>, id: Option<&CrmId>| may_event(s, id);
         let owner = user.id.clone();
         let import_c =
-            |id: &CrmId, d: &SyncedContact| Some(desired::import_contact(model, &owner, id, d));
+            |id: &CrmId, d: &SyncedContact| Some(desired::import_contact(access, &owner, id, d));
         let import_e = |id: &CrmId, d: &SyncedEvent| Some(desired::import_event(&owner, id, d));
         let project_c = |e: &crate::crm::Entity| desired::project_contact_entity(model, e);
         let project_e = |e: &crate::crm::Entity| match e {
@@ -1022,6 +1066,7 @@ fn planned_counts<T>(plan: &KindPlan<T>) -> Counts {
             Some(GoogleStep::Create { .. }) => c.created += 1,
             Some(GoogleStep::Update { .. }) => c.updated += 1,
             Some(GoogleStep::Delete { .. }) => c.deleted += 1,
+            Some(GoogleStep::Release { .. }) => c.released += 1,
             None => {}
         }
         match &r.crm {
@@ -1048,6 +1093,7 @@ fn plan_line<T: super::plan::Synced>(kind: ObjectKind, r: &RecordPlan<T>) -> Pla
         GoogleStep::Create { .. } => "create".to_owned(),
         GoogleStep::Update { google_id, .. } => format!("update {google_id}"),
         GoogleStep::Delete { google_id, .. } => format!("delete {google_id}"),
+        GoogleStep::Release { google_id, .. } => format!("release {google_id}"),
     });
     let crm = r.crm.as_ref().map(|c| match c {
         CrmStep::Update { fields, .. } => format!(

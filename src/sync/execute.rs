@@ -11,8 +11,8 @@ use super::plan::{
     RemoteState, Synced,
 };
 use super::remote::{
-    BatchResult, ContactOp, EventOp, GoogleUser, Listing, OpOutcome, Remote, RemoteChange,
-    RemoteError, RemoteErrorKind, RemoteItem,
+    BatchResult, ContactOp, EventOp, GoogleUser, Listing, OpKey, OpOutcome, OpResult, Released,
+    Remote, RemoteChange, RemoteError, RemoteErrorKind, RemoteItem,
 };
 use crate::crm::{CrmError, Entity, Source, WriteBack};
 use crate::model::{CrmId, ObjectKind, RecordRef, SyncedContact, SyncedEvent, UserId};
@@ -41,12 +41,45 @@ pub trait RemoteKind: Synced {
         id: &str,
     ) -> Result<RemoteChange<Self>, RemoteError>;
 
-    async fn apply<R: Remote>(
+    /// The wire-level op a step becomes.
+    type Op: KeyedOp;
+
+    /// The op for one outgoing step.
+    fn to_op(out: &Outgoing<Self>) -> Self::Op;
+
+    /// Sends ops (batched by the remote); every answer names its op.
+    async fn send<R: Remote>(
         remote: &R,
         user: &GoogleUser,
         container: &str,
-        ops: &[(CrmId, GoogleStep<Self>)],
+        ops: &[Self::Op],
     ) -> BatchResult<Self>;
+}
+
+/// An op that names itself, so its answer can be found by identity.
+pub trait KeyedOp {
+    fn op_key(&self) -> OpKey;
+}
+
+impl KeyedOp for EventOp {
+    fn op_key(&self) -> OpKey {
+        self.key()
+    }
+}
+
+impl KeyedOp for ContactOp {
+    fn op_key(&self) -> OpKey {
+        self.key()
+    }
+}
+
+/// One Google write about to leave: the record it is for, the step, and (releases) the
+/// pre-link snapshot to restore.
+#[derive(Debug, Clone)]
+pub struct Outgoing<T> {
+    pub crm_id: CrmId,
+    pub step: GoogleStep<T>,
+    pub pre_link: Option<serde_json::Value>,
 }
 
 impl RemoteKind for SyncedEvent {
@@ -68,37 +101,45 @@ impl RemoteKind for SyncedEvent {
         remote.get_event(user, container, id).await
     }
 
-    async fn apply<R: Remote>(
+    type Op = EventOp;
+
+    fn to_op(out: &Outgoing<Self>) -> EventOp {
+        match &out.step {
+            GoogleStep::Create { event_id, data, .. } => EventOp::Insert {
+                id: event_id.clone().unwrap_or_default(),
+                crm_id: out.crm_id.clone(),
+                data: data.clone(),
+            },
+            GoogleStep::Update {
+                google_id,
+                etag,
+                data,
+            } => EventOp::Update {
+                id: google_id.clone(),
+                etag: etag.clone(),
+                crm_id: out.crm_id.clone(),
+                data: data.clone(),
+            },
+            GoogleStep::Delete { google_id, etag } => EventOp::Delete {
+                id: google_id.clone(),
+                etag: etag.clone(),
+            },
+            // Events of the dedicated calendar are all ours: the planner never releases
+            // one, and if it did, taking it off the calendar is what release means there.
+            GoogleStep::Release { google_id, .. } => EventOp::Delete {
+                id: google_id.clone(),
+                etag: None,
+            },
+        }
+    }
+
+    async fn send<R: Remote>(
         remote: &R,
         user: &GoogleUser,
         container: &str,
-        ops: &[(CrmId, GoogleStep<Self>)],
+        ops: &[EventOp],
     ) -> BatchResult<Self> {
-        let mut event_ops = Vec::with_capacity(ops.len());
-        for (crm_id, step) in ops {
-            event_ops.push(match step {
-                GoogleStep::Create { event_id, data, .. } => EventOp::Insert {
-                    id: event_id.clone().unwrap_or_default(),
-                    crm_id: crm_id.clone(),
-                    data: data.clone(),
-                },
-                GoogleStep::Update {
-                    google_id,
-                    etag,
-                    data,
-                } => EventOp::Update {
-                    id: google_id.clone(),
-                    etag: etag.clone(),
-                    crm_id: crm_id.clone(),
-                    data: data.clone(),
-                },
-                GoogleStep::Delete { google_id, etag } => EventOp::Delete {
-                    id: google_id.clone(),
-                    etag: etag.clone(),
-                },
-            });
-        }
-        remote.event_ops(user, container, &event_ops).await
+        remote.event_ops(user, container, ops).await
     }
 }
 
@@ -121,35 +162,42 @@ impl RemoteKind for SyncedContact {
         remote.get_contact(user, container, id).await
     }
 
-    async fn apply<R: Remote>(
+    type Op = ContactOp;
+
+    fn to_op(out: &Outgoing<Self>) -> ContactOp {
+        match &out.step {
+            GoogleStep::Create { data, .. } => ContactOp::Create {
+                crm_id: out.crm_id.clone(),
+                data: data.clone(),
+            },
+            GoogleStep::Update {
+                google_id,
+                etag,
+                data,
+            } => ContactOp::Update {
+                resource: google_id.clone(),
+                etag: etag.clone(),
+                crm_id: out.crm_id.clone(),
+                data: data.clone(),
+            },
+            GoogleStep::Delete { google_id, .. } => ContactOp::Delete {
+                resource: google_id.clone(),
+            },
+            GoogleStep::Release { google_id, base } => ContactOp::Release {
+                resource: google_id.clone(),
+                base: base.clone(),
+                pre_link: out.pre_link.clone(),
+            },
+        }
+    }
+
+    async fn send<R: Remote>(
         remote: &R,
         user: &GoogleUser,
         container: &str,
-        ops: &[(CrmId, GoogleStep<Self>)],
+        ops: &[ContactOp],
     ) -> BatchResult<Self> {
-        let mut contact_ops = Vec::with_capacity(ops.len());
-        for (crm_id, step) in ops {
-            contact_ops.push(match step {
-                GoogleStep::Create { data, .. } => ContactOp::Create {
-                    crm_id: crm_id.clone(),
-                    data: data.clone(),
-                },
-                GoogleStep::Update {
-                    google_id,
-                    etag,
-                    data,
-                } => ContactOp::Update {
-                    resource: google_id.clone(),
-                    etag: etag.clone(),
-                    crm_id: crm_id.clone(),
-                    data: data.clone(),
-                },
-                GoogleStep::Delete { google_id, .. } => ContactOp::Delete {
-                    resource: google_id.clone(),
-                },
-            });
-        }
-        remote.contact_ops(user, container, &contact_ops).await
+        remote.contact_ops(user, container, ops).await
     }
 }
 
@@ -159,6 +207,8 @@ pub struct Counts {
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
+    /// Contacts the user had before (or made on the phone) given back instead of deleted.
+    pub released: usize,
     pub linked: usize,
     pub written_back: usize,
     pub imported: usize,
@@ -176,6 +226,7 @@ impl Counts {
         self.created += other.created;
         self.updated += other.updated;
         self.deleted += other.deleted;
+        self.released += other.released;
         self.linked += other.linked;
         self.written_back += other.written_back;
         self.imported += other.imported;
@@ -206,6 +257,17 @@ pub struct KindOutcome {
     pub token_saved: bool,
     /// CRM records this execution wrote (write-backs, imports, deletes).
     pub crm_changed: Vec<CrmId>,
+    /// Items taken off Google: deleted, or released (contacts crmsync did not create).
+    pub removed: Vec<RemovedItem>,
+}
+
+/// An item this execution took off Google.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovedItem {
+    pub record: Option<String>,
+    pub google_id: Option<String>,
+    /// `None`: deleted; `Some`: released (restored or stripped), never deleted.
+    pub released: Option<Released>,
 }
 
 /// Kind-specific knowledge the executor needs from the engine.
@@ -252,6 +314,12 @@ struct Work<T> {
     reverted_write_back: bool,
     /// The kind of the last Google error, for the fix-ups.
     google_error: Option<RemoteErrorKind>,
+    /// A `pending_link` row was written for this item before its Google write.
+    pending_link: bool,
+    /// The CRM values a write-back replaced (kept in the audit for `audit undo`).
+    replaced: Option<serde_json::Value>,
+    /// What a release did.
+    released: Option<Released>,
 }
 
 /// Carries out `plans` (made from `input`) and commits the result with `next_token`.
@@ -274,12 +342,46 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
             replans: 0,
             reverted_write_back: false,
             google_error: None,
+            pending_link: false,
+            replaced: None,
+            released: None,
         })
         .collect();
 
-    // 1. pending_create rows before any create leaves the machine.
+    // 1. pending rows before any create, or any write marking a pre-existing item as ours,
+    //    leaves the machine.
     ctx.state.write(|w| {
-        for item in &work {
+        for item in &mut work {
+            if let (
+                Some(GoogleStep::Update {
+                    google_id, etag, ..
+                }),
+                Some(crm_id),
+                LinkStep::Linked {
+                    base,
+                    origin: LinkOrigin::LinkedExisting,
+                    pre_link: Some(pre_link),
+                    ..
+                },
+            ) = (&item.plan.google, &item.plan.crm_id, &item.plan.link)
+            {
+                w.put_link(
+                    &user,
+                    kind,
+                    &Link {
+                        crm_id: crm_id.clone(),
+                        state: LinkState::PendingLink,
+                        google_id: Some(google_id.clone()),
+                        etag: Some(etag.clone()),
+                        generation: 0,
+                        base: Some(base.clone()),
+                        crm_version: input.desired.get(crm_id).map(|d| d.version),
+                        origin: LinkOrigin::LinkedExisting,
+                    },
+                    Some(pre_link),
+                )?;
+                item.pending_link = true;
+            }
             if let (
                 Some(GoogleStep::Create {
                     generation,
@@ -326,22 +428,29 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
         .map(|(i, _)| i)
         .collect();
     if !batch.is_empty() {
-        let ops: Vec<(CrmId, GoogleStep<T>)> = batch
-            .iter()
-            .filter_map(|&i| {
-                let w = &work[i];
-                let crm_id = w.plan.crm_id.clone().or_else(|| placeholder_id(w))?;
-                w.plan.google.clone().map(|g| (crm_id, g))
-            })
-            .collect();
-        match T::apply(ctx.remote, ctx.google_user, ctx.container, &ops).await {
+        let mut sent: Vec<usize> = Vec::with_capacity(batch.len());
+        let mut ops: Vec<T::Op> = Vec::with_capacity(batch.len());
+        for &i in &batch {
+            match outgoing(ctx, &work[i]) {
+                Ok(Some(out)) => {
+                    ops.push(T::to_op(&out));
+                    sent.push(i);
+                }
+                Ok(None) => {
+                    work[i].status = Status::Failed("a Google write without a record".into())
+                }
+                Err(e) => work[i].status = Status::Failed(e.to_string()),
+            }
+        }
+        let keys: Vec<OpKey> = ops.iter().map(KeyedOp::op_key).collect();
+        match T::send(ctx.remote, ctx.google_user, ctx.container, &ops).await {
             Ok(results) => {
-                for (&i, result) in batch.iter().zip(results) {
+                for (i, result) in match_results(&sent, &keys, results) {
                     handle_google_result(&mut work[i], result);
                 }
             }
             Err(e) => {
-                for &i in &batch {
+                for &i in &sent {
                     work[i].status = Status::Failed(e.to_string());
                 }
             }
@@ -377,6 +486,10 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
             match &item.status {
                 Status::Done | Status::Pending => {}
                 Status::Deferred(why) => {
+                    // Nothing went to Google: a pending link row written for it is void.
+                    if let (true, Some(crm_id)) = (item.pending_link, &item.plan.crm_id) {
+                        w.delete_link(&user, kind, crm_id)?;
+                    }
                     w.audit(
                         ctx.run_id,
                         Some(&user),
@@ -405,6 +518,14 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 }
             }
             count(&mut outcome.counts, item);
+            if let Some(GoogleStep::Delete { .. } | GoogleStep::Release { .. }) = &item.plan.google
+            {
+                outcome.removed.push(RemovedItem {
+                    record: record.clone(),
+                    google_id: item.plan.google_id.clone(),
+                    released: item.released.clone(),
+                });
+            }
             if let (Some(_), Some(id)) = (&item.plan.crm, &item.plan.crm_id) {
                 outcome.crm_changed.push(id.clone());
             }
@@ -430,13 +551,27 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                     w.conflict(ctx.run_id, &user, r, c)?;
                 }
                 if let Some(action) = audit_action(item) {
-                    w.audit(
-                        ctx.run_id,
-                        Some(&user),
-                        Some(r),
-                        action,
-                        &serde_json::json!({"case": item.plan.case, "label": item.plan.label}),
-                    )?;
+                    let mut detail =
+                        serde_json::json!({"case": item.plan.case, "label": item.plan.label});
+                    if let (
+                        Some(CrmStep::Update {
+                            fields,
+                            expected_version,
+                        }),
+                        Some(before),
+                    ) = (&item.plan.crm, &item.replaced)
+                    {
+                        // What `crmsync audit undo` needs: the values replaced, the values
+                        // written, and the versions before and after.
+                        detail["before"] = before.clone();
+                        detail["after"] = serde_json::json!(fields);
+                        detail["version_before"] = serde_json::json!(expected_version);
+                        detail["version_after"] = serde_json::json!(item.crm_version);
+                    }
+                    if let Some(released) = &item.released {
+                        detail["released"] = serde_json::json!(released);
+                    }
+                    w.audit(ctx.run_id, Some(&user), Some(r), action, &detail)?;
                 }
             }
         }
@@ -496,6 +631,66 @@ fn placeholder_id<T>(w: &Work<T>) -> Option<CrmId> {
     }
 }
 
+/// The outgoing write of a work item (a release carries its pre-link snapshot).
+fn outgoing<T: Synced, R>(
+    ctx: &UserCtx<'_, R>,
+    w: &Work<T>,
+) -> Result<Option<Outgoing<T>>, StoreError> {
+    let (Some(crm_id), Some(step)) = (
+        w.plan.crm_id.clone().or_else(|| placeholder_id(w)),
+        w.plan.google.clone(),
+    ) else {
+        return Ok(None);
+    };
+    let pre_link = match &step {
+        GoogleStep::Release { .. } => ctx.state.pre_link(ctx.user(), T::KIND, &crm_id)?,
+        GoogleStep::Create { .. } | GoogleStep::Update { .. } | GoogleStep::Delete { .. } => None,
+    };
+    Ok(Some(Outgoing {
+        crm_id,
+        step,
+        pre_link,
+    }))
+}
+
+/// Pairs answers with the work items that sent them, by the op each answer names. An op
+/// without an answer, or sharing its key with another op of the call, fails (and is planned
+/// again next pass); an answer naming no op, or a second answer for one, is ignored.
+fn match_results<T>(
+    sent: &[usize],
+    keys: &[OpKey],
+    results: Vec<OpResult<T>>,
+) -> Vec<(usize, Result<OpOutcome<T>, RemoteError>)> {
+    let mut senders: BTreeMap<&OpKey, Vec<usize>> = BTreeMap::new();
+    for (key, &i) in keys.iter().zip(sent) {
+        senders.entry(key).or_default().push(i);
+    }
+    let mut answers: BTreeMap<usize, Result<OpOutcome<T>, RemoteError>> = BTreeMap::new();
+    for r in results {
+        if let Some([i]) = senders.get(&r.key).map(Vec::as_slice) {
+            answers.entry(*i).or_insert(r.result);
+        }
+    }
+    sent.iter()
+        .zip(keys)
+        .map(|(&i, key)| {
+            let shared = senders.get(key).is_some_and(|s| s.len() > 1);
+            let answer = match answers.remove(&i) {
+                Some(answer) if !shared => answer,
+                _ if shared => Err(RemoteError::new(
+                    RemoteErrorKind::Transient,
+                    "two writes to the same item in one call",
+                )),
+                _ => Err(RemoteError::new(
+                    RemoteErrorKind::Transient,
+                    "Google's answer did not include this write",
+                )),
+            };
+            (i, answer)
+        })
+        .collect()
+}
+
 fn run_crm_step<T: RemoteKind, R>(ctx: &UserCtx<'_, R>, hooks: &Hooks<'_, T>, item: &mut Work<T>) {
     let Some(step) = item.plan.crm.clone() else {
         return;
@@ -544,6 +739,9 @@ fn run_crm_step<T: RemoteKind, R>(ctx: &UserCtx<'_, R>, hooks: &Hooks<'_, T>, it
             }
         }
     };
+    if let (CrmStep::Update { fields, .. }, Some(crm_id)) = (&step, &item.plan.crm_id) {
+        item.replaced = replaced_values(ctx, T::KIND, crm_id, fields.keys());
+    }
     let result = ctx.crm.borrow_mut().apply(&write);
     let created = |item: &mut Work<T>| {
         if let CrmStep::Create { new_id, .. } = &step {
@@ -596,6 +794,28 @@ fn run_crm_step<T: RemoteKind, R>(ctx: &UserCtx<'_, R>, hooks: &Hooks<'_, T>, it
     }
 }
 
+/// The CRM's current values of `fields` of a record (JSON by field name), read just before a
+/// write-back replaces them.
+fn replaced_values<'f, R>(
+    ctx: &UserCtx<'_, R>,
+    kind: ObjectKind,
+    id: &CrmId,
+    fields: impl Iterator<Item = &'f String>,
+) -> Option<serde_json::Value> {
+    let (_, entity) = crm_entity(ctx, kind, id).ok()??;
+    let body: serde_json::Value = serde_json::from_str(&entity.to_json()).ok()?;
+    Some(serde_json::Value::Object(
+        fields
+            .map(|f| {
+                (
+                    f.clone(),
+                    body.get(f).cloned().unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect(),
+    ))
+}
+
 fn crm_entity<R>(
     ctx: &UserCtx<'_, R>,
     kind: ObjectKind,
@@ -624,7 +844,7 @@ fn revert_instead<T: Clone>(item: &mut Work<T>, why: &str) {
                 GoogleStep::Update { data, .. } | GoogleStep::Create { data, .. } => {
                     Some(data.clone())
                 }
-                GoogleStep::Delete { .. } => None,
+                GoogleStep::Delete { .. } | GoogleStep::Release { .. } => None,
             };
             item.plan.google = Some(step);
             if let (Some(data), LinkStep::Linked { base, .. }) = (data.clone(), &mut item.plan.link)
@@ -657,6 +877,10 @@ fn handle_google_result<T>(item: &mut Work<T>, result: Result<OpOutcome<T>, Remo
             item.status = Status::Done;
         }
         Ok(OpOutcome::Deleted) => item.status = Status::Done,
+        Ok(OpOutcome::Released(released)) => {
+            item.released = Some(released);
+            item.status = Status::Done;
+        }
         Err(e) => {
             let deleting = matches!(item.plan.google, Some(GoogleStep::Delete { .. }));
             if deleting && e.kind == RemoteErrorKind::NotFound {
@@ -778,6 +1002,12 @@ async fn fix_up<T: RemoteKind, R: Remote>(
             }
             true
         }
+        // The contact changed between our read and our write: the release reads it again.
+        (Some(RemoteErrorKind::PreconditionFailed), Some(GoogleStep::Release { .. })) => {
+            item.status = Status::Pending;
+            single_google(ctx, item).await;
+            true
+        }
         _ => false,
     }
 }
@@ -814,24 +1044,24 @@ fn store_pending<T: Synced, R>(ctx: &UserCtx<'_, R>, item: &Work<T>) -> Result<(
 }
 
 async fn single_google<T: RemoteKind, R: Remote>(ctx: &UserCtx<'_, R>, item: &mut Work<T>) {
-    let (Some(step), Some(crm_id)) = (item.plan.google.clone(), item.plan.crm_id.clone()) else {
-        item.status = Status::Done;
-        return;
-    };
-    match T::apply(
-        ctx.remote,
-        ctx.google_user,
-        ctx.container,
-        &[(crm_id, step)],
-    )
-    .await
-    {
-        Ok(mut results) if results.len() == 1 => {
-            let result = results.remove(0);
-            handle_google_result(item, result);
+    let out = match outgoing(ctx, item) {
+        Ok(Some(out)) => out,
+        Ok(None) => {
+            item.status = Status::Done;
+            return;
         }
-        Ok(_) => {
-            item.status = Status::Failed("batch answered with the wrong number of parts".into())
+        Err(e) => {
+            item.status = Status::Failed(e.to_string());
+            return;
+        }
+    };
+    let op = T::to_op(&out);
+    let key = op.op_key();
+    match T::send(ctx.remote, ctx.google_user, ctx.container, &[op]).await {
+        Ok(results) => {
+            for (_, result) in match_results(&[0], &[key], results) {
+                handle_google_result(item, result);
+            }
         }
         Err(e) => item.status = Status::Failed(e.to_string()),
     }
@@ -845,6 +1075,7 @@ fn count<T>(c: &mut Counts, item: &Work<T>) {
         (Some(GoogleStep::Update { .. }), Case::PhoneNew) => {}
         (Some(GoogleStep::Update { .. }), _) => c.updated += 1,
         (Some(GoogleStep::Delete { .. }), _) => c.deleted += 1,
+        (Some(GoogleStep::Release { .. }), _) => c.released += 1,
         (None, Case::Relink | Case::Dedup) => c.linked += 1,
         _ => {}
     }
@@ -876,6 +1107,7 @@ fn audit_action<T>(item: &Work<T>) -> Option<&'static str> {
         (Some(GoogleStep::Create { .. }), None) => Some("copied_to_google"),
         (Some(GoogleStep::Update { .. }), None) => Some("updated_in_google"),
         (Some(GoogleStep::Delete { .. }), None) => None,
+        (Some(GoogleStep::Release { .. }), None) => Some("released"),
         (None, None) => None,
     }
 }
@@ -950,5 +1182,59 @@ fn commit_link<T: Synced>(
                 pre_link.as_ref(),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(key: OpKey) -> OpResult<SyncedContact> {
+        OpResult {
+            key,
+            result: Ok(OpOutcome::Deleted),
+        }
+    }
+
+    fn g(id: &str) -> OpKey {
+        OpKey::Google(id.into())
+    }
+
+    #[test]
+    fn answers_find_their_ops_by_key_not_by_position() {
+        let keys = [g("a"), OpKey::Create(CrmId::new("c1").unwrap()), g("b")];
+        // Answers out of order, one missing, one for an op never sent, one twice.
+        let answers = vec![
+            ok(g("b")),
+            OpResult {
+                key: g("a"),
+                result: Err(RemoteError::new(RemoteErrorKind::PreconditionFailed, "412")),
+            },
+            ok(g("zz")),
+            ok(g("b")),
+        ];
+        let matched = match_results(&[10, 11, 12], &keys, answers);
+        assert_eq!(matched.len(), 3);
+        let by_work: BTreeMap<usize, _> = matched.into_iter().collect();
+        assert_eq!(
+            by_work[&10].as_ref().unwrap_err().kind,
+            RemoteErrorKind::PreconditionFailed
+        );
+        assert!(by_work[&11]
+            .as_ref()
+            .unwrap_err()
+            .message
+            .contains("did not include"));
+        assert_eq!(by_work[&12], Ok(OpOutcome::Deleted));
+    }
+
+    #[test]
+    fn two_ops_on_one_item_in_one_call_both_fail() {
+        let keys = [g("a"), g("a")];
+        let matched = match_results(&[0, 1], &keys, vec![ok(g("a")), ok(g("a"))]);
+        assert_eq!(matched.len(), 2);
+        assert!(matched
+            .iter()
+            .all(|(_, r)| r.as_ref().unwrap_err().message.contains("same item")));
     }
 }

@@ -9,3 +9,4 @@ pub mod observe;
 pub mod plan;
 pub mod remote;
 pub mod report;
+pub mod undo;

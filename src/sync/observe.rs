@@ -87,9 +87,9 @@ pub fn user_pass_finished(report: &UserReport, elapsed: Duration) {
     }
 }
 
-impl<R: Remote> Engine<'_, R> {
+impl<R: Remote + crate::revoke::remote::Offboarding> Engine<'_, R> {
     /// One user's pass inside a `user_pass` span, with its end logged.
-    pub(super) async fn observed_user_pass(
+    pub(crate) async fn observed_user_pass(
         &self,
         access: &Access<'_>,
         user: &User,

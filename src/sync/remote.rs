@@ -84,6 +84,12 @@ pub struct RemoteItem<T> {
     pub updated: Option<DateTime<Utc>>,
     /// The whole item as Google returned it (pre-link snapshots, audit).
     pub raw: serde_json::Value,
+    /// The item carries crmsync's own-creation marker: a contact crmsync created (clientData
+    /// `crmsync_origin` = `created`; a pre-existing contact crmsync linked, or a phone-made
+    /// one it imported, never has it), or any marked event (the dedicated calendar is ours).
+    /// Pull-back deletes only such items; others are released (restored or stripped).
+    #[serde(default)]
+    pub created_by_us: bool,
 }
 
 /// One entry of a listing.
@@ -141,6 +147,61 @@ pub enum ContactOp {
     },
     /// Delete the contact.
     Delete { resource: String },
+    /// Give a contact crmsync did not create back to its user: per field, the value it had
+    /// before crmsync linked it (`pre_link`, Google's raw person) where the contact still
+    /// shows what crmsync last wrote (`base`), the phone's value where the phone changed it
+    /// since; our marker and group membership removed, everything else kept. Without `base`
+    /// or `pre_link` only the marker and membership go.
+    Release {
+        resource: String,
+        base: Option<SyncedContact>,
+        pre_link: Option<serde_json::Value>,
+    },
+}
+
+/// Identifies an op within one call, so results are matched to ops by identity, never by
+/// position: inserts and updates by the id they write, contact creates by the CRM record
+/// they mark, deletes and releases by the item they remove.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum OpKey {
+    /// A contact create, keyed by the CRM record it is made for.
+    Create(CrmId),
+    /// Any op on an existing (or chosen) Google id.
+    Google(String),
+}
+
+impl EventOp {
+    pub fn key(&self) -> OpKey {
+        match self {
+            EventOp::Insert { id, .. }
+            | EventOp::Update { id, .. }
+            | EventOp::Delete { id, .. } => OpKey::Google(id.clone()),
+        }
+    }
+}
+
+impl ContactOp {
+    pub fn key(&self) -> OpKey {
+        match self {
+            ContactOp::Create { crm_id, .. } => OpKey::Create(crm_id.clone()),
+            ContactOp::Update { resource, .. }
+            | ContactOp::Delete { resource }
+            | ContactOp::Release { resource, .. } => OpKey::Google(resource.clone()),
+        }
+    }
+}
+
+/// What releasing a contact did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    /// Fields put back to their pre-link values.
+    pub restored: Vec<String>,
+    /// Fields the phone changed since crmsync last wrote them: the phone's values stay.
+    pub kept_phone_edits: Vec<String>,
+    /// There was no pre-link snapshot (or base): only the marker and membership went.
+    pub stripped_only: bool,
+    /// The contact no longer carried our marker or group: nothing was written.
+    pub already_released: bool,
 }
 
 /// What a successful write left in Google.
@@ -151,11 +212,20 @@ pub enum OpOutcome<T> {
     /// The item as written (new etag; new resource name for created contacts).
     Written(RemoteItem<T>),
     Deleted,
+    /// A contact given back to its user (`ContactOp::Release`).
+    Released(Released),
 }
 
-/// Per-op results of a batch, in the order of the ops; the outer error is a failure of the
-/// whole call.
-pub type BatchResult<T> = Result<Vec<Result<OpOutcome<T>, RemoteError>>, RemoteError>;
+/// The answer to one op of a call, naming the op it answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpResult<T> {
+    pub key: OpKey,
+    pub result: Result<OpOutcome<T>, RemoteError>,
+}
+
+/// Per-op results of a batch (one per op, each naming its op); the outer error is a failure
+/// of the whole call before anything was sent.
+pub type BatchResult<T> = Result<Vec<OpResult<T>>, RemoteError>;
 
 /// Google as the sync engine uses it. All calls for one user are made sequentially by the
 /// engine; implementations pace, retry and batch.

@@ -1,6 +1,7 @@
 //! Human rendering of run reports (the CLI prints JSON itself with `--json`).
 
 use super::engine::{RunReport, UserStatus};
+use crate::revoke::run::RevocationOutcome;
 use std::fmt::Write;
 
 fn status_word(s: UserStatus) -> &'static str {
@@ -10,6 +11,7 @@ fn status_word(s: UserStatus) -> &'static str {
         UserStatus::Refused => "refused",
         UserStatus::Failed => "failed",
         UserStatus::Planned => "planned",
+        UserStatus::Revoked => "revoked",
     }
 }
 
@@ -60,6 +62,32 @@ pub fn render(report: &RunReport) -> String {
         );
     }
     for u in &report.users {
+        for r in &u.revocations {
+            let _ = writeln!(
+                out,
+                "  {}: {} from {} ({}): {} contact(s) deleted, {} given back as the user's own, \
+                 {} calendar(s) and {} group(s) deleted{}",
+                u.user,
+                match r.outcome {
+                    RevocationOutcome::Done => "revoked",
+                    RevocationOutcome::Planned => "would revoke",
+                    RevocationOutcome::Paused => "revocation paused",
+                    RevocationOutcome::Incomplete => "revocation not finished",
+                    RevocationOutcome::NothingToRevoke => "nothing to revoke",
+                },
+                r.account,
+                r.reason,
+                r.contacts_deleted.len(),
+                r.contacts_released.len(),
+                r.calendars_deleted.len(),
+                r.groups_deleted.len(),
+                match &r.verification {
+                    Some(v) if v.is_clean() => "; verified: nothing of ours remains",
+                    Some(_) => "; verification found leftovers",
+                    None => "",
+                }
+            );
+        }
         if let Some(m) = &u.message {
             let _ = writeln!(out, "  {}: {m}", u.user);
         }

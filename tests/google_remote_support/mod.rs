@@ -10,7 +10,7 @@ use crmsync::model::{
     AttendeeLine, CrmId, EmailAddress, EventTime, PhoneNumber, PostalAddress, SyncedContact,
     SyncedEvent, UserId,
 };
-use crmsync::sync::remote::{GoogleUser, OpOutcome, RemoteError, RemoteItem};
+use crmsync::sync::remote::{GoogleUser, OpOutcome, OpResult, RemoteItem};
 use std::path::PathBuf;
 
 pub const ALICE: &str = "alice@example.com";
@@ -135,8 +135,8 @@ pub fn person(first: &str, last: &str, email: &str) -> SyncedContact {
 }
 
 /// The item of a successful write.
-pub fn written<T: std::fmt::Debug>(result: &Result<OpOutcome<T>, RemoteError>) -> &RemoteItem<T> {
-    match result {
+pub fn written<T: std::fmt::Debug>(result: &OpResult<T>) -> &RemoteItem<T> {
+    match &result.result {
         Ok(OpOutcome::Written(item)) => item,
         other => panic!("expected a written item, got {other:?}"),
     }

@@ -591,7 +591,9 @@ pub fn audit_of(h: &Harness, user: &str, action: &str) -> Vec<crmsync::store::Au
 
 impl Harness {
     /// One pass through another `Remote` (a wrapper around `self.remote`).
-    pub async fn sync_via<R: crmsync::sync::remote::Remote>(
+    pub async fn sync_via<
+        R: crmsync::sync::remote::Remote + crmsync::revoke::remote::Offboarding,
+    >(
         &self,
         remote: &R,
         options: &SyncOptions,
@@ -747,5 +749,66 @@ impl<H: CallHook> Remote for Hooked<'_, H> {
     ) -> BatchResult<SyncedContact> {
         let call = self.inner.contact_ops(user, group, ops);
         self.around("contact_ops", user, call).await
+    }
+}
+
+use crmsync::revoke::remote::{
+    AclListing, CredentialRelease, MarkedCalendar, MarkedGroup, Offboarding,
+};
+
+impl<H: CallHook> Offboarding for Hooked<'_, H> {
+    async fn marked_calendars(
+        &self,
+        user: &GoogleUser,
+    ) -> Result<Vec<MarkedCalendar>, RemoteError> {
+        let call = self.inner.marked_calendars(user);
+        self.around("marked_calendars", user, call).await
+    }
+
+    async fn delete_calendar(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+    ) -> Result<bool, RemoteError> {
+        let call = self.inner.delete_calendar(user, calendar);
+        self.around("delete_calendar", user, call).await
+    }
+
+    async fn marked_groups(&self, user: &GoogleUser) -> Result<Vec<MarkedGroup>, RemoteError> {
+        let call = self.inner.marked_groups(user);
+        self.around("marked_groups", user, call).await
+    }
+
+    async fn delete_group(&self, user: &GoogleUser, group: &str) -> Result<bool, RemoteError> {
+        let call = self.inner.delete_group(user, group);
+        self.around("delete_group", user, call).await
+    }
+
+    async fn list_acl(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+        sync_token: Option<&str>,
+    ) -> Result<AclListing, RemoteError> {
+        let call = self.inner.list_acl(user, calendar, sync_token);
+        self.around("list_acl", user, call).await
+    }
+
+    async fn delete_acl(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+        rule: &str,
+    ) -> Result<bool, RemoteError> {
+        let call = self.inner.delete_acl(user, calendar, rule);
+        self.around("delete_acl", user, call).await
+    }
+
+    async fn release_credentials(
+        &self,
+        user: &GoogleUser,
+    ) -> Result<CredentialRelease, RemoteError> {
+        let call = self.inner.release_credentials(user);
+        self.around("release_credentials", user, call).await
     }
 }

@@ -155,14 +155,35 @@ pub enum LinkState {
     Linked,
     /// The phone deleted it under the `unlink` policy: not synced until an admin resets.
     Unlinked,
+    /// A pre-existing phone item (dedup) is being marked as ours; its outcome is not known
+    /// yet. Written before the write leaves, with the pre-link snapshot, so a crash never
+    /// makes the user's own item look like one crmsync created.
+    PendingLink,
 }
 
 impl LinkState {
+    /// Every state (tests walk them all).
+    pub const ALL: [LinkState; 4] = [
+        LinkState::PendingCreate,
+        LinkState::Linked,
+        LinkState::Unlinked,
+        LinkState::PendingLink,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LinkState::PendingCreate => "pending_create",
             LinkState::Linked => "linked",
             LinkState::Unlinked => "unlinked",
+            LinkState::PendingLink => "pending_link",
+        }
+    }
+
+    /// A write whose outcome is not known yet (resolved against a full listing).
+    pub fn is_pending(self) -> bool {
+        match self {
+            LinkState::PendingCreate | LinkState::PendingLink => true,
+            LinkState::Linked | LinkState::Unlinked => false,
         }
     }
 }
@@ -215,6 +236,8 @@ pub enum LostReason {
     DeletedInCrm,
     /// The user is inactive.
     UserInactive,
+    /// The user's data is being revoked from this Google account (offboarding).
+    Revoked,
 }
 
 impl std::fmt::Display for LostReason {
@@ -224,6 +247,7 @@ impl std::fmt::Display for LostReason {
             LostReason::OutOfScope => f.write_str("outside the user's sync scope"),
             LostReason::DeletedInCrm => f.write_str("deleted in the CRM"),
             LostReason::UserInactive => f.write_str("user is inactive"),
+            LostReason::Revoked => f.write_str("revoked from this Google account"),
         }
     }
 }
@@ -281,6 +305,10 @@ pub enum GoogleStep<T> {
         google_id: String,
         etag: Option<String>,
     },
+    /// Give a contact crmsync did not create back to its user: restored to its pre-link
+    /// snapshot where it still shows `base` (what we last wrote), the phone's values where
+    /// the phone changed them since; our marker and group removed. Never a delete.
+    Release { google_id: String, base: Option<T> },
 }
 
 /// A write to the CRM on behalf of the user.
@@ -386,9 +414,13 @@ impl<T> RecordPlan<T> {
             && self.notes.is_empty()
     }
 
-    /// Whether the plan deletes a synced item from the phone (counts toward the breaker).
+    /// Whether the plan takes a synced item off the phone — deletes it, or releases a
+    /// contact the user had before (counts toward the breaker).
     pub fn deletes_from_google(&self) -> bool {
-        matches!(self.google, Some(GoogleStep::Delete { .. }))
+        matches!(
+            self.google,
+            Some(GoogleStep::Delete { .. } | GoogleStep::Release { .. })
+        )
     }
 }
 
@@ -603,6 +635,9 @@ fn create_step<T: Synced>(
 
 /// Plans one record: the exhaustive decision of DESIGN.md §3. Also used to re-plan a record
 /// after a stale etag, with the item as re-read.
+///
+/// The match is over (desired?, link state) with no wildcard: a new link state does not
+/// compile until every row of the table says what it does with it.
 pub fn plan_record<T: Synced>(
     input: &PlanInput<'_, T>,
     crm_id: &CrmId,
@@ -611,73 +646,244 @@ pub fn plan_record<T: Synced>(
     remote: RemoteState<'_, T>,
     claimed: &mut BTreeSet<String>,
 ) -> Option<RecordPlan<T>> {
-    let p = input.policies;
-    let two_way = p.direction == Direction::TwoWay;
     let label = desired
         .map(|d| d.data.label())
         .or_else(|| link.and_then(|l| l.base.as_ref()).map(Synced::label))
         .unwrap_or_else(|| crm_id.to_string());
     let google_id = link.and_then(|l| l.google_id.clone());
-    let mut plan = RecordPlan::new(Case::New, Some(crm_id.clone()), google_id.clone(), label);
+    let mut plan = RecordPlan::new(Case::New, Some(crm_id.clone()), google_id, label);
     plan.before = desired.map(|d| d.data.clone());
     plan.base = link.and_then(|l| l.base.clone());
 
     match (desired, link) {
         // ── not desired, nothing linked: nothing to do.
         (None, None) => None,
-
         // ── new: relink our own item, dedup against a phone item, or create.
-        (Some(d), None) => {
-            if let Some(item) = marked_item(input, crm_id, claimed) {
-                claimed.insert(item.google_id.clone());
-                plan.case = Case::Relink;
-                plan.google_id = Some(item.google_id.clone());
-                return Some(adopt(plan, d, item, LinkOrigin::Created, None));
+        (Some(d), None) => plan_new(input, plan, crm_id, d, claimed),
+        (Some(d), Some(l)) => match l.state {
+            // Linked and desired: the steady / push / pull / both / phone-delete rows.
+            LinkState::Linked => plan_linked(input, plan, crm_id, d, l, remote),
+            // Unlinked by a phone delete: left alone while desired.
+            LinkState::Unlinked => None,
+            // A create whose outcome is unknown.
+            LinkState::PendingCreate => {
+                plan_pending_create(input, plan, crm_id, d, l, remote, claimed)
             }
-            if !d.may_create {
-                return None;
+            // A pre-existing item being marked as ours, outcome unknown.
+            LinkState::PendingLink => plan_pending_link(input, plan, crm_id, d, l, remote, claimed),
+        },
+        (None, Some(l)) => match l.state {
+            // Lost: no longer desired. Access wins over an unsynced phone edit (audited).
+            LinkState::Linked => plan_lost(input, plan, crm_id, l, remote),
+            // Unlinked and no longer desired: the row is dropped.
+            LinkState::Unlinked => {
+                plan.case = Case::Cleanup;
+                plan.link = LinkStep::Remove;
+                Some(plan)
             }
-            if let Some(item) = dedup_candidate(input, &d.data, claimed) {
-                claimed.insert(item.google_id.clone());
-                plan.case = Case::Dedup;
-                plan.google_id = Some(item.google_id.clone());
-                let linked = d.data.union_with(&item.data);
-                let target = if two_way && d.may_edit {
-                    linked
-                } else {
-                    d.data.clone()
-                };
-                if target != d.data {
-                    plan.crm = Some(CrmStep::Update {
-                        expected_version: d.version,
-                        fields: write_back_fields(&d.data, &target),
-                    });
-                    plan.revert_instead = Some(GoogleStep::Update {
-                        google_id: item.google_id.clone(),
-                        etag: item.etag.clone(),
-                        data: d.data.clone(),
-                    });
-                }
-                plan.google = Some(GoogleStep::Update {
-                    google_id: item.google_id.clone(),
-                    etag: item.etag.clone(),
-                    data: target.clone(),
-                });
-                plan.link = LinkStep::Linked {
-                    google_id: Some(item.google_id.clone()),
-                    etag: None,
-                    base: target,
-                    origin: LinkOrigin::LinkedExisting,
-                    pre_link: Some(item.raw.clone()),
-                };
-                plan.notes.push(note(
-                    "linked_existing",
-                    serde_json::json!({"google_id": item.google_id, "pre_link": item.raw}),
-                ));
-                return Some(plan);
+            // The record is no longer wanted: delete whatever the create left behind.
+            LinkState::PendingCreate => {
+                plan_abandoned_create(input, plan, crm_id, l, remote, claimed)
             }
-            plan.case = Case::New;
-            plan.google = Some(create_step(input, crm_id, 0, &d.data));
+            // No longer wanted before the link was confirmed: give the item back (whether
+            // or not our write reached it), never delete it.
+            LinkState::PendingLink => plan_lost(input, plan, crm_id, l, remote),
+        },
+    }
+}
+
+fn plan_new<T: Synced>(
+    input: &PlanInput<'_, T>,
+    mut plan: RecordPlan<T>,
+    crm_id: &CrmId,
+    d: &DesiredItem<T>,
+    claimed: &mut BTreeSet<String>,
+) -> Option<RecordPlan<T>> {
+    let two_way = input.policies.direction == Direction::TwoWay;
+    if let Some(item) = marked_item(input, crm_id, claimed) {
+        claimed.insert(item.google_id.clone());
+        plan.case = Case::Relink;
+        plan.google_id = Some(item.google_id.clone());
+        // Only items carrying our own-creation marker count as created by us: anything else
+        // (a linked pre-existing contact after a state loss) is the user's and is never
+        // deleted on pull-back.
+        let origin = if item.created_by_us {
+            LinkOrigin::Created
+        } else {
+            LinkOrigin::LinkedExisting
+        };
+        return Some(adopt(plan, d, item, origin, None));
+    }
+    if !d.may_create {
+        return None;
+    }
+    if let Some(item) = dedup_candidate(input, &d.data, claimed) {
+        claimed.insert(item.google_id.clone());
+        plan.case = Case::Dedup;
+        plan.google_id = Some(item.google_id.clone());
+        let linked = d.data.union_with(&item.data);
+        let target = if two_way && d.may_edit {
+            linked
+        } else {
+            d.data.clone()
+        };
+        if target != d.data {
+            plan.crm = Some(CrmStep::Update {
+                expected_version: d.version,
+                fields: write_back_fields(&d.data, &target),
+            });
+            plan.revert_instead = Some(GoogleStep::Update {
+                google_id: item.google_id.clone(),
+                etag: item.etag.clone(),
+                data: d.data.clone(),
+            });
+        }
+        plan.google = Some(GoogleStep::Update {
+            google_id: item.google_id.clone(),
+            etag: item.etag.clone(),
+            data: target.clone(),
+        });
+        plan.link = LinkStep::Linked {
+            google_id: Some(item.google_id.clone()),
+            etag: None,
+            base: target,
+            origin: LinkOrigin::LinkedExisting,
+            pre_link: Some(item.raw.clone()),
+        };
+        plan.notes.push(note(
+            "linked_existing",
+            serde_json::json!({"google_id": item.google_id, "pre_link": item.raw}),
+        ));
+        return Some(plan);
+    }
+    plan.case = Case::New;
+    plan.google = Some(create_step(input, crm_id, 0, &d.data));
+    plan.link = LinkStep::Linked {
+        google_id: None,
+        etag: None,
+        base: d.data.clone(),
+        origin: LinkOrigin::Created,
+        pre_link: None,
+    };
+    Some(plan)
+}
+
+fn plan_pending_create<T: Synced>(
+    input: &PlanInput<'_, T>,
+    mut plan: RecordPlan<T>,
+    crm_id: &CrmId,
+    d: &DesiredItem<T>,
+    l: &Link<T>,
+    remote: RemoteState<'_, T>,
+    claimed: &mut BTreeSet<String>,
+) -> Option<RecordPlan<T>> {
+    let found = match remote {
+        RemoteState::Present(item) => Some(item),
+        RemoteState::Unchanged | RemoteState::Deleted => marked_item(input, crm_id, claimed),
+    };
+    if let Some(item) = found {
+        claimed.insert(item.google_id.clone());
+        plan.case = Case::Relink;
+        plan.google_id = Some(item.google_id.clone());
+        return Some(adopt(plan, d, item, l.origin, None));
+    }
+    plan.case = Case::PendingRetry;
+    // A deleted (reserved) event id needs the next generation.
+    let generation = match remote {
+        RemoteState::Deleted if T::KIND == ObjectKind::Event => l.generation + 1,
+        RemoteState::Deleted | RemoteState::Unchanged | RemoteState::Present(_) => l.generation,
+    };
+    plan.google = Some(create_step(input, crm_id, generation, &d.data));
+    plan.link = LinkStep::Linked {
+        google_id: None,
+        etag: None,
+        base: d.data.clone(),
+        origin: l.origin,
+        pre_link: None,
+    };
+    Some(plan)
+}
+
+fn plan_abandoned_create<T: Synced>(
+    input: &PlanInput<'_, T>,
+    mut plan: RecordPlan<T>,
+    crm_id: &CrmId,
+    l: &Link<T>,
+    remote: RemoteState<'_, T>,
+    claimed: &mut BTreeSet<String>,
+) -> Option<RecordPlan<T>> {
+    plan.case = Case::Lost;
+    let found = match remote {
+        RemoteState::Present(item) => Some(item),
+        RemoteState::Unchanged | RemoteState::Deleted => marked_item(input, crm_id, claimed),
+    };
+    if let Some(item) = found {
+        plan.google = Some(GoogleStep::Delete {
+            google_id: item.google_id.clone(),
+            etag: None,
+        });
+        plan.google_id = Some(item.google_id.clone());
+    } else if let (ObjectKind::Event, Some(g)) = (T::KIND, &l.google_id) {
+        if !matches!(remote, RemoteState::Deleted) {
+            plan.google = Some(GoogleStep::Delete {
+                google_id: g.clone(),
+                etag: None,
+            });
+        }
+    }
+    plan.link = LinkStep::Remove;
+    plan.notes.push(note(
+        "pulled_back",
+        serde_json::json!({"reason": lost_reason(input, crm_id).to_string()}),
+    ));
+    Some(plan)
+}
+
+fn plan_pending_link<T: Synced>(
+    input: &PlanInput<'_, T>,
+    mut plan: RecordPlan<T>,
+    crm_id: &CrmId,
+    d: &DesiredItem<T>,
+    l: &Link<T>,
+    remote: RemoteState<'_, T>,
+    claimed: &mut BTreeSet<String>,
+) -> Option<RecordPlan<T>> {
+    let found = match remote {
+        RemoteState::Present(item) => Some(item),
+        RemoteState::Unchanged | RemoteState::Deleted => marked_item(input, crm_id, claimed),
+    };
+    if let Some(item) = found {
+        // Whether or not our write reached it, the item is the user's pre-existing one.
+        claimed.insert(item.google_id.clone());
+        plan.case = Case::Relink;
+        plan.google_id = Some(item.google_id.clone());
+        return Some(adopt(plan, d, item, LinkOrigin::LinkedExisting, None));
+    }
+    match (remote, &l.google_id) {
+        // Not in this (incremental) listing: send the link write again, conditional on the
+        // etag we saw; if our earlier write went through, the stale etag makes the fix-up
+        // read it and adopt it.
+        (RemoteState::Unchanged, Some(google_id)) => {
+            plan.case = Case::PendingRetry;
+            let data = l.base.clone().unwrap_or_else(|| d.data.clone());
+            plan.google = Some(GoogleStep::Update {
+                google_id: google_id.clone(),
+                etag: l.etag.clone().unwrap_or_default(),
+                data: data.clone(),
+            });
+            plan.link = LinkStep::Linked {
+                google_id: Some(google_id.clone()),
+                etag: None,
+                base: data,
+                origin: LinkOrigin::LinkedExisting,
+                pre_link: None,
+            };
+            Some(plan)
+        }
+        // The phone deleted the item before the link was confirmed: create the record anew.
+        (RemoteState::Unchanged | RemoteState::Deleted | RemoteState::Present(_), _) => {
+            plan.case = Case::PendingRetry;
+            plan.google = Some(create_step(input, crm_id, l.generation, &d.data));
             plan.link = LinkStep::Linked {
                 google_id: None,
                 etag: None,
@@ -687,35 +893,137 @@ pub fn plan_record<T: Synced>(
             };
             Some(plan)
         }
+    }
+}
 
-        // ── unlinked by a phone delete: left alone while desired; dropped once not.
-        (Some(_), Some(l)) if l.state == LinkState::Unlinked => None,
-        (None, Some(l)) if l.state == LinkState::Unlinked => {
-            plan.case = Case::Cleanup;
-            plan.link = LinkStep::Remove;
-            let _ = l;
-            Some(plan)
-        }
-
-        // ── a create whose outcome is unknown.
-        (Some(d), Some(l)) if l.state == LinkState::PendingCreate => {
-            let found = match remote {
-                RemoteState::Present(item) => Some(item),
-                _ => marked_item(input, crm_id, claimed),
+fn plan_lost<T: Synced>(
+    input: &PlanInput<'_, T>,
+    mut plan: RecordPlan<T>,
+    crm_id: &CrmId,
+    l: &Link<T>,
+    remote: RemoteState<'_, T>,
+) -> Option<RecordPlan<T>> {
+    if input.retained.contains(crm_id) {
+        return None;
+    }
+    plan.case = Case::Lost;
+    let reason = lost_reason(input, crm_id);
+    let mut detail = serde_json::json!({"reason": reason.to_string()});
+    match (remote, &l.google_id) {
+        (RemoteState::Deleted, _) | (_, None) => {}
+        (state, Some(g)) => {
+            let google_id = match state {
+                RemoteState::Present(item) => {
+                    if l.base.as_ref() != Some(&item.data) {
+                        detail["unsynced_phone_edit"] =
+                            serde_json::to_value(&item.data).unwrap_or_default();
+                    }
+                    item.google_id.clone()
+                }
+                RemoteState::Unchanged | RemoteState::Deleted => g.clone(),
             };
-            if let Some(item) = found {
-                claimed.insert(item.google_id.clone());
-                plan.case = Case::Relink;
-                plan.google_id = Some(item.google_id.clone());
-                return Some(adopt(plan, d, item, l.origin, None));
+            plan.google = Some(pull_back_step(l, google_id));
+            if let Some(GoogleStep::Release { .. }) = plan.google {
+                detail["released"] = serde_json::json!(l.origin);
             }
-            plan.case = Case::PendingRetry;
-            // A deleted (reserved) event id needs the next generation.
-            let generation = match remote {
-                RemoteState::Deleted if T::KIND == ObjectKind::Event => l.generation + 1,
-                _ => l.generation,
-            };
-            plan.google = Some(create_step(input, crm_id, generation, &d.data));
+        }
+    }
+    plan.link = LinkStep::Remove;
+    plan.notes.push(note("pulled_back", detail));
+    Some(plan)
+}
+
+/// How a lost item leaves Google: deleted if crmsync created it (or it is an event of the
+/// dedicated calendar); a contact the user had before (linked by dedup) or made on the
+/// phone (imported) is released — restored or stripped — never deleted.
+fn pull_back_step<T: Synced>(l: &Link<T>, google_id: String) -> GoogleStep<T> {
+    let release = match (T::KIND, l.origin) {
+        (ObjectKind::Contact, LinkOrigin::LinkedExisting | LinkOrigin::Imported) => true,
+        (ObjectKind::Contact, LinkOrigin::Created) => false,
+        (ObjectKind::Event | ObjectKind::Organization, _) => false,
+    };
+    if release {
+        GoogleStep::Release {
+            google_id,
+            base: l.base.clone(),
+        }
+    } else {
+        GoogleStep::Delete {
+            google_id,
+            etag: None,
+        }
+    }
+}
+
+fn plan_linked<T: Synced>(
+    input: &PlanInput<'_, T>,
+    mut plan: RecordPlan<T>,
+    crm_id: &CrmId,
+    d: &DesiredItem<T>,
+    l: &Link<T>,
+    remote: RemoteState<'_, T>,
+) -> Option<RecordPlan<T>> {
+    let two_way = input.policies.direction == Direction::TwoWay;
+    let Some(google_id) = l.google_id.clone() else {
+        // A linked row without a Google id cannot happen; recreate to heal it.
+        plan.case = Case::PendingRetry;
+        plan.google = Some(create_step(input, crm_id, l.generation + 1, &d.data));
+        plan.link = LinkStep::Linked {
+            google_id: None,
+            etag: None,
+            base: d.data.clone(),
+            origin: l.origin,
+            pre_link: None,
+        };
+        return Some(plan);
+    };
+    let base = l.base.clone().unwrap_or_else(|| d.data.clone());
+    let crm_changed = d.data != base;
+    let (google_now, etag) = match remote {
+        RemoteState::Unchanged => (None, l.etag.clone().unwrap_or_default()),
+        RemoteState::Present(item) if item.data == base => {
+            // A renamed item (previousResourceNames) also moves the link's id below.
+            if Some(&item.etag) != l.etag.as_ref() && !crm_changed && item.google_id == google_id {
+                plan.case = Case::Echo;
+                plan.link = LinkStep::Etag {
+                    etag: item.etag.clone(),
+                };
+                return Some(plan);
+            }
+            (None, item.etag.clone())
+        }
+        RemoteState::Present(item) => (Some(item), item.etag.clone()),
+        RemoteState::Deleted => {
+            return Some(phone_delete(input, plan, d, l, crm_id));
+        }
+    };
+    let new_id = match remote {
+        RemoteState::Present(item) if item.google_id != google_id => Some(item.google_id.clone()),
+        RemoteState::Present(_) | RemoteState::Unchanged | RemoteState::Deleted => None,
+    };
+    let target_id = new_id.clone().unwrap_or(google_id);
+    match (crm_changed, google_now) {
+        (false, None) => {
+            if new_id.is_some() {
+                plan.case = Case::Echo;
+                plan.link = LinkStep::Linked {
+                    google_id: new_id,
+                    etag: Some(etag),
+                    base,
+                    origin: l.origin,
+                    pre_link: None,
+                };
+                return Some(plan);
+            }
+            None
+        }
+        (true, None) => {
+            plan.case = Case::Push;
+            plan.google = Some(GoogleStep::Update {
+                google_id: target_id,
+                etag,
+                data: d.data.clone(),
+            });
             plan.link = LinkStep::Linked {
                 google_id: None,
                 etag: None,
@@ -725,146 +1033,11 @@ pub fn plan_record<T: Synced>(
             };
             Some(plan)
         }
-        (None, Some(l)) if l.state == LinkState::PendingCreate => {
-            // The record is no longer wanted: delete whatever the create left behind.
-            plan.case = Case::Lost;
-            let found = match remote {
-                RemoteState::Present(item) => Some(item),
-                _ => marked_item(input, crm_id, claimed),
-            };
-            if let Some(item) = found {
-                plan.google = Some(GoogleStep::Delete {
-                    google_id: item.google_id.clone(),
-                    etag: None,
-                });
-                plan.google_id = Some(item.google_id.clone());
-            } else if let (ObjectKind::Event, Some(g)) = (T::KIND, &l.google_id) {
-                if !matches!(remote, RemoteState::Deleted) {
-                    plan.google = Some(GoogleStep::Delete {
-                        google_id: g.clone(),
-                        etag: None,
-                    });
-                }
-            }
-            plan.link = LinkStep::Remove;
-            plan.notes.push(note(
-                "pulled_back",
-                serde_json::json!({"reason": lost_reason(input, crm_id).to_string()}),
-            ));
-            Some(plan)
-        }
-
-        // ── lost: no longer desired. Access wins over an unsynced phone edit (audited).
-        (None, Some(l)) => {
-            if input.retained.contains(crm_id) {
-                return None;
-            }
-            plan.case = Case::Lost;
-            let reason = lost_reason(input, crm_id);
-            let mut detail = serde_json::json!({"reason": reason.to_string()});
-            match (remote, &l.google_id) {
-                (RemoteState::Deleted, _) | (_, None) => {}
-                (state, Some(g)) => {
-                    if let RemoteState::Present(item) = state {
-                        if l.base.as_ref() != Some(&item.data) {
-                            detail["unsynced_phone_edit"] =
-                                serde_json::to_value(&item.data).unwrap_or_default();
-                        }
-                    }
-                    plan.google = Some(GoogleStep::Delete {
-                        google_id: g.clone(),
-                        etag: None,
-                    });
-                }
-            }
-            plan.link = LinkStep::Remove;
-            plan.notes.push(note("pulled_back", detail));
-            Some(plan)
-        }
-
-        // ── linked and desired.
-        (Some(d), Some(l)) => {
-            let Some(google_id) = l.google_id.clone() else {
-                // A linked row without a Google id cannot happen; recreate to heal it.
-                plan.case = Case::PendingRetry;
-                plan.google = Some(create_step(input, crm_id, l.generation + 1, &d.data));
-                plan.link = LinkStep::Linked {
-                    google_id: None,
-                    etag: None,
-                    base: d.data.clone(),
-                    origin: l.origin,
-                    pre_link: None,
-                };
-                return Some(plan);
-            };
-            let base = l.base.clone().unwrap_or_else(|| d.data.clone());
-            let crm_changed = d.data != base;
-            let (google_now, etag) = match remote {
-                RemoteState::Unchanged => (None, l.etag.clone().unwrap_or_default()),
-                RemoteState::Present(item) if item.data == base => {
-                    // A renamed item (previousResourceNames) also moves the link's id below.
-                    if Some(&item.etag) != l.etag.as_ref()
-                        && !crm_changed
-                        && item.google_id == google_id
-                    {
-                        plan.case = Case::Echo;
-                        plan.link = LinkStep::Etag {
-                            etag: item.etag.clone(),
-                        };
-                        return Some(plan);
-                    }
-                    (None, item.etag.clone())
-                }
-                RemoteState::Present(item) => (Some(item), item.etag.clone()),
-                RemoteState::Deleted => {
-                    return Some(phone_delete(input, plan, d, l, crm_id));
-                }
-            };
-            let new_id = match remote {
-                RemoteState::Present(item) if item.google_id != google_id => {
-                    Some(item.google_id.clone())
-                }
-                _ => None,
-            };
-            let target_id = new_id.clone().unwrap_or(google_id);
-            match (crm_changed, google_now) {
-                (false, None) => {
-                    if new_id.is_some() {
-                        plan.case = Case::Echo;
-                        plan.link = LinkStep::Linked {
-                            google_id: new_id,
-                            etag: Some(etag),
-                            base,
-                            origin: l.origin,
-                            pre_link: None,
-                        };
-                        return Some(plan);
-                    }
-                    None
-                }
-                (true, None) => {
-                    plan.case = Case::Push;
-                    plan.google = Some(GoogleStep::Update {
-                        google_id: target_id,
-                        etag,
-                        data: d.data.clone(),
-                    });
-                    plan.link = LinkStep::Linked {
-                        google_id: None,
-                        etag: None,
-                        base: d.data.clone(),
-                        origin: l.origin,
-                        pre_link: None,
-                    };
-                    Some(plan)
-                }
-                (changed, Some(item)) => {
-                    plan.case = if changed { Case::Both } else { Case::Pull };
-                    Some(pull_or_merge(
-                        input, plan, d, &base, item, target_id, etag, l.origin, two_way,
-                    ))
-                }
-            }
+        (changed, Some(item)) => {
+            plan.case = if changed { Case::Both } else { Case::Pull };
+            Some(pull_or_merge(
+                input, plan, d, &base, item, target_id, etag, l.origin, two_way,
+            ))
         }
     }
 }
@@ -1097,13 +1270,22 @@ fn plan_phone_new<T: Synced>(
             continue;
         }
         if let Some(marker) = &item.crm_id {
-            // Ours, for a record that is neither linked nor desired: a leftover from a crash.
+            // Ours, for a record that is neither linked nor desired: a leftover from a crash
+            // or a lost state DB. Deleted only if crmsync created it; a marked contact
+            // without our creation marker is the user's own, released (stripped).
             if !input.desired.contains_key(marker) {
                 plan.case = Case::Lost;
                 plan.crm_id = Some(marker.clone());
-                plan.google = Some(GoogleStep::Delete {
-                    google_id: item.google_id.clone(),
-                    etag: None,
+                plan.google = Some(if item.created_by_us {
+                    GoogleStep::Delete {
+                        google_id: item.google_id.clone(),
+                        etag: None,
+                    }
+                } else {
+                    GoogleStep::Release {
+                        google_id: item.google_id.clone(),
+                        base: None,
+                    }
                 });
                 plan.notes.push(note(
                     "pulled_back",

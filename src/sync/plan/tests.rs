@@ -74,6 +74,7 @@ fn item<T>(google: &str, etag: &str, data: T) -> RemoteItem<T> {
         recurring_parent: None,
         updated: None,
         raw: serde_json::json!({"resourceName": google}),
+        created_by_us: false,
     }
 }
 
@@ -469,6 +470,166 @@ fn lost_records_are_pulled_back_with_the_reason_and_the_unsynced_edit() {
     );
 }
 
+/// Google's side of a linked contact in the link-state table.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Unchanged,
+    Echoed,
+    Edited,
+    Deleted,
+}
+
+/// The row a (link state, desired?, Google side) falls into. The match over link states is
+/// exhaustive, like the planner's: a new state does not compile until it has its rows here.
+fn expected_case(state: LinkState, wanted: bool, side: Side) -> Option<Case> {
+    use Side::*;
+    match state {
+        LinkState::Linked => match (wanted, side) {
+            (false, _) => Some(Case::Lost),
+            (true, Unchanged) => None,
+            (true, Echoed) => Some(Case::Echo),
+            (true, Edited) => Some(Case::Pull),
+            (true, Deleted) => Some(Case::PhoneDelete),
+        },
+        LinkState::Unlinked => (!wanted).then_some(Case::Cleanup),
+        LinkState::PendingCreate => match (wanted, side) {
+            (false, _) => Some(Case::Lost),
+            (true, Echoed | Edited) => Some(Case::Relink),
+            (true, Unchanged | Deleted) => Some(Case::PendingRetry),
+        },
+        LinkState::PendingLink => match (wanted, side) {
+            (false, _) => Some(Case::Lost),
+            (true, Echoed | Edited) => Some(Case::Relink),
+            (true, Unchanged | Deleted) => Some(Case::PendingRetry),
+        },
+    }
+}
+
+#[test]
+fn every_link_state_is_planned_and_a_users_own_contact_is_never_deleted() {
+    let base = contact("Ada", "ada@x.example", "");
+    let origins = [
+        LinkOrigin::Created,
+        LinkOrigin::LinkedExisting,
+        LinkOrigin::Imported,
+    ];
+    let sides = [Side::Unchanged, Side::Echoed, Side::Edited, Side::Deleted];
+    let mut rows = 0;
+    for state in LinkState::ALL {
+        for origin in origins {
+            for wanted in [false, true] {
+                for side in sides {
+                    let mut l = link("c1", "people/c1", base.clone());
+                    l.state = state;
+                    l.origin = origin;
+                    let mut w = World::new().linked(l);
+                    if wanted {
+                        w = w.want("c1", desired(base.clone()));
+                    }
+                    let listed = match side {
+                        Side::Unchanged => None,
+                        Side::Echoed => {
+                            Some(RemoteChange::Present(item("people/c1", "e2", base.clone())))
+                        }
+                        Side::Edited => Some(RemoteChange::Present(item(
+                            "people/c1",
+                            "e2",
+                            contact("Ada L.", "ada@x.example", ""),
+                        ))),
+                        Side::Deleted => Some(RemoteChange::Deleted {
+                            google_id: "people/c1".into(),
+                        }),
+                    };
+                    if let Some(change) = listed {
+                        w = w.listed(change);
+                    }
+                    let context = format!("{state:?} {origin:?} wanted={wanted} {side:?}");
+                    let plan = w.plan();
+                    let record = plan
+                        .records
+                        .iter()
+                        .find(|r| r.crm_id.as_ref() == Some(&id("c1")));
+                    assert_eq!(
+                        record.map(|r| r.case),
+                        expected_case(state, wanted, side),
+                        "{context}: {record:#?}"
+                    );
+                    rows += 1;
+                    let Some(r) = record else { continue };
+                    // Pull-back never deletes a contact crmsync did not create (a pending
+                    // create is crmsync's by definition).
+                    if origin != LinkOrigin::Created && state != LinkState::PendingCreate {
+                        assert!(
+                            !matches!(r.google, Some(GoogleStep::Delete { .. })),
+                            "{context}: {r:#?}"
+                        );
+                    }
+                    if !wanted {
+                        assert_eq!(r.link, LinkStep::Remove, "{context}");
+                    }
+                    if let (
+                        false,
+                        LinkOrigin::LinkedExisting | LinkOrigin::Imported,
+                        Side::Unchanged | Side::Echoed | Side::Edited,
+                        LinkState::Linked | LinkState::PendingLink,
+                    ) = (wanted, origin, side, state)
+                    {
+                        assert!(
+                            matches!(r.google, Some(GoogleStep::Release { .. })),
+                            "{context}: released, not deleted: {r:#?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(rows, LinkState::ALL.len() * 3 * 2 * 4);
+}
+
+#[test]
+fn a_crash_while_linking_a_pre_existing_contact_never_makes_it_ours_to_delete() {
+    // The dedup write went through (the item now carries our marker) but the commit did
+    // not: the pending_link row adopts it as LinkedExisting, never as Created.
+    let base = contact("Ada", "ada@x.example", "");
+    let mut pending = link("c1", "people/c5", base.clone());
+    pending.state = LinkState::PendingLink;
+    pending.origin = LinkOrigin::LinkedExisting;
+    let mut marked = item("people/c5", "e9", base.clone());
+    marked.crm_id = Some(id("c1"));
+    let p = World::new()
+        .want("c1", desired(base.clone()))
+        .linked(pending)
+        .listed(RemoteChange::Present(marked.clone()))
+        .only();
+    assert_eq!(p.case, Case::Relink);
+    assert!(matches!(
+        p.link,
+        LinkStep::Linked {
+            origin: LinkOrigin::LinkedExisting,
+            ..
+        }
+    ));
+    // A state-DB loss: a marked contact without our creation marker relinks as the user's.
+    let mut w = World::new().want("c1", desired(base.clone()));
+    w.unlinked.push(marked.clone());
+    assert!(matches!(
+        w.only().link,
+        LinkStep::Linked {
+            origin: LinkOrigin::LinkedExisting,
+            ..
+        }
+    ));
+    // …and, no longer wanted, it is released, while one crmsync created is deleted.
+    let mut w = World::<SyncedContact>::new();
+    w.unlinked.push(marked.clone());
+    assert!(matches!(w.only().google, Some(GoogleStep::Release { .. })));
+    let mut ours = marked;
+    ours.created_by_us = true;
+    let mut w = World::<SyncedContact>::new();
+    w.unlinked.push(ours);
+    assert!(matches!(w.only().google, Some(GoogleStep::Delete { .. })));
+}
+
 #[test]
 fn events_aged_out_of_the_window_stay() {
     let e = event("Old");
@@ -717,6 +878,18 @@ impl Sim {
                     changed.push(RemoteChange::Deleted {
                         google_id: google_id.clone(),
                     });
+                }
+                Some(GoogleStep::Release { google_id, .. }) => {
+                    // The user's own contact stays, without our marker.
+                    self.next += 1;
+                    let etag = format!("t{}", self.next);
+                    if let Some(entry) = self.google.get_mut(google_id) {
+                        entry.1 = etag.clone();
+                        entry.2 = None;
+                        let mut it = item(google_id, &etag, entry.0.clone());
+                        it.in_container = false;
+                        changed.push(RemoteChange::Present(it));
+                    }
                 }
                 None => {}
             }

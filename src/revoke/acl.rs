@@ -1,0 +1,183 @@
+//! The calendar leak guard: the dedicated calendar must not be shared beyond its owner (a
+//! shared calendar would show other people what the CRM lets only this user read).
+//!
+//! Every pass lists the calendar's ACL. Quota: that is one `acl.list` per user per pass. To
+//! keep a quiet pass cheap the listing is incremental — the ACL's own sync token (stored per
+//! user, dropped when the calendar changes) — so a pass where nobody touched the sharing
+//! costs one small call; a full listing happens on the first pass, after a 410, and while a
+//! user is paused. Entries beyond the owner are removed and audited (`acl_guard = "remove"`,
+//! the default), or the user's sync is paused while they exist (`acl_guard = "pause"`).
+
+use super::remote::{AclEntry, AclListing, Offboarding};
+use crate::store::{StateDb, StoreError};
+use crate::sync::remote::{GoogleUser, RemoteError, RemoteErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// What the guard does with entries beyond the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AclGuardMode {
+    /// Remove them (and audit each).
+    #[default]
+    Remove,
+    /// Leave them, audit, and pause the user's sync until they are gone.
+    Pause,
+}
+
+/// Entries of a listing that share the calendar beyond its owner: live rules other than the
+/// account's own owner entry (and the calendar's own identity, which Google may list as an
+/// owner of a secondary calendar).
+pub fn foreign_entries(listing: &AclListing, account: &str, calendar: &str) -> Vec<AclEntry> {
+    let own = |e: &AclEntry| {
+        e.role == "owner"
+            && e.scope_type == "user"
+            && e.scope_value.as_deref().is_some_and(|v| {
+                v.eq_ignore_ascii_case(account) || v.eq_ignore_ascii_case(calendar)
+            })
+    };
+    listing
+        .entries
+        .iter()
+        .filter(|e| !e.is_deleted() && !own(e))
+        .cloned()
+        .collect()
+}
+
+/// How the guard left a user's calendar.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AclOutcome {
+    /// Entries removed in this pass.
+    pub removed: Vec<AclEntry>,
+    /// Set when the user's pass must not go on (pause mode with foreign entries, or an
+    /// entry that could not be removed).
+    pub paused: Option<String>,
+}
+
+/// Checks `calendar`'s ACL for `user` and acts per `mode`. Google failures other than an
+/// expired token are returned (the pass reports them); the ACL token is stored only when
+/// the calendar is clean.
+pub async fn guard_calendar<R: Offboarding>(
+    remote: &R,
+    state: &StateDb,
+    user: &GoogleUser,
+    calendar: &str,
+    token: Option<&str>,
+    mode: AclGuardMode,
+    run_id: &str,
+) -> Result<Result<AclOutcome, RemoteError>, StoreError> {
+    let listing = match remote.list_acl(user, calendar, token).await {
+        Err(e) if e.kind == RemoteErrorKind::SyncTokenExpired && token.is_some() => {
+            remote.list_acl(user, calendar, None).await
+        }
+        other => other,
+    };
+    let listing = match listing {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
+    let foreign = foreign_entries(&listing, &user.account, calendar);
+    let mut outcome = AclOutcome::default();
+    match mode {
+        AclGuardMode::Pause if !foreign.is_empty() => {
+            let shared: Vec<String> = foreign.iter().map(|e| e.id.clone()).collect();
+            state.write(|w| {
+                w.audit(
+                    run_id,
+                    Some(&user.user),
+                    None,
+                    "acl_paused",
+                    &serde_json::json!({"calendar": calendar, "entries": foreign}),
+                )
+            })?;
+            outcome.paused = Some(format!(
+                "paused: the CRM calendar is shared with {} (acl_guard = \"pause\"); remove the \
+                 sharing to resume",
+                shared.join(", ")
+            ));
+            // No token: while paused, every pass looks at the whole ACL again.
+            state.set_acl_sync_token(&user.user, None)?;
+            return Ok(Ok(outcome));
+        }
+        AclGuardMode::Pause | AclGuardMode::Remove => {}
+    }
+    let mut failed = Vec::new();
+    for entry in foreign {
+        match remote.delete_acl(user, calendar, &entry.id).await {
+            Ok(_) => {
+                state.write(|w| {
+                    w.audit(
+                        run_id,
+                        Some(&user.user),
+                        None,
+                        "acl_removed",
+                        &serde_json::json!({"calendar": calendar, "entry": entry}),
+                    )
+                })?;
+                outcome.removed.push(entry);
+            }
+            Err(e) => failed.push(format!("{}: {e}", entry.id)),
+        }
+    }
+    if failed.is_empty() {
+        state.set_acl_sync_token(&user.user, listing.next_sync_token.as_deref())?;
+    } else {
+        state.set_acl_sync_token(&user.user, None)?;
+        outcome.paused = Some(format!(
+            "paused: the CRM calendar is shared and the sharing could not be removed ({})",
+            failed.join("; ")
+        ));
+    }
+    Ok(Ok(outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, role: &str) -> AclEntry {
+        let (scope_type, scope_value) = match id.split_once(':') {
+            Some((t, v)) => (t.to_owned(), Some(v.to_owned())),
+            None => (id.to_owned(), None),
+        };
+        AclEntry {
+            id: id.into(),
+            role: role.into(),
+            scope_type,
+            scope_value,
+        }
+    }
+
+    #[test]
+    fn everything_but_the_owner_is_foreign() {
+        let listing = AclListing {
+            entries: vec![
+                entry("user:erin@acme.example", "owner"),
+                entry("user:cal1@group.calendar.google.com", "owner"),
+                entry("user:spy@acme.example", "reader"),
+                entry("user:boss@acme.example", "owner"),
+                entry("domain:acme.example", "freeBusyReader"),
+                entry("default", "reader"),
+                entry("user:gone@acme.example", "none"),
+            ],
+            next_sync_token: None,
+            full: true,
+        };
+        let foreign: Vec<String> = foreign_entries(
+            &listing,
+            "Erin@acme.example",
+            "cal1@group.calendar.google.com",
+        )
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+        assert_eq!(
+            foreign,
+            [
+                "user:spy@acme.example",
+                "user:boss@acme.example",
+                "domain:acme.example",
+                "default"
+            ]
+        );
+    }
+}
