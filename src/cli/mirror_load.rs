@@ -2,8 +2,8 @@
 //! and read the typed model, the way the sync engine does.
 
 use super::{runtime, usage, Failure};
-use crmsync::config::{Config, CrmKind};
-use crmsync::crm::{sqlite::SqliteCrm, OrgModel};
+use crmsync::config::Config;
+use crmsync::crm::OrgModel;
 use crmsync::mirror;
 use crmsync::model::UserId;
 use crmsync::store::StateDb;
@@ -17,12 +17,9 @@ pub struct Mirror {
 /// Pulls the CRM's change feed into the state DB, reports skipped rows on stderr, and
 /// checks the config's scope section against the model.
 pub fn refresh(config: &Config) -> Result<Mirror, Failure> {
-    match config.crm.source {
-        CrmKind::Sqlite => {}
-    }
-    let crm = SqliteCrm::open(&config.crm.path).map_err(runtime)?;
+    let crm = super::open_crm(config)?;
     let state = StateDb::open(&config.state.path).map_err(runtime)?;
-    let refreshed = mirror::refresh(&state, &crm).map_err(runtime)?;
+    let refreshed = mirror::refresh(&state, crm.as_ref()).map_err(runtime)?;
     for problem in &refreshed.problems {
         eprintln!("warning: {problem}");
     }

@@ -246,6 +246,11 @@ pub fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// The configured CRM source (exit 2 for configuration problems, 1 for the rest).
+pub fn open_crm(config: &Config) -> Result<Box<dyn crmsync::crm::Source>, Failure> {
+    crmsync::crm::open_source(config).map_err(|e| if e.is_config() { usage(e) } else { runtime(e) })
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
     match path {
         Some(p) => Config::load(p).map_err(usage),

@@ -3,7 +3,6 @@
 
 use super::{runtime, usage, CmdResult, DemoArgs, EmulatorArgs, Output, SyncArgs};
 use crmsync::config::Config;
-use crmsync::crm::sqlite::SqliteCrm;
 use crmsync::emulator::EmulatorOptions;
 use crmsync::google::remote::GoogleRemote;
 use crmsync::model::UserId;
@@ -44,7 +43,7 @@ pub fn sync(config: &Config, out: &Output, args: SyncArgs) -> CmdResult {
     let rt = tokio_runtime()?;
     let report = rt.block_on(async {
         let state = StateDb::open(&config.state.path).map_err(runtime)?;
-        let crm = SqliteCrm::open(&config.crm.path).map_err(runtime)?;
+        let crm = super::open_crm(config)?;
         // Only configuration can make this fail (base URL, service-account key): exit 2.
         let remote = GoogleRemote::from_config(&config.google, &config.sync)
             .await
@@ -52,7 +51,7 @@ pub fn sync(config: &Config, out: &Output, args: SyncArgs) -> CmdResult {
         let engine = Engine {
             config,
             state: &state,
-            crm: RefCell::new(Box::new(crm)),
+            crm: RefCell::new(crm),
             remote: &remote,
             now: chrono::Utc::now(),
         };

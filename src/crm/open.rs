@@ -1,0 +1,14 @@
+//! The one place that builds the configured CRM source (`[crm] source = …`): the CLI's
+//! `sync`, `access` and `scope` commands all get their `Box<dyn Source>` here.
+
+use super::sqlite::SqliteCrm;
+use super::{CrmError, Source};
+use crate::config::{Config, CrmKind};
+
+/// Opens the CRM of record the configuration names. Configuration problems (a missing key,
+/// an unreadable model file) are errors whose [`CrmError::is_config`] is true.
+pub fn open_source(config: &Config) -> Result<Box<dyn Source>, CrmError> {
+    match config.crm.source {
+        CrmKind::Sqlite => Ok(Box::new(SqliteCrm::open(&config.crm.path)?)),
+    }
+}
