@@ -1,4 +1,4 @@
-//! `crmsync crm load|show`: the embedded CRM.
+//! `crmsync crm load|show`: the embedded CRM (other sources are refused with exit 2).
 
 use super::{runtime, usage, CmdResult, CrmCommand, Output};
 use crmsync::config::{Config, CrmKind};
@@ -7,6 +7,14 @@ use crmsync::crm::{orgfile, sqlite::SqliteCrm, EntityKind};
 pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
     match config.crm.source {
         CrmKind::Sqlite => {}
+        CrmKind::Insightly => {
+            return Err(usage(anyhow::anyhow!(
+                "`crmsync crm load` and `crm show` work on the embedded CRM only, and this \
+                 configuration's CRM is Insightly ([crm] source = \"insightly\"); change \
+                 records in Insightly itself, and use `crmsync access explain` to see one as \
+                 crmsync does"
+            )))
+        }
     }
     match cmd {
         CrmCommand::Load { file } => {

@@ -12,6 +12,7 @@
 //! serves the feed). [`open_source`] builds the configured one.
 
 pub mod connector;
+pub mod insightly;
 pub mod open;
 pub mod orgfile;
 pub mod sqlite;
