@@ -512,6 +512,11 @@ impl FakeInsightly {
         });
     }
 
+    /// Drops the faults not served yet.
+    pub fn clear_faults(&self) {
+        self.with(|s| s.faults.clear());
+    }
+
     /// Sets the daily quota (requests answered before 429 with none remaining).
     pub fn set_daily_quota(&self, limit: Option<u64>) {
         self.with(|s| {
