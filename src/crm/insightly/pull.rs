@@ -175,7 +175,10 @@ fn read_directory(pull: &mut Pull<'_>) -> Result<(), CrmError> {
     }
     for value in &users.items {
         match mapping::user(value, &pull.connector.rules) {
-            Ok(user) => entities.push(Entity::User(user)),
+            Ok(user) => {
+                warn_unmodelled(pull.connector, &user);
+                entities.push(Entity::User(user));
+            }
             Err(bad) => {
                 keep.entry(EntityKind::User)
                     .or_default()
@@ -226,6 +229,27 @@ fn read_directory(pull: &mut Pull<'_>) -> Result<(), CrmError> {
         }
     }
     Ok(())
+}
+
+/// A user whose `PROFILE_ID` or `ROLE_ID` the model file does not define gets no rights
+/// from it (fail-closed); say so, since it is most likely a gap in the model file.
+fn warn_unmodelled(connector: &Insightly, user: &crate::model::User) {
+    let ModelSource::File(model) = &connector.model else {
+        return;
+    };
+    if !user.active || user.admin {
+        return;
+    }
+    if let Some(profile) = user
+        .profile
+        .as_ref()
+        .filter(|p| !model.profiles.contains_key(*p))
+    {
+        tracing::warn!(user = %user.id, profile = %profile, "the user's PROFILE_ID is not in the model file: no rights");
+    }
+    if let Some(role) = user.role.as_ref().filter(|r| !model.roles.contains_key(*r)) {
+        tracing::warn!(user = %user.id, role = %role, "the user's ROLE_ID is not in the model file: no role");
+    }
 }
 
 /// What one key's listing of one kind showed.
@@ -344,8 +368,18 @@ fn update_readers(
     seen: &[(Option<UserId>, Seen)],
     refused: &BTreeSet<UserId>,
 ) -> Result<(), CrmError> {
+    // Only a complete listing or a refused key can take a user off a list; otherwise only
+    // the records a key listed can change.
+    let candidates: BTreeSet<String> =
+        if refused.is_empty() && seen.iter().all(|(_, s)| !s.complete) {
+            seen.iter()
+                .flat_map(|(_, s)| s.ids.iter().cloned())
+                .collect()
+        } else {
+            pull.shadow.live_ids(EntityKind::from_object(kind))?
+        };
     let mut lists = Vec::new();
-    for id in pull.shadow.live_ids(EntityKind::from_object(kind))? {
+    for id in candidates {
         let Ok(crm_id) = id.parse() else { continue };
         let record = RecordRef::new(kind, crm_id);
         let old: BTreeSet<UserId> = match pull
