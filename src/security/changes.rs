@@ -447,9 +447,11 @@ fn changed_records(
                 }
             }
         }
+        let mut known: std::collections::HashSet<(Option<Ix>, Option<Ix>)> =
+            out.iter().copied().collect();
         for id in extra {
             let pair = (oi.get(id).copied(), ni.get(id).copied());
-            if !out.contains(&pair) {
+            if known.insert(pair) {
                 out.push(pair);
             }
         }
