@@ -376,6 +376,19 @@ fn delegated_a_key_that_stops_seeing_a_record_loses_it_at_the_reconciliation() {
         "the owner's key still sees it"
     );
     assert!(b.may_read("100", "contact:400"), "and the admin's");
+    // An edit that hides a record from a key (the stamp moves) takes effect at once.
+    b.fake.edit(Kind::Contacts, 402, |c| {
+        c["VISIBLE_TO"] = json!("INDIVIDUALS");
+        c["VISIBLE_USER_IDS"] = json!("103");
+    });
+    assert!(b.may_read("102", "contact:402"));
+    b.refresh().unwrap();
+    assert!(
+        !b.may_read("102", "contact:402"),
+        "Frank's search no longer lists it"
+    );
+    assert!(b.may_read("103", "contact:402"));
+    assert!(b.may_read("101", "contact:402"), "the owner");
     // A record shown to a key only now is readable at once.
     b.fake
         .edit(Kind::Contacts, 404, |c| c["VISIBLE_TO"] = json!("EVERYONE"));

@@ -10,8 +10,11 @@
 //!    changed in the same second is read again rather than missed), or in full when a full
 //!    reconciliation is due or the key has no mark yet.
 //! 3. **Readers** (delegated mode): a key that saw a record is one of its readers; a key's
-//!    complete listing also removes it from every record it did not list; a key Insightly
-//!    refuses (401/403) is removed from every list (fail-closed) and reported.
+//!    complete listing also removes it from every record it did not list, and its
+//!    incremental listing from every record another key showed changed after the mark but
+//!    it did not list (a `VISIBLE_TO` edit is seen at once; what changes without moving the
+//!    stamp waits for the reconciliation); a key Insightly refuses (401/403) is removed from
+//!    every list (fail-closed) and reported.
 //! 4. **Deletions**, on a full reconciliation only, and only when every key's listing was
 //!    complete and stable: a live record no key listed is tombstoned.
 //!
@@ -257,6 +260,8 @@ struct Seen {
     ids: BTreeSet<String>,
     /// The listing was full (not incremental) and stable: it is the key's whole view.
     complete: bool,
+    /// An incremental, stable listing: every record the key sees that changed after this.
+    changed_after: Option<DateTime<Utc>>,
 }
 
 /// Reads one kind with every key; returns whether the read was a complete reconciliation.
@@ -269,6 +274,8 @@ fn read_records(
     let connector = pull.connector;
     let mut seen: Vec<(Option<UserId>, Seen)> = Vec::new();
     let mut refused: BTreeSet<UserId> = BTreeSet::new();
+    // The newest change stamp of each record any key listed in this read.
+    let mut stamps: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
     for reader in connector.record_readers() {
         let key = mark_key(reader, kind);
         let mark = match full {
@@ -323,16 +330,23 @@ fn read_records(
         if let Some(newest) = newest {
             pull.shadow.set_state(&key, &newest.to_rfc3339())?;
         }
+        for entity in &entities {
+            if let Some(stamp) = entity.stamp() {
+                let at = stamps.entry(entity.id()).or_insert(stamp);
+                *at = (*at).max(stamp);
+            }
+        }
         seen.push((
             reader.user.clone(),
             Seen {
                 ids,
                 complete: mark.is_none() && listing.stable,
+                changed_after: after.filter(|_| listing.stable),
             },
         ));
     }
     if connector.delegated() {
-        update_readers(pull, kind, &seen, &refused)?;
+        update_readers(pull, kind, &seen, &refused, &stamps)?;
     }
     let complete = seen.iter().all(|(_, s)| s.complete)
         && seen.len() + refused.len() == connector.record_readers().len();
@@ -367,6 +381,7 @@ fn update_readers(
     kind: ObjectKind,
     seen: &[(Option<UserId>, Seen)],
     refused: &BTreeSet<UserId>,
+    stamps: &BTreeMap<String, DateTime<Utc>>,
 ) -> Result<(), CrmError> {
     // Only a complete listing or a refused key can take a user off a list; otherwise only
     // the records a key listed can change.
@@ -393,9 +408,16 @@ fn update_readers(
         new.retain(|u| !refused.contains(u));
         for (user, s) in seen {
             let Some(user) = user else { continue };
+            // A key's incremental search lists every record it sees that changed after its
+            // mark: one it did not list although the record changed since no longer shows
+            // it (e.g. its VISIBLE_TO was edited).
+            let changed_unseen = s
+                .changed_after
+                .zip(stamps.get(&id))
+                .is_some_and(|(after, stamp)| *stamp > after);
             if s.ids.contains(&id) {
                 new.insert(user.clone());
-            } else if s.complete {
+            } else if s.complete || changed_unseen {
                 new.remove(user);
             }
         }
