@@ -63,6 +63,8 @@ pub enum CrmKind {
     /// The embedded CRM (a SQLite file, loaded from org files).
     #[default]
     Sqlite,
+    /// Insightly API v3.1 (`[crm.insightly]`).
+    Insightly,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -71,6 +73,8 @@ pub struct CrmConfig {
     pub source: CrmKind,
     /// The embedded CRM's database file.
     pub path: PathBuf,
+    /// The Insightly connector (`source = "insightly"`).
+    pub insightly: Option<crate::crm::insightly::InsightlyConfig>,
 }
 
 impl Default for CrmConfig {
@@ -78,6 +82,7 @@ impl Default for CrmConfig {
         Self {
             source: CrmKind::Sqlite,
             path: PathBuf::from("crmsync-crm.db"),
+            insightly: None,
         }
     }
 }
@@ -191,6 +196,9 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(insightly) = &mut self.crm.insightly {
+            insightly.resolve_paths(base);
+        }
     }
 
     fn check(&self, source_name: &str) -> Result<(), ConfigError> {
@@ -257,6 +265,20 @@ impl Config {
         }
         if let Err((section, err)) = self.scope.check_ranges() {
             return fail(&section, err.to_string());
+        }
+        match (&self.crm.source, &self.crm.insightly) {
+            (CrmKind::Insightly, None) => {
+                return fail(
+                    "crm.insightly",
+                    "source = \"insightly\" needs a [crm.insightly] section".into(),
+                )
+            }
+            (_, Some(insightly)) => {
+                if let Err((key, message)) = insightly.check() {
+                    return fail(&format!("crm.insightly.{key}"), message);
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -343,6 +365,72 @@ mod tests {
 
         let err = Config::parse("c.toml", "[sync\n").unwrap_err();
         assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn the_insightly_example_is_valid_and_its_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("insightly.toml");
+        std::fs::write(&path, include_str!("../config/insightly.example.toml")).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.crm.source, CrmKind::Insightly);
+        let insightly = config.crm.insightly.unwrap();
+        assert_eq!(
+            insightly.shadow_path,
+            dir.path().join("insightly-shadow.db")
+        );
+        assert_eq!(
+            insightly.model_file,
+            Some(dir.path().join("insightly-model.example.json"))
+        );
+        let model = include_str!("../config/insightly-model.example.json");
+        crate::crm::connector::model_file::SecurityModel::parse("example", model).unwrap();
+    }
+
+    #[test]
+    fn insightly_keys_are_strict_and_name_the_key() {
+        let base = "[crm]\nsource = \"insightly\"\n";
+        let err = Config::parse("c.toml", base).unwrap_err();
+        assert_eq!(err.key, "crm.insightly");
+        let err = Config::parse(
+            "c.toml",
+            &format!("{base}[crm.insightly]\nmode = \"admin_key\"\nbase_url = \"x\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "crm.insightly.base_url");
+        let err = Config::parse("c.toml", &format!("{base}[crm.insightly]\npage_sise = 5\n"))
+            .unwrap_err();
+        assert!(
+            err.key.ends_with("page_sise") && err.message.contains("unknown field"),
+            "{err}"
+        );
+        // A key itself is never accepted in the file.
+        let err = Config::parse(
+            "c.toml",
+            &format!("{base}[crm.insightly]\nadmin_key = {{ key = \"abc\" }}\n"),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("unknown field"), "{err}");
+        let err = Config::parse(
+            "c.toml",
+            &format!("{base}[crm.insightly]\nadmin_key = {{ env = \"K\" }}\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "crm.insightly.model_file");
+        let err = Config::parse(
+            "c.toml",
+            &format!("{base}[crm.insightly]\nmode = \"delegated\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "crm.insightly.user_keys");
+        let err = Config::parse(
+            "c.toml",
+            &format!(
+                "{base}[crm.insightly]\nmode = \"delegated\"\nrequests_per_second = 50.0\n[crm.insightly.user_keys]\n\"7\" = {{ env = \"K\" }}\n"
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "crm.insightly.requests_per_second");
     }
 
     #[test]

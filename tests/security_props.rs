@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crmsync::crm::OrgModel;
-use crmsync::model::{ObjectKind, RecordRef, UserId, Visibility};
+use crmsync::model::{CrmId, ObjectKind, RecordRef, UserId, Visibility};
 use crmsync::security::synthetic::{generate, random_security_change, small_org, SyntheticSpec};
 use crmsync::security::{affected_users, Access, Operation};
 use proptest::prelude::*;
@@ -71,6 +71,67 @@ fn mutate_records(model: &mut OrgModel, pick: u64) {
     }
 }
 
+/// Delegated mode on a model: the reader gate on, and for each record (seeded) either no
+/// reader list (the CRM showed it to nobody yet) or a random subset of the users.
+fn with_readers(model: &mut OrgModel, seed: u64) {
+    let users: Vec<UserId> = model.users.keys().cloned().collect();
+    model.settings.reader_gate = true;
+    model.readers.clear();
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let records: Vec<RecordRef> = ObjectKind::ALL
+        .into_iter()
+        .flat_map(|kind| {
+            record_ids(model, kind)
+                .into_iter()
+                .map(move |id| RecordRef::new(kind, id))
+        })
+        .collect();
+    for record in records {
+        if next() % 5 == 0 {
+            continue;
+        }
+        let list: Vec<UserId> = users.iter().filter(|_| next() % 3 != 0).cloned().collect();
+        model.readers.insert(record, list);
+    }
+}
+
+/// Changes who the CRM shows one record to (delegated mode), or drops its list.
+fn mutate_readers(model: &mut OrgModel, pick: u64) {
+    let users: Vec<UserId> = model.users.keys().cloned().collect();
+    let records: Vec<RecordRef> = model.readers.keys().cloned().collect();
+    if records.is_empty() || users.is_empty() {
+        return;
+    }
+    let record = records[(pick as usize / 7) % records.len()].clone();
+    match pick % 3 {
+        0 => {
+            model.readers.remove(&record);
+        }
+        1 => {
+            let user = users[(pick as usize / 3) % users.len()].clone();
+            let list = model.readers.entry(record).or_default();
+            match list.iter().position(|u| *u == user) {
+                Some(i) => {
+                    list.remove(i);
+                }
+                None => list.push(user),
+            }
+        }
+        _ => {
+            let id: CrmId = record.id.clone();
+            model
+                .readers
+                .insert(RecordRef::new(record.kind, id), users.clone());
+        }
+    }
+}
+
 /// The bulk path on a realistic shape: a 1% scale of the benchmark org (20 users, 2,000
 /// contacts, 1,000 events, 469 roles, rules, teams, visibility, recurring events).
 #[test]
@@ -123,6 +184,79 @@ proptest! {
                     // Nobody may change what they may not see.
                     prop_assert!(!d.edit || d.read);
                     prop_assert!(!d.delete || d.edit);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_reader_gate_keeps_bulk_sets_equal_to_per_pair_decisions(seed in any::<u64>(), readers in any::<u64>()) {
+        let mut model = small_org(seed);
+        let ungated = Access::build(&model);
+        let before: Vec<Vec<String>> = model
+            .users
+            .keys()
+            .flat_map(|u| ObjectKind::ALL.map(|k| readable_ids(&ungated, u, k)))
+            .collect();
+        with_readers(&mut model, readers);
+        let access = Access::build(&model);
+        let mut i = 0;
+        for user in model.users.keys() {
+            for kind in ObjectKind::ALL {
+                let bulk = readable_ids(&access, user, kind);
+                let pairs = readable_by_pairs(&access, user, kind);
+                prop_assert_eq!(&bulk, &pairs, "user {} kind {}", user, kind);
+                // The gate only narrows, and only to records the CRM showed the user.
+                for id in &bulk {
+                    prop_assert!(before[i].contains(id), "{} gained {} through the gate", user, id);
+                    let r = RecordRef::new(kind, id.parse().unwrap());
+                    prop_assert!(model.readers.get(&r).is_some_and(|l| l.contains(user)));
+                }
+                i += 1;
+                for id in record_ids(&model, kind) {
+                    let r = RecordRef::new(kind, id);
+                    let d = access.decide(user, &r).unwrap();
+                    for op in Operation::ALL {
+                        prop_assert_eq!(d.allows(op), access.may(user, &r, op).unwrap());
+                    }
+                    prop_assert!(!d.edit || d.read);
+                    prop_assert!(!d.delete || d.edit);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_user_whose_gated_readable_set_changed_is_affected(
+        seed in any::<u64>(),
+        readers in any::<u64>(),
+        change in any::<u64>(),
+        kind_of_change in 0u8..3,
+    ) {
+        let mut old = small_org(seed);
+        with_readers(&mut old, readers);
+        let mut new = old.clone();
+        match kind_of_change {
+            0 => mutate_readers(&mut new, change),
+            1 => {
+                let (changed, _) = random_security_change(&old, change);
+                new = changed;
+                mutate_readers(&mut new, change / 11);
+            }
+            _ => new.settings.reader_gate = false,
+        }
+        let (old_access, new_access) = (Access::build(&old), Access::build(&new));
+        let affected = affected_users(&old_access, &new_access);
+        for user in old.users.keys().filter(|u| new.users.contains_key(*u)) {
+            for kind in ObjectKind::ALL {
+                let before = readable_ids(&old_access, user, kind);
+                let after = readable_ids(&new_access, user, kind);
+                if before != after {
+                    prop_assert!(
+                        affected.contains(user),
+                        "{}'s readable {} changed ({:?} → {:?}), not reported",
+                        user, kind, before, after
+                    );
                 }
             }
         }

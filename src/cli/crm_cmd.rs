@@ -1,6 +1,6 @@
-//! `crmsync crm load|export|show`: the embedded CRM.
+//! `crmsync crm load|export|show`: the embedded CRM (other sources are refused with exit 2).
 
-use super::state_access::{open_crm, open_or_create_crm};
+use super::state_access::{open_embedded_crm, open_or_create_crm};
 use super::{runtime, usage, CmdResult, CrmCommand, Output};
 use crmsync::config::{Config, CrmKind};
 use crmsync::crm::{orgfile, EntityKind};
@@ -8,6 +8,14 @@ use crmsync::crm::{orgfile, EntityKind};
 pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
     match config.crm.source {
         CrmKind::Sqlite => {}
+        CrmKind::Insightly => {
+            return Err(usage(anyhow::anyhow!(
+                "`crmsync crm load`, `crm export` and `crm show` work on the embedded CRM only, and this \
+                 configuration's CRM is Insightly ([crm] source = \"insightly\"); change \
+                 records in Insightly itself, and use `crmsync access explain` to see one as \
+                 crmsync does"
+            )))
+        }
     }
     match cmd {
         CrmCommand::Load { file, force } => {
@@ -56,7 +64,7 @@ pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
             })
         }
         CrmCommand::Export { file } => {
-            let crm = open_crm(config)?;
+            let crm = open_embedded_crm(config)?;
             let (doc, problems) = crm.export().map_err(runtime)?;
             for p in &problems {
                 eprintln!("warning: {p} (not exported)");
@@ -89,7 +97,7 @@ pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
             let kind: EntityKind = kind
                 .parse()
                 .map_err(|e: String| usage(anyhow::anyhow!(e)))?;
-            let crm = open_crm(config)?;
+            let crm = open_embedded_crm(config)?;
             let (version, entity) = crm
                 .get(kind, &id)
                 .map_err(runtime)?

@@ -45,7 +45,7 @@ pub fn refresh(
     };
     if guard.is_some() {
         let crm = access.open_crm_for_sync(config, &state)?;
-        let refreshed = mirror::refresh(&state, &crm).map_err(runtime)?;
+        let refreshed = mirror::refresh(&state, crm.as_ref()).map_err(runtime)?;
         for problem in &refreshed.problems {
             eprintln!("warning: {problem}");
         }

@@ -35,7 +35,7 @@ pub fn revoke(config: &Config, out: &Output, access: &StateAccess, args: RevokeA
         let engine = Engine {
             config,
             state: &state,
-            crm: RefCell::new(Box::new(crm)),
+            crm: RefCell::new(crm),
             remote: &remote,
             now: chrono::Utc::now(),
         };
@@ -145,7 +145,7 @@ fn list(items: &[String]) -> String {
 pub fn undo(config: &Config, out: &Output, access: &StateAccess, id: i64) -> CmdResult {
     let (_guard, state) = access.open_for_write(config, "audit undo", ADMIN_WAIT)?;
     let mut crm = access.open_crm_for_sync(config, &state)?;
-    match undo_write_back(&state, &mut crm, id, &new_run_id()) {
+    match undo_write_back(&state, crm.as_mut(), id, &new_run_id()) {
         Ok(done) => out.emit(&done, || {
             format!(
                 "Undid audit line {}: {} is back to {} (version {}). The next sync pushes it to \

@@ -104,12 +104,12 @@ impl StateAccess {
         &self,
         config: &Config,
         state: &StateDb,
-    ) -> Result<SqliteCrm, Failure> {
+    ) -> Result<Box<dyn Source>, Failure> {
         let crm = open_crm(config)?;
-        match mirror::verify_identity(state, &crm) {
+        match mirror::verify_identity(state, crm.as_ref()) {
             Ok(_) => {}
             Err(e) if e.is_different_crm() && self.accept_new_crm => {
-                let done = mirror::remirror(state, &crm).map_err(runtime)?;
+                let done = mirror::remirror(state, crm.as_ref()).map_err(runtime)?;
                 eprintln!(
                     "Accepted {} (instance {}) in place of instance {}: {} entities mirrored, \
                      {} that it lacks removed from the mirror (pulled back from phones by this \
@@ -130,24 +130,35 @@ impl StateAccess {
     }
 }
 
-/// The embedded CRM, which must exist (`crmsync crm load` creates it).
-pub fn open_crm(config: &Config) -> Result<SqliteCrm, Failure> {
-    match config.crm.source {
-        CrmKind::Sqlite => {}
+/// The configured CRM of record, which must exist: configuration problems (a missing
+/// embedded CRM, a connector's key or model file) exit 2, the rest 1.
+pub fn open_crm(config: &Config) -> Result<Box<dyn Source>, Failure> {
+    if config.crm.source == CrmKind::Sqlite {
+        missing_embedded_crm(config)?;
     }
-    let path = &config.crm.path;
-    if !path.exists() {
-        return Err(usage(anyhow::anyhow!(
-            "no embedded CRM at {}: load one with `crmsync crm load ORG.json` (or check \
-             [crm] path in the configuration)",
-            path.display()
-        )));
-    }
+    crmsync::crm::open_source(config).map_err(|e| if e.is_config() { usage(e) } else { runtime(e) })
+}
+
+/// The embedded CRM itself, which must exist (`crm export`, `crm show`).
+pub fn open_embedded_crm(config: &Config) -> Result<SqliteCrm, Failure> {
+    missing_embedded_crm(config)?;
     let options = crmsync::db::OpenOptions {
         mode: crmsync::db::OpenMode::Existing,
         busy_timeout: config.state.busy_timeout(),
     };
-    SqliteCrm::open_with(path, &options).map_err(runtime)
+    SqliteCrm::open_with(&config.crm.path, &options).map_err(runtime)
+}
+
+fn missing_embedded_crm(config: &Config) -> Result<(), Failure> {
+    let path = &config.crm.path;
+    if path.exists() {
+        return Ok(());
+    }
+    Err(usage(anyhow::anyhow!(
+        "no embedded CRM at {}: load one with `crmsync crm load ORG.json` (or check \
+         [crm] path in the configuration)",
+        path.display()
+    )))
 }
 
 /// The embedded CRM, created if missing (`crm load` only).

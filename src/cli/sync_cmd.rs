@@ -68,7 +68,7 @@ pub fn sync(config: &Config, out: &Output, access: &StateAccess, args: SyncArgs)
         let engine = Engine {
             config,
             state: &state,
-            crm: RefCell::new(Box::new(crm)),
+            crm: RefCell::new(crm),
             remote: &remote,
             now: chrono::Utc::now(),
         };

@@ -7,14 +7,22 @@
 //! [`CrmError::Conflict`], never an overwrite.
 //!
 //! Adapters: [`sqlite::SqliteCrm`] (the embedded CRM used by the demo, the tests and imports
-//! through the org file). Connectors for hosted CRMs implement the same trait.
+//! through the org file). Connectors for hosted CRMs implement the same trait on the shared
+//! machinery of [`connector`] (HTTP thread, pacing, retries, secrets, the local shadow that
+//! serves the feed). [`open_source`] builds the configured one.
 
+pub mod connector;
+pub mod insightly;
+pub mod open;
 pub mod orgfile;
 pub mod sqlite;
 
+pub use open::open_source;
+
 use crate::model::{
     Contact, CrmId, Event, ObjectKind, OrgSettings, OrgWideSharing, Organization, Profile,
-    ProfileId, RecordRef, Role, RoleId, RuleId, SharingRule, Team, TeamId, User, UserId,
+    ProfileId, RecordReaders, RecordRef, Role, RoleId, RuleId, SharingRule, Team, TeamId, User,
+    UserId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,10 +42,12 @@ pub enum EntityKind {
     Organization,
     Contact,
     Event,
+    /// Delegated mode: who the CRM showed a record to (see [`RecordReaders`]).
+    RecordReaders,
 }
 
 impl EntityKind {
-    pub const ALL: [EntityKind; 10] = [
+    pub const ALL: [EntityKind; 11] = [
         EntityKind::Org,
         EntityKind::OrgWideSharing,
         EntityKind::User,
@@ -48,6 +58,7 @@ impl EntityKind {
         EntityKind::Organization,
         EntityKind::Contact,
         EntityKind::Event,
+        EntityKind::RecordReaders,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +73,7 @@ impl EntityKind {
             EntityKind::Organization => "organization",
             EntityKind::Contact => "contact",
             EntityKind::Event => "event",
+            EntityKind::RecordReaders => "record_readers",
         }
     }
 
@@ -124,6 +136,7 @@ pub enum Entity {
     Organization(Organization),
     Contact(Contact),
     Event(Event),
+    RecordReaders(RecordReaders),
 }
 
 impl Entity {
@@ -139,6 +152,7 @@ impl Entity {
             Entity::Organization(_) => EntityKind::Organization,
             Entity::Contact(_) => EntityKind::Contact,
             Entity::Event(_) => EntityKind::Event,
+            Entity::RecordReaders(_) => EntityKind::RecordReaders,
         }
     }
 
@@ -153,6 +167,7 @@ impl Entity {
             Entity::Organization(o) => o.id.to_string(),
             Entity::Contact(c) => c.id.to_string(),
             Entity::Event(e) => e.id.to_string(),
+            Entity::RecordReaders(r) => r.record.to_string(),
         }
     }
 
@@ -169,7 +184,31 @@ impl Entity {
             EntityKind::Organization => Entity::Organization(serde_json::from_str(body)?),
             EntityKind::Contact => Entity::Contact(serde_json::from_str(body)?),
             EntityKind::Event => Entity::Event(serde_json::from_str(body)?),
+            EntityKind::RecordReaders => Entity::RecordReaders(serde_json::from_str(body)?),
         })
+    }
+
+    /// The entity without the CRM's change stamp (`updated_at`): what "the content changed"
+    /// is decided on, so a stamp that moved without a real change is not a new version.
+    pub fn without_stamp(&self) -> Entity {
+        let mut copy = self.clone();
+        match &mut copy {
+            Entity::Contact(c) => c.updated_at = None,
+            Entity::Event(e) => e.updated_at = None,
+            Entity::Organization(o) => o.updated_at = None,
+            _ => {}
+        }
+        copy
+    }
+
+    /// The CRM's change stamp of a record (`updated_at`), if it has one.
+    pub fn stamp(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Entity::Contact(c) => c.updated_at,
+            Entity::Event(e) => e.updated_at,
+            Entity::Organization(o) => o.updated_at,
+            _ => None,
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -300,6 +339,10 @@ pub enum CrmError {
     Busy(#[source] crate::db::Busy),
     #[error("CRM database: {0}")]
     Sqlite(rusqlite::Error),
+    /// A hosted CRM behind a connector: unreachable, refusing the key, out of quota, or
+    /// misconfigured (see [`connector::ConnectorError`]).
+    #[error(transparent)]
+    Connector(#[from] connector::ConnectorError),
 }
 
 impl From<rusqlite::Error> for CrmError {
@@ -320,13 +363,21 @@ impl From<crate::db::DbError> for CrmError {
     }
 }
 
+impl CrmError {
+    /// Whether the error is a configuration problem (CLI exit code 2) rather than a
+    /// runtime failure.
+    pub fn is_config(&self) -> bool {
+        matches!(self, CrmError::Connector(c) if c.is_config())
+    }
+}
+
 /// The CRM of record as the engine sees it.
 pub trait Source: Send {
     /// A short name for reports (`sqlite:/path/crm.db`).
     fn describe(&self) -> String;
 
-    /// A stable id of this CRM instance (the embedded CRM's is created once, by a migration;
-    /// a hosted CRM's is its account/tenant id). The mirror records it and refuses a
+    /// A stable id of this CRM instance and its change feed (the embedded CRM's is created
+    /// once, by a migration; a connector's is its shadow's, whose versions the feed carries). The mirror records it and refuses a
     /// different CRM behind the same configuration.
     fn instance_id(&self) -> Result<String, CrmError>;
 
@@ -355,6 +406,9 @@ pub struct OrgModel {
     pub events: BTreeMap<CrmId, Event>,
     /// The CRM version of each record (for write-backs with an expected version).
     pub versions: BTreeMap<RecordRef, i64>,
+    /// Delegated mode: who the CRM itself showed each record to (a gate in front of every
+    /// other grant when `settings.reader_gate` is on; see [`RecordReaders`]).
+    pub readers: BTreeMap<RecordRef, Vec<UserId>>,
 }
 
 impl OrgModel {
@@ -395,6 +449,59 @@ impl OrgModel {
                     .insert(RecordRef::new(ObjectKind::Event, e.id.clone()), version);
                 self.events.insert(e.id.clone(), e);
             }
+            Entity::RecordReaders(r) => {
+                self.readers.insert(r.record, r.users);
+            }
+        }
+    }
+
+    /// Removes one entity (a tombstone of the change feed). Singletons go back to defaults.
+    pub fn remove(&mut self, kind: EntityKind, id: &str) {
+        fn parsed<T: std::str::FromStr>(id: &str) -> Option<T> {
+            id.parse().ok()
+        }
+        match kind {
+            EntityKind::Org => self.settings = OrgSettings::default(),
+            EntityKind::OrgWideSharing => self.org_wide_sharing = OrgWideSharing::default(),
+            EntityKind::User => {
+                parsed(id).map(|u: UserId| self.users.remove(&u));
+            }
+            EntityKind::Role => {
+                parsed(id).map(|r: RoleId| self.roles.remove(&r));
+            }
+            EntityKind::Profile => {
+                parsed(id).map(|p: ProfileId| self.profiles.remove(&p));
+            }
+            EntityKind::Team => {
+                parsed(id).map(|t: TeamId| self.teams.remove(&t));
+            }
+            EntityKind::SharingRule => {
+                parsed(id).map(|r: RuleId| self.sharing_rules.remove(&r));
+            }
+            EntityKind::Organization | EntityKind::Contact | EntityKind::Event => {
+                let Some(object) = kind.as_object() else {
+                    return;
+                };
+                let Some(crm_id) = parsed::<CrmId>(id) else {
+                    return;
+                };
+                self.versions
+                    .remove(&RecordRef::new(object, crm_id.clone()));
+                match object {
+                    ObjectKind::Contact => {
+                        self.contacts.remove(&crm_id);
+                    }
+                    ObjectKind::Event => {
+                        self.events.remove(&crm_id);
+                    }
+                    ObjectKind::Organization => {
+                        self.organizations.remove(&crm_id);
+                    }
+                }
+            }
+            EntityKind::RecordReaders => {
+                parsed(id).map(|r: RecordRef| self.readers.remove(&r));
+            }
         }
     }
 
@@ -422,6 +529,9 @@ impl OrgModel {
         );
         out.extend(self.contacts.values().cloned().map(Entity::Contact));
         out.extend(self.events.values().cloned().map(Entity::Event));
+        out.extend(self.readers.iter().map(|(record, users)| {
+            Entity::RecordReaders(RecordReaders::new(record.clone(), users.clone()))
+        }));
         out
     }
 

@@ -192,7 +192,14 @@ fn validate(doc: OrgFileDoc) -> Result<OrgModel, Vec<OrgProblem>> {
             );
         }
     }
+    if doc.org.reader_gate {
+        p.push(
+            "org.reader_gate",
+            "is set by CRM connectors in delegated mode, not by org files",
+        );
+    }
     model.settings = OrgSettings {
+        reader_gate: false,
         name: doc.org.name.trim().to_owned(),
         google_domains: doc
             .org

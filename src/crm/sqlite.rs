@@ -113,7 +113,13 @@ impl SqliteCrm {
     /// Only `crmsync crm load` and fixtures create a CRM; readers use
     /// [`SqliteCrm::open_existing`].
     pub fn open(path: &Path) -> Result<Self, CrmError> {
-        let conn = db::open(path, MIGRATIONS)?;
+        Self::open_schema(path, MIGRATIONS)
+    }
+
+    /// Opens (creating if needed) a database in the embedded CRM's format whose schema is
+    /// `migrations` (a connector's shadow adds its own tables after the CRM's).
+    pub fn open_schema(path: &Path, migrations: &[Migration]) -> Result<Self, CrmError> {
+        let conn = db::open(path, migrations)?;
         Ok(Self {
             conn,
             path: path.to_owned(),
@@ -752,5 +758,131 @@ impl ObjectKind {
     /// The entity kind of this record kind.
     pub fn entity_kind(self) -> EntityKind {
         EntityKind::from_object(self)
+    }
+}
+
+/// What recording observed entities changed (see [`SqliteCrm::record_observed`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Observed {
+    /// New entities, or deleted ones that came back.
+    pub created: usize,
+    /// Entities whose content changed: a new version each.
+    pub changed: usize,
+    /// Entities whose change stamp moved without a content change: stored, no new version.
+    pub restamped: usize,
+    pub unchanged: usize,
+}
+
+impl Observed {
+    /// Entities that got a new version.
+    pub fn versioned(&self) -> usize {
+        self.created + self.changed
+    }
+}
+
+/// Entities as read from a hosted CRM (a connector's shadow is a database in this format).
+impl SqliteCrm {
+    /// Records entities as a connector read them, in one transaction: an entity whose
+    /// content differs from the stored one (compared canonically, the CRM's change stamp
+    /// `updated_at` left out) gets a new version; one whose stamp alone moved is stored
+    /// without a new version; an identical one is left alone.
+    pub fn record_observed(&mut self, entities: &[Entity]) -> Result<Observed, CrmError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Observed::default();
+        let stamp = now();
+        for entity in entities {
+            let kind = entity.kind();
+            let id = entity.id();
+            let body = entity.to_json();
+            let stored: Option<(bool, Option<String>)> = tx
+                .query_row(
+                    "SELECT deleted, body FROM entities WHERE kind = ?1 AND id = ?2",
+                    params![kind.as_str(), id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let live_body = match &stored {
+                Some((false, Some(old))) => Some(old.as_str()),
+                _ => None,
+            };
+            let same_content = live_body.is_some_and(|old| {
+                Entity::from_json(kind, old)
+                    .map(|e| e.without_stamp() == entity.without_stamp())
+                    .unwrap_or(false)
+            });
+            if same_content {
+                if live_body == Some(body.as_str()) {
+                    out.unchanged += 1;
+                } else {
+                    tx.execute(
+                        "UPDATE entities SET body = ?3 WHERE kind = ?1 AND id = ?2",
+                        params![kind.as_str(), id, body],
+                    )?;
+                    out.restamped += 1;
+                }
+                continue;
+            }
+            if live_body.is_some() {
+                out.changed += 1;
+            } else {
+                out.created += 1;
+            }
+            let version = next_version(&tx)?;
+            tx.execute(
+                "INSERT INTO entities (kind, id, version, deleted, body, changed_at)
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                 ON CONFLICT (kind, id) DO UPDATE SET version = ?3, deleted = 0,
+                     body = ?4, changed_at = ?5",
+                params![kind.as_str(), id, version, body, stamp],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Tombstones the live entities of `kind` among `ids` (a new version each); returns how
+    /// many were live.
+    pub fn remove_entities(&mut self, kind: EntityKind, ids: &[String]) -> Result<usize, CrmError> {
+        let tx = self.conn.transaction()?;
+        let stamp = now();
+        let mut removed = 0;
+        for id in ids {
+            let live: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM entities WHERE kind = ?1 AND id = ?2 AND deleted = 0",
+                    params![kind.as_str(), id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if live.is_none() {
+                continue;
+            }
+            let version = next_version(&tx)?;
+            tombstone(&tx, kind.as_str(), id, version, &stamp)?;
+            removed += 1;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// The ids of the live entities of `kind`.
+    pub fn live_ids(
+        &self,
+        kind: EntityKind,
+    ) -> Result<std::collections::BTreeSet<String>, CrmError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM entities WHERE kind = ?1 AND deleted = 0")?;
+        let rows = stmt.query_map(params![kind.as_str()], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest version of the feed (`Cursor(0)` when empty).
+    pub fn head(&self) -> Result<Cursor, CrmError> {
+        Ok(Cursor(self.conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM entities",
+            [],
+            |r| r.get(0),
+        )?))
     }
 }

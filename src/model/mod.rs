@@ -9,8 +9,8 @@ pub mod synced;
 
 pub use ids::{CrmId, IdError, ObjectKind, ProfileId, RecordRef, RoleId, RuleId, TeamId, UserId};
 pub use org::{
-    ObjectPermissions, OperationScopes, OrgSettings, OrgWideSharing, Profile, Role, RuleAccess,
-    RuleParty, ScopeLevel, SharingDefault, SharingRule, Team, User, Visibility,
+    ObjectPermissions, OperationScopes, OrgSettings, OrgWideSharing, Profile, RecordReaders, Role,
+    RuleAccess, RuleParty, ScopeLevel, SharingDefault, SharingRule, Team, User, Visibility,
 };
 pub use records::{
     Attendee, Contact, EmailAddress, Event, EventTime, Organization, Owned, ParentLink,

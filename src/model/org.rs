@@ -4,7 +4,7 @@
 //! in `security`. Their serde shape is the org file's (see `shared/ORG_FILE.md`): unknown keys
 //! are refused, optional keys take the documented defaults.
 
-use super::ids::{ObjectKind, ProfileId, RoleId, RuleId, TeamId, UserId};
+use super::ids::{ObjectKind, ProfileId, RecordRef, RoleId, RuleId, TeamId, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -16,6 +16,32 @@ pub struct OrgSettings {
     /// Google Workspace domains whose accounts may be synced to.
     #[serde(default)]
     pub google_domains: Vec<String>,
+    /// Delegated mode (set by CRM connectors that read with each user's own key): a record
+    /// is readable by a user only if its [`RecordReaders`] list that user. A record without
+    /// a reader list is readable by nobody (fail-closed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reader_gate: bool,
+}
+
+/// Who the CRM itself showed a record to (delegated mode): the users whose own API key
+/// listed it. Under [`OrgSettings::reader_gate`] this is a gate in front of every other
+/// grant: the permission model decides only among these users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordReaders {
+    pub record: RecordRef,
+    /// Ascending, without duplicates.
+    pub users: Vec<UserId>,
+}
+
+impl RecordReaders {
+    /// A reader list in its canonical form (sorted, unique).
+    pub fn new(record: RecordRef, users: impl IntoIterator<Item = UserId>) -> Self {
+        let mut users: Vec<UserId> = users.into_iter().collect();
+        users.sort();
+        users.dedup();
+        Self { record, users }
+    }
 }
 
 /// A CRM user.

@@ -59,6 +59,8 @@ pub enum ChangeCause {
     TeamMates(ObjectKind),
     /// A record of this kind changed in a way that changes whether the user may read it.
     Records(ObjectKind),
+    /// Delegated mode was switched on or off.
+    ReaderGate,
 }
 
 /// The users whose readable sets may have changed, each with why.
@@ -321,6 +323,7 @@ pub fn affected_users(old: &Access<'_>, new: &Access<'_>) -> AffectedUsers {
     }
     let owd_changed = ObjectKind::ALL
         .map(|k| old.model.org_wide_sharing.for_kind(k) != new.model.org_wide_sharing.for_kind(k));
+    let gate_changed = old.reader_gate != new.reader_gate;
     let mut common: Vec<(Ix, Ix)> = Vec::new();
     for (nu, entry) in new.users.iter().enumerate() {
         let id = &entry.user.id;
@@ -330,6 +333,9 @@ pub fn affected_users(old: &Access<'_>, new: &Access<'_>) -> AffectedUsers {
             continue;
         };
         common.push((ou, nu));
+        if gate_changed {
+            out.add(id, ChangeCause::ReaderGate);
+        }
         let (a, b) = (old_signer.sign(ou), new_signer.sign(nu));
         if a != b {
             let mut causes = BTreeSet::new();
@@ -404,6 +410,51 @@ fn changed_records(
         ObjectKind::Contact => diff!(contacts),
         ObjectKind::Event => diff!(events),
         ObjectKind::Organization => diff!(organizations),
+    }
+    if old.reader_gate || new.reader_gate {
+        // Delegated mode: a record whose reader list changed is a changed record, and so is
+        // an event whose linked parent's list changed (`controlled_by_parent`).
+        let readers_changed = |k: ObjectKind| -> Vec<&crate::model::CrmId> {
+            let (o, n) = (&om.readers, &nm.readers);
+            o.iter()
+                .filter(|(r, users)| r.kind == k && n.get(*r) != Some(*users))
+                .map(|(r, _)| &r.id)
+                .chain(
+                    n.iter()
+                        .filter(|(r, _)| r.kind == k && !o.contains_key(*r))
+                        .map(|(r, _)| &r.id),
+                )
+                .collect()
+        };
+        let (oi, ni) = (&old.kind(kind).by_id, &new.kind(kind).by_id);
+        let mut extra: BTreeSet<&crate::model::CrmId> = readers_changed(kind).into_iter().collect();
+        if kind == ObjectKind::Event {
+            let parents: std::collections::HashSet<crate::model::ParentLink> =
+                readers_changed(ObjectKind::Contact)
+                    .into_iter()
+                    .map(|id| crate::model::ParentLink::Contact(id.clone()))
+                    .chain(
+                        readers_changed(ObjectKind::Organization)
+                            .into_iter()
+                            .map(|id| crate::model::ParentLink::Organization(id.clone())),
+                    )
+                    .collect();
+            if !parents.is_empty() {
+                for (id, event) in om.events.iter().chain(nm.events.iter()) {
+                    if event.links.iter().any(|l| parents.contains(l)) {
+                        extra.insert(id);
+                    }
+                }
+            }
+        }
+        let mut known: std::collections::HashSet<(Option<Ix>, Option<Ix>)> =
+            out.iter().copied().collect();
+        for id in extra {
+            let pair = (oi.get(id).copied(), ni.get(id).copied());
+            if known.insert(pair) {
+                out.push(pair);
+            }
+        }
     }
     out
 }

@@ -134,8 +134,52 @@ impl<'m> Access<'m> {
         Ok((u, r))
     }
 
-    /// Steps 0–5 of the decision for user `u` on record `r` of `kind`.
+    /// Steps 0–5 of the decision for user `u` on record `r` of `kind`, behind the reader
+    /// gate in delegated mode: a record the CRM did not show to the user's own key is
+    /// neither readable nor editable nor deletable, whatever the model grants (fail-closed:
+    /// a record the CRM showed to nobody yet is readable by nobody).
     pub(crate) fn evaluate(&self, u: Ix, kind: ObjectKind, r: Ix, explain: bool) -> Evaluation {
+        let mut ev = self.evaluate_model(u, kind, r, explain);
+        if !self.reader_gate || !self.users[u as usize].user.active {
+            return ev;
+        }
+        let rec = &self.kind(kind).records[r as usize];
+        let user = self.users[u as usize].user.id.clone();
+        if self.reader_listed(u, rec) {
+            if explain {
+                ev.reasons.insert(0, Reason::ReaderListed { user });
+            }
+            return ev;
+        }
+        ev.read = false;
+        ev.edit = false;
+        ev.delete = false;
+        if explain {
+            ev.reasons.insert(
+                0,
+                Reason::ReaderGate {
+                    user,
+                    shown_to_anyone: rec.readers.as_deref().is_some_and(|l| !l.is_empty()),
+                },
+            );
+            let create = ev
+                .denied
+                .iter()
+                .find(|(op, _)| *op == Operation::Create)
+                .cloned();
+            ev.denied = Operation::ALL
+                .into_iter()
+                .filter_map(|op| match op {
+                    Operation::Create => create.clone(),
+                    _ => Some((op, Denial::ReaderGate)),
+                })
+                .collect();
+        }
+        ev
+    }
+
+    /// Steps 0–5 of the decision from the permission model alone.
+    fn evaluate_model(&self, u: Ix, kind: ObjectKind, r: Ix, explain: bool) -> Evaluation {
         let entry = &self.users[u as usize];
         let user_id = &entry.user.id;
         let mut ev = Evaluation::default();

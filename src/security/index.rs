@@ -148,6 +148,9 @@ pub(crate) struct RecordEntry {
     pub attendees: Box<[Ix]>,
     /// Events: linked parents (kind, index if the parent exists).
     pub parents: Box<[(ObjectKind, Option<Ix>)]>,
+    /// Delegated mode: the users the CRM showed the record to, ascending (`None`: the CRM
+    /// has shown it to nobody yet).
+    pub readers: Option<Box<[Ix]>>,
 }
 
 pub(crate) struct KindIndex<'m> {
@@ -174,6 +177,8 @@ pub(crate) struct KindIndex<'m> {
     pub rule_source: HashMap<Ix, Bits>,
     /// Events: when each happens (for the sync window).
     pub timings: Vec<EventTiming>,
+    /// Delegated mode, per user: the records the CRM showed to that user's key, ascending.
+    pub by_reader: Vec<Vec<Ix>>,
 }
 
 /// The permission index over one [`OrgModel`]. Build it once per mirror state; it borrows
@@ -190,6 +195,8 @@ pub struct Access<'m> {
     /// Events overlapping recently asked windows (`[start, end)` in unix seconds): the
     /// window test is the same for every user, so it is done once per window.
     pub(crate) window_cache: Mutex<Vec<((i64, i64), Bits)>>,
+    /// Delegated mode: records are readable only by the users the CRM showed them to.
+    pub(crate) reader_gate: bool,
 }
 
 impl<'m> Access<'m> {
@@ -289,6 +296,7 @@ impl<'m> Access<'m> {
                 KindIndex::empty(ObjectKind::Organization),
             ],
             window_cache: Mutex::new(Vec::new()),
+            reader_gate: model.settings.reader_gate,
         };
         for (r, rule) in access.rules.iter().enumerate() {
             let slot = kind_slot(rule.rule.object);
@@ -506,7 +514,27 @@ impl<'m> Access<'m> {
                 visibility,
                 attendees: Box::new([]),
                 parents: Box::new([]),
+                readers: None,
             });
+        }
+        index.by_reader = vec![Vec::new(); n_users];
+        for (record, users) in &model.readers {
+            if record.kind != kind {
+                continue;
+            }
+            let Some(&r) = index.by_id.get(&record.id) else {
+                continue;
+            };
+            let mut list: Vec<Ix> = users.iter().filter_map(|u| self.user_index(u)).collect();
+            list.sort_unstable();
+            list.dedup();
+            for &u in &list {
+                index.by_reader[u as usize].push(r);
+            }
+            index.records[r as usize].readers = Some(list.into_boxed_slice());
+        }
+        for list in &mut index.by_reader {
+            list.sort_unstable();
         }
         if kind == ObjectKind::Event {
             let contact_ix = &self.kind(ObjectKind::Contact).by_id;
@@ -596,6 +624,16 @@ impl<'m> Access<'m> {
         out
     }
 
+    /// Delegated mode: whether the CRM showed record `rec` to user `u` (always true without
+    /// the reader gate).
+    pub(crate) fn reader_listed(&self, u: Ix, rec: &RecordEntry) -> bool {
+        !self.reader_gate
+            || rec
+                .readers
+                .as_deref()
+                .is_some_and(|list| list.binary_search(&u).is_ok())
+    }
+
     /// Whether the operation scope `level` covers a record for user `u`.
     pub(crate) fn scope_covers(&self, u: Ix, rec: &RecordEntry, level: ScopeLevel) -> bool {
         match level {
@@ -623,6 +661,7 @@ impl<'m> KindIndex<'m> {
             below_role: Vec::new(),
             rule_source: HashMap::new(),
             timings: Vec::new(),
+            by_reader: Vec::new(),
         }
     }
 }

@@ -30,6 +30,14 @@
 //! 5. read needs a read grant, edit an edit grant, delete a full grant; create is the
 //!    profile's create flag (a kind-level right). Edit and delete also need read, and delete
 //!    needs edit: nobody may change what they may not see.
+//!
+//! Delegated mode (`OrgSettings::reader_gate`, set by connectors that read the CRM with each
+//! user's own key): in front of steps 1–5 (after step 0), a record is readable, editable and
+//! deletable by U only if the CRM showed it to U's key (`RecordReaders`); a record the CRM
+//! showed to nobody is readable by nobody. The model then decides among those users, so a
+//! record reaches U only if the CRM's own filter *and* crmsync's model allow it. Bulk
+//! readable sets are intersected with the per-user reader lists, so they stay equal to the
+//! per-pair decision.
 
 mod bits;
 mod changes;
@@ -215,6 +223,15 @@ pub enum Reason {
     Attendee { user: UserId },
     /// Step 4: nothing grants the user access to the record.
     NoGrant { user: UserId },
+    /// Delegated mode: the CRM showed the record to the user's own API key.
+    ReaderListed { user: UserId },
+    /// Delegated mode: the CRM did not show the record to the user's own API key, so no
+    /// grant of the model counts.
+    ReaderGate {
+        user: UserId,
+        /// Whether the CRM showed it to anybody at all.
+        shown_to_anyone: bool,
+    },
 }
 
 fn party(p: &RuleParty) -> String {
@@ -340,6 +357,26 @@ impl fmt::Display for Reason {
             Reason::Attendee { user } => {
                 write!(f, "{user} is an attendee of the event (read only)")
             }
+            Reason::ReaderListed { user } => write!(
+                f,
+                "the CRM shows this record to {user}'s own API key (delegated mode)"
+            ),
+            Reason::ReaderGate {
+                user,
+                shown_to_anyone: true,
+            } => write!(
+                f,
+                "the CRM does not show this record to {user}'s own API key (delegated mode): \
+                 no other grant counts"
+            ),
+            Reason::ReaderGate {
+                user: _,
+                shown_to_anyone: false,
+            } => write!(
+                f,
+                "the CRM has not shown this record to any user's own API key (delegated mode): \
+                 readable by nobody"
+            ),
             Reason::NoGrant { user } => write!(
                 f,
                 "nothing grants {user} access to the record (not its owner or an assignee, not \
@@ -367,6 +404,8 @@ pub enum Denial {
     },
     /// Edit/delete need read (or edit) first, which was denied.
     Prerequisite { needs: Operation },
+    /// Delegated mode: the CRM does not show the record to the user's own key.
+    ReaderGate,
 }
 
 /// The answer for one (user, record) pair: all four operations, the reasons, and for each
@@ -430,6 +469,9 @@ fn describe_denial(op: Operation, denial: &Denial, kind: ObjectKind) -> String {
             }
         ),
         Denial::Prerequisite { needs } => format!("{op} needs {needs}, which is denied"),
+        Denial::ReaderGate => {
+            "delegated mode: the CRM does not show this record to the user's own API key".into()
+        }
     }
 }
 
@@ -458,6 +500,50 @@ mod tests {
         fn shareable<T: Send + Sync>() {}
         shareable::<Access<'static>>();
         shareable::<RecordSet<'static>>();
+    }
+
+    #[test]
+    fn the_reader_gate_denies_what_the_crm_did_not_show_and_says_so() {
+        let mut model = synthetic::small_org(3);
+        let admin = model.users.keys().next().cloned().unwrap();
+        if let Some(u) = model.users.get_mut(&admin) {
+            u.admin = true;
+            u.active = true;
+        }
+        let ids: Vec<crate::model::CrmId> = model.contacts.keys().take(2).cloned().collect();
+        let [shown, hidden] =
+            [&ids[0], &ids[1]].map(|id| RecordRef::new(ObjectKind::Contact, id.clone()));
+        model.settings.reader_gate = true;
+        model.readers.insert(shown.clone(), vec![admin.clone()]);
+        let access = Access::build(&model);
+        let d = access.decide(&admin, &shown).unwrap();
+        assert!(d.read && d.edit && d.delete, "an admin the CRM shows it to");
+        assert!(
+            d.reason_lines()[0].contains("shows this record"),
+            "{:?}",
+            d.reason_lines()
+        );
+        let d = access.decide(&admin, &hidden).unwrap();
+        assert!(
+            !d.read && !d.edit && !d.delete,
+            "fail-closed: never shown to anyone"
+        );
+        assert!(d.create, "create is a kind-level right");
+        assert_eq!(d.denial(Operation::Read), Some(&Denial::ReaderGate));
+        assert!(
+            d.reason_lines()[0].contains("readable by nobody"),
+            "{:?}",
+            d.reason_lines()
+        );
+        assert!(d.denial_lines()[0].contains("delegated mode"));
+        assert!(!access
+            .readable(&admin, ObjectKind::Contact)
+            .unwrap()
+            .contains(&hidden.id));
+        assert!(access
+            .readable(&admin, ObjectKind::Contact)
+            .unwrap()
+            .contains(&shown.id));
     }
 
     #[test]

@@ -95,8 +95,23 @@ impl<'m> Access<'m> {
         self.kind(kind).ids.len()
     }
 
-    /// The readable set as bits, from the indexes.
+    /// The readable set as bits, from the indexes: what the model grants, cut down in
+    /// delegated mode to the records the CRM showed to the user's own key.
     pub(crate) fn readable_bits(&self, u: Ix, kind: ObjectKind) -> Bits {
+        let mut bits = self.granted_bits(u, kind);
+        if self.reader_gate {
+            let index = self.kind(kind);
+            let mut shown = Bits::empty(index.ids.len());
+            if let Some(list) = index.by_reader.get(u as usize) {
+                shown.extend(list);
+            }
+            bits.intersect_with(&shown);
+        }
+        bits
+    }
+
+    /// What the model grants `u` to read of `kind`, before the reader gate.
+    fn granted_bits(&self, u: Ix, kind: ObjectKind) -> Bits {
         let index = self.kind(kind);
         let n = index.ids.len();
         let entry = &self.users[u as usize];

@@ -109,6 +109,7 @@ pub fn generate(spec: &SyntheticSpec) -> OrgModel {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut model = OrgModel {
         settings: OrgSettings {
+            reader_gate: false,
             name: "Synthetic".into(),
             google_domains: vec!["synthetic.example".into()],
         },
@@ -548,6 +549,7 @@ pub fn small_org(seed: u64) -> OrgModel {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = OrgModel {
         settings: OrgSettings {
+            reader_gate: false,
             name: "Small".into(),
             google_domains: vec![],
         },

@@ -1018,6 +1018,7 @@ fn remove_entity(model: &mut OrgModel, kind: crate::crm::EntityKind, id: &str) {
             }
         }
         K::Org | K::OrgWideSharing => {}
+        K::RecordReaders => model.remove(kind, id),
     }
 }
 
