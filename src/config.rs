@@ -28,6 +28,8 @@ pub struct Config {
     /// Sync-scope defaults: `[scope.org]`, `[scope.profile.<id>]`, `[scope.role.<id>]`
     /// (precedence: user override > role > profile > org > built-in; see `scope`).
     pub scope: crate::scope::ScopeConfig,
+    /// ICS feeds: `[ics]` (public base URL, calendar name, refresh interval).
+    pub ics: crate::ics::IcsConfig,
 }
 
 /// Where crmsync keeps its own state.
@@ -226,6 +228,9 @@ impl Config {
         }
         if let Err((section, err)) = self.scope.check_ranges() {
             return fail(&section, err.to_string());
+        }
+        if let Err((key, message)) = self.ics.check() {
+            return fail(key, message);
         }
         Ok(())
     }

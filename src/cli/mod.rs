@@ -3,6 +3,7 @@
 
 mod access_cmd;
 mod crm_cmd;
+mod feed_cmd;
 mod mirror_load;
 mod scope_cmd;
 mod sync_cmd;
@@ -54,6 +55,12 @@ pub enum Command {
     /// Work with the embedded CRM.
     #[command(subcommand)]
     Crm(CrmCommand),
+    /// Per-user read-only ICS calendar feeds (subscription URLs served by `run`).
+    #[command(subcommand)]
+    Feed(feed_cmd::FeedCommand),
+    /// Export a user's data: `export ics --user U FILE`.
+    #[command(subcommand)]
+    Export(feed_cmd::ExportCommand),
 }
 
 #[derive(Debug, Args)]
@@ -273,5 +280,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Revoke(_) => not_built_yet("revoke", "offboarding (roadmap item 1)"),
         Command::Status => sync_cmd::status(&config, &out),
         Command::Audit(args) => sync_cmd::audit(&config, &out, args),
+        Command::Feed(cmd) => feed_cmd::feed(&config, &out, cmd),
+        Command::Export(cmd) => feed_cmd::export(&config, &out, cmd),
     }
 }

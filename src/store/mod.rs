@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+mod feeds;
 mod scopes;
 
 /// The state DB's schema, oldest first. Append only: never edit a landed migration.
@@ -26,6 +27,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "state/0003_sync.sql",
         sql: include_str!("../../migrations/state/0003_sync.sql"),
+    },
+    Migration {
+        name: "state/0006_feeds.sql",
+        sql: include_str!("../../migrations/state/0006_feeds.sql"),
     },
 ];
 
@@ -222,6 +227,7 @@ impl StateDb {
 
 mod sync;
 
+pub use feeds::FeedRow;
 pub use sync::{AuditEntry, ConflictEntry, SyncUser, SyncWriter};
 
 #[cfg(test)]
