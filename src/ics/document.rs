@@ -19,6 +19,10 @@
 //!   calendar clients offer to reply to or e-mail the attendees (iTIP), which would contact
 //!   customers on the CRM's behalf — DESIGN §5 "events never invite anyone".
 //!
+//! Content lines are folded at 75 octets, never next to white space: the `icalendar` writer
+//! folds at the limit wherever it falls, and parsers that trim a folded segment's trailing
+//! white space (the `ical` crate does) would lose a space of the text there.
+//!
 //! The document has no `METHOD` and no time-dependent content: the same mirror state, scope
 //! and hour render byte-identical documents (the feed's ETag relies on it).
 
@@ -180,6 +184,48 @@ fn line(property: Property) -> String {
     property.try_into().unwrap_or_default()
 }
 
+/// The longest content line, in octets, without its CRLF (RFC 5545 §3.1).
+const LINE_LIMIT: usize = 75;
+
+/// Re-folds CRLF-terminated content lines (as `icalendar` folded them) so that no fold
+/// falls next to white space, where that is possible within the second half of the limit.
+fn refold(text: &str) -> String {
+    let unfolded = text.replace("\r\n ", "");
+    let mut out = String::with_capacity(unfolded.len() + unfolded.len() / LINE_LIMIT * 3);
+    for line in unfolded.split_terminator("\r\n") {
+        let mut rest = line;
+        // A continuation line starts with the space that marks it.
+        let mut limit = LINE_LIMIT;
+        while rest.len() > limit {
+            let mut cut = limit;
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let at_white = |i: usize| {
+                rest[..i].ends_with(char::is_whitespace)
+                    || rest[i..].starts_with(char::is_whitespace)
+            };
+            let mut candidate = cut;
+            while candidate > limit / 2 && at_white(candidate) {
+                candidate -= 1;
+                while !rest.is_char_boundary(candidate) {
+                    candidate -= 1;
+                }
+            }
+            if !at_white(candidate) {
+                cut = candidate;
+            }
+            out.push_str(&rest[..cut]);
+            out.push_str("\r\n ");
+            rest = &rest[cut..];
+            limit = LINE_LIMIT - 1;
+        }
+        out.push_str(rest);
+        out.push_str("\r\n");
+    }
+    out
+}
+
 /// The iCalendar document of `user`'s `events` (in the given order).
 pub fn render_document(user: &UserId, events: &[FeedEvent], meta: &DocumentMeta<'_>) -> String {
     let mut zones = ZonesUsed::new();
@@ -218,7 +264,7 @@ pub fn render_document(user: &UserId, events: &[FeedEvent], meta: &DocumentMeta<
         text.push_str(&component);
     }
     text.push_str("END:VCALENDAR\r\n");
-    text
+    refold(&text)
 }
 
 #[cfg(test)]
@@ -264,6 +310,39 @@ mod tests {
                 .and_hms_opt(h, 0, 0)
                 .unwrap(),
         )
+    }
+
+    #[test]
+    fn folds_never_touch_white_space_and_keep_characters_whole() {
+        let long = format!(
+            "DESCRIPTION:{}",
+            "Ada Lovelace <ada@globex.example> and Émile Zoë 🎉 met ".repeat(6)
+        );
+        let folded = refold(&format!("BEGIN:VEVENT\r\n{long}\r\nEND:VEVENT\r\n"));
+        assert_eq!(
+            folded.replace("\r\n ", ""),
+            format!("BEGIN:VEVENT\r\n{long}\r\nEND:VEVENT\r\n")
+        );
+        for (i, physical) in folded.split("\r\n").enumerate() {
+            assert!(
+                physical.len() <= LINE_LIMIT,
+                "line {i} is {} octets",
+                physical.len()
+            );
+            if let Some(continued) = physical.strip_prefix(' ') {
+                assert!(!continued.starts_with(char::is_whitespace), "{physical:?}");
+            }
+        }
+        let physical: Vec<&str> = folded.split("\r\n").collect();
+        for pair in physical.windows(2) {
+            if pair[1].starts_with(' ') {
+                assert!(!pair[0].ends_with(char::is_whitespace), "{:?}", pair[0]);
+            }
+        }
+        assert!(
+            folded.matches("\r\n ").count() >= 4,
+            "the test line was folded: {folded}"
+        );
     }
 
     #[test]

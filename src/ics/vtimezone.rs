@@ -4,13 +4,14 @@
 //! client needs no zone database of its own to place `DTSTART;TZID=Europe/Berlin:…` and
 //! every occurrence of an `RRULE` correctly on either side of a DST change.
 //!
-//! The zone's offset changes are found by scanning chrono-tz's data over a span (from the
+//! The zone's offset changes are found by scanning chrono-tz's data over a span — from the
 //! start of the year of the earliest event in that zone to the end of the feed's horizon
-//! year), a day at a time with a bisection to the second at each change. Changes that
-//! repeat by a fixed yearly rule ("last Sunday of March at 02:00 local") through the end of
-//! the span become one observance with an `RRULE` (`FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU`), so
-//! recurring events keep the right offset beyond the horizon; the other changes are listed
-//! one observance each. The first observance states the offset in force at the span's start.
+//! year, plus a few years so that a short span still shows the yearly rule — a day at a
+//! time, with a bisection to the second at each change. Changes that repeat by a fixed
+//! yearly rule ("last Sunday of March at 02:00 local") through the end of the span become
+//! one observance with an `RRULE` (`FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU`), so recurring events
+//! keep the right offset beyond the horizon; the other changes are listed one observance
+//! each. The first observance states the offset in force at the span's start.
 //!
 //! The components are written by hand from `icalendar::Property` lines: the `icalendar`
 //! writer adds a `DTSTAMP` and a random `UID` to every component it writes, which a
@@ -253,8 +254,8 @@ fn line(property: Property) -> String {
 }
 
 /// The `VTIMEZONE` component of `zone`, correct for every instant from the start of
-/// `first_year` on (exactly through the end of `last_year`, and beyond it wherever the
-/// zone's yearly rule holds), as CRLF-terminated content lines.
+/// `first_year` on (exactly through the end of `last_year` and a few years more, and
+/// beyond that wherever the zone's yearly rule holds), as CRLF-terminated content lines.
 pub fn vtimezone(zone: Tz, first_year: i32, last_year: i32) -> String {
     let start = |year: i32| {
         Utc.with_ymd_and_hms(year, 1, 1, 0, 0, 0)
@@ -262,7 +263,9 @@ pub fn vtimezone(zone: Tz, first_year: i32, last_year: i32) -> String {
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     };
     let from = start(first_year);
-    let to = start(last_year.max(first_year) + 1);
+    // A few years more than asked, so that a yearly rule is recognised even for a short
+    // span (and irregular zones are listed a little beyond it).
+    let to = start(last_year.max(first_year) + 1 + MIN_YEARLY_RUN as i32);
     let mut text = String::from("BEGIN:VTIMEZONE\r\n");
     text.push_str(&line(Property::new("TZID", zone.name())));
     text.push_str(&line(Property::new("X-LIC-LOCATION", zone.name())));
