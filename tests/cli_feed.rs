@@ -70,7 +70,11 @@ async fn feeds_are_created_rotated_and_revoked_and_the_secret_is_shown_once() {
     let mut later = Vec::new();
     let again = env.run(&["feed", "create", "erin"]);
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
-    assert!(text(&again).contains("already has a feed"), "{}", text(&again));
+    assert!(
+        text(&again).contains("already has a feed"),
+        "{}",
+        text(&again)
+    );
     later.push(text(&again));
 
     for args in [&["feed", "list"][..], &["--json", "feed", "list"][..]] {
@@ -88,7 +92,11 @@ async fn feeds_are_created_rotated_and_revoked_and_the_secret_is_shown_once() {
     let second = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(second, first);
     later.push(rotated.to_string());
-    assert_eq!(served(&feeds, &first).await, None, "the old URL 404s at once");
+    assert_eq!(
+        served(&feeds, &first).await,
+        None,
+        "the old URL 404s at once"
+    );
     assert!(served(&feeds, &second).await.is_some());
     let listed = env.json(&["--json", "feed", "list"]);
     assert!(listed[0]["rotated_at"].is_string(), "{listed}");
@@ -113,10 +121,16 @@ async fn feeds_are_created_rotated_and_revoked_and_the_secret_is_shown_once() {
     }
     assert!(later.iter().any(|t| t.contains("inactive")), "{later:?}");
     for shown in &later {
-        assert!(!shown.contains(&first), "the first secret shown again: {shown}");
+        assert!(
+            !shown.contains(&first),
+            "the first secret shown again: {shown}"
+        );
     }
     assert_eq!(
-        env.json(&["--json", "feed", "list"]).as_array().unwrap().len(),
+        env.json(&["--json", "feed", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
         1,
         "only frank's feed is left"
     );

@@ -739,3 +739,69 @@ async fn a_dry_run_revokes_nothing() {
     .await;
     assert_eq!(f.h.state.feeds().unwrap().len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------------
+
+/// Everything crmsync and axum log in this test binary, at every level.
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "crmsync=trace,axum=trace",
+            ))
+            .with_ansi(false)
+            .with_writer(move || LogSink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+    .clone()
+}
+
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_name_the_user_and_never_the_secret() {
+    let logs = captured_logs();
+    let f = Feeds::start().await;
+    let http = Served::start(f.service.clone()).await;
+    let secret = f.create("frank");
+    let unknown = FeedSecret::generate().unwrap();
+    assert_eq!(http.get(&path_of(&secret), None).await.status(), 200);
+    assert_eq!(http.get(&path_of(&unknown), None).await.status(), 404);
+    let rotated = crmsync::ics::rotate_feed(&f.h.state, &user("frank"), f.h.now)
+        .unwrap()
+        .unwrap();
+    assert_eq!(http.get(&path_of(&secret), None).await.status(), 404);
+    assert_eq!(http.get(&path_of(&rotated), None).await.status(), 200);
+    f.h.sync().await;
+
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("ics feed served") && text.contains("user=frank"),
+        "the feed logs at all: {text}"
+    );
+    for s in [&secret, &unknown, &rotated] {
+        assert!(!text.contains(s.expose()), "a secret in the logs");
+        assert!(
+            !text.contains(s.hash().as_str()),
+            "a secret's hash in the logs"
+        );
+    }
+}
