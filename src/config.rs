@@ -275,6 +275,7 @@ mod tests {
         let text = include_str!("../config/crmsync.toml");
         let config = Config::parse("config/crmsync.toml", text).unwrap();
         assert_eq!(config.sync.max_delete_fraction, 0.5);
+        assert_eq!(config.ics, crate::ics::IcsConfig::default());
     }
 
     #[test]
