@@ -216,10 +216,7 @@ pub fn create_feed(
     user: &UserId,
     now: DateTime<Utc>,
 ) -> Result<Option<FeedSecret>, IcsError> {
-    let secret = FeedSecret::generate()?;
-    Ok(state
-        .create_feed(user, secret.hash().as_str(), now)?
-        .then_some(secret))
+    with_new_secret(|hash| state.create_feed(user, hash, now))
 }
 
 /// Gives `user`'s feed a new secret (the old URL answers 404 from now on): the new secret,
@@ -229,10 +226,15 @@ pub fn rotate_feed(
     user: &UserId,
     now: DateTime<Utc>,
 ) -> Result<Option<FeedSecret>, IcsError> {
+    with_new_secret(|hash| state.rotate_feed(user, hash, now))
+}
+
+/// A fresh secret, if `store` (given its hash) took it.
+fn with_new_secret(
+    store: impl FnOnce(&str) -> Result<bool, StoreError>,
+) -> Result<Option<FeedSecret>, IcsError> {
     let secret = FeedSecret::generate()?;
-    Ok(state
-        .rotate_feed(user, secret.hash().as_str(), now)?
-        .then_some(secret))
+    Ok(store(secret.hash().as_str())?.then_some(secret))
 }
 
 /// The sync pass's hook: deletes the feeds of users who are inactive or gone from the CRM
