@@ -28,6 +28,8 @@ pub struct Config {
     /// Sync-scope defaults: `[scope.org]`, `[scope.profile.<id>]`, `[scope.role.<id>]`
     /// (precedence: user override > role > profile > org > built-in; see `scope`).
     pub scope: crate::scope::ScopeConfig,
+    /// ICS feeds: `[ics]` (public base URL, calendar name, refresh interval).
+    pub ics: crate::ics::IcsConfig,
 }
 
 /// Where crmsync keeps its own state.
@@ -280,6 +282,9 @@ impl Config {
             }
             _ => {}
         }
+        if let Err((key, message)) = self.ics.check() {
+            return fail(key, message);
+        }
         Ok(())
     }
 }
@@ -333,6 +338,7 @@ mod tests {
             config.google.contact_group_name,
             defaults.google.contact_group_name
         );
+        assert_eq!(config.ics, crate::ics::IcsConfig::default());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod db;
 pub mod demo;
 pub mod emulator;
 pub mod google;
+pub mod ics;
 pub mod mirror;
 pub mod model;
 mod multipart;

@@ -90,9 +90,21 @@ async fn revoke_status_and_undo_through_the_binary() {
         serde_json::to_value(&frank_before).unwrap()
     );
 
+    // frank has an ICS feed: it goes with his Google data.
+    json(&crmsync(&cfg, &["--json", "feed", "create", "frank"]).await);
+
     // The real thing, in human form.
     let out = crmsync(&cfg, &["revoke", "frank"]).await;
     assert!(out.status.success(), "{out:?}");
+    let feeds = json(&crmsync(&cfg, &["--json", "feed", "list"]).await);
+    assert!(
+        feeds
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["user_id"] != "frank"),
+        "a revoked user's feed is deleted with the revocation: {feeds}"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("Revoked frank from frank@acme.example"),

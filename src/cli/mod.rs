@@ -4,6 +4,7 @@
 mod access_cmd;
 mod crm_cmd;
 mod exit;
+mod feed_cmd;
 mod logging;
 mod mirror_load;
 mod ops_cmd;
@@ -86,6 +87,12 @@ pub enum Command {
     /// Work with the embedded CRM.
     #[command(subcommand)]
     Crm(CrmCommand),
+    /// Per-user read-only ICS calendar feeds (subscription URLs served by `run`).
+    #[command(subcommand)]
+    Feed(feed_cmd::FeedCommand),
+    /// Export a user's data: `export ics --user U FILE`.
+    #[command(subcommand)]
+    Export(feed_cmd::ExportCommand),
 }
 
 #[derive(Debug, Args)]
@@ -295,5 +302,7 @@ pub fn run(cli: Cli) -> CmdResult {
             ..
         }) => revoke_cmd::undo(&config, &out, &access, id),
         Command::Audit(args) => ops_cmd::audit(&config, &out, &access, args),
+        Command::Feed(cmd) => feed_cmd::feed(&config, &out, &access, cmd),
+        Command::Export(cmd) => feed_cmd::export(&config, &out, &access, cmd),
     }
 }

@@ -58,6 +58,17 @@ impl RevocationReason {
         RevocationReason::Manual,
     ];
 
+    /// Whether the user leaves altogether (their ICS feed goes with their Google data), as
+    /// opposed to moving to another (or no) Google account while staying in the CRM.
+    pub fn offboards(self) -> bool {
+        match self {
+            RevocationReason::Deactivated
+            | RevocationReason::Removed
+            | RevocationReason::Manual => true,
+            RevocationReason::AccountChanged | RevocationReason::AccountCleared => false,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RevocationReason::Deactivated => "deactivated",

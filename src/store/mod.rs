@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+mod feeds;
 pub mod lock;
 mod scopes;
 
@@ -32,6 +33,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "state/0004_revoke.sql",
         sql: include_str!("../../migrations/state/0004_revoke.sql"),
+    },
+    Migration {
+        name: "state/0005_feeds.sql",
+        sql: include_str!("../../migrations/state/0005_feeds.sql"),
     },
 ];
 
@@ -418,6 +423,7 @@ impl StateDb {
 mod revoke;
 mod sync;
 
+pub use feeds::FeedRow;
 pub use sync::{AuditEntry, ConflictEntry, SyncUser, SyncWriter};
 
 #[cfg(test)]

@@ -224,12 +224,19 @@ impl StateDb {
                     revocation.reason.as_str()
                 ],
             )?;
+            // Someone who leaves loses their ICS feed in the same transaction.
+            let feed_revoked = revocation.reason.offboards()
+                && tx.execute(
+                    "DELETE FROM ics_feeds WHERE user_id = ?1",
+                    [revocation.user_id.as_str()],
+                )? > 0;
             w.audit(
                 run_id,
                 Some(&user),
                 None,
                 "revoked",
-                &serde_json::json!({"revocation": revocation.id, "receipt": receipt}),
+                &serde_json::json!({"revocation": revocation.id, "receipt": receipt,
+                    "feed_revoked": feed_revoked}),
             )
         })
     }

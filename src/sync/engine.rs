@@ -243,6 +243,11 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let run_id = new_run_id();
         let started = std::time::Instant::now();
         let (model, crm_changes, crm_problems) = self.load_model(options.dry_run)?;
+        if !options.dry_run {
+            // Users inactive or gone from the CRM lose their ICS feeds (the feeds already
+            // answer 404 from the refreshed mirror; this deletes their secrets).
+            crate::ics::revoke_departed_feeds(self.state, &model, &run_id)?;
+        }
         let access = Access::build(&model);
         for u in &options.users {
             if !model.users.contains_key(u) && self.state.sync_user(u)?.is_none() {
