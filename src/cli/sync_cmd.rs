@@ -141,13 +141,13 @@ pub fn demo(out: &Output, args: DemoArgs) -> CmdResult {
         for r in [&outcome.first, &outcome.second]
             .into_iter()
             .chain(forced)
-            .chain([&outcome.third])
+            .chain([&outcome.third, &outcome.offboarding.report])
         {
             s.push_str(&crmsync::sync::report::render(r));
         }
+        let [day1, day3, day4, day5] = outcome.api_calls;
         s.push_str(&format!(
-            "\nGoogle API calls per pass: {} / {} / {}\n",
-            outcome.api_calls[0], outcome.api_calls[1], outcome.api_calls[2]
+            "\nGoogle API calls per pass: {day1} / {day3} / {day4} / {day5} (days 1, 3, 4, 5)\n"
         ));
         if args.keep.is_some() {
             s.push_str(&format!("Files kept in {}\n", outcome.dir.display()));

@@ -4,10 +4,11 @@
 //! Google API emulator in-process on 127.0.0.1, and runs real sync passes through the official
 //! Google clients. Between passes it plays a few days of real life — a phone edit, a
 //! conflicting CRM edit, a contact created on a phone, a read-only user's edit, and a role
-//! change that removes access — and then tells what happened, from the run reports and the
-//! audit trail.
+//! change that removes access — then someone leaves the company and their Google account is
+//! given back as it was; and it tells what happened, from the run reports and the audit trail.
 
 pub mod leaks;
+pub mod offboarding;
 pub mod phone;
 
 use crate::config::Config;
@@ -55,11 +56,14 @@ pub struct DemoOutcome {
     /// The admin's forced pass for users whose second pass the delete breaker refused.
     pub forced: Option<RunReport>,
     pub third: RunReport,
+    /// The last day: a user leaves and is offboarded.
+    pub offboarding: offboarding::Offboarding,
     pub story: String,
     /// The org-wide invariant after the last pass.
     pub leak_check: leaks::LeakCheck,
-    /// Google API calls the emulator served, per pass.
-    pub api_calls: [u64; 3],
+    /// Google API calls the emulator served, per pass (days 1, 3, 4 and 5; the admin's
+    /// forced pass on day 3 is not counted).
+    pub api_calls: [u64; 4],
 }
 
 /// The demo's clock: its events are spread around this day.
@@ -199,6 +203,34 @@ async fn run_with(dir: &Path, emu: &TestEmulator) -> Result<DemoOutcome, DemoErr
     demo.load(&doc)?;
     let model_before: OrgModel = orgfile::parse("demo-org.json", DEMO_ORG).map_err(setup)?;
 
+    // Before crmsync: Dana's phone already holds two contacts of her own — a customer the CRM
+    // has too (crmsync links it rather than adding a duplicate) and a personal one.
+    let leaver = "dana";
+    let leaver_account = format!("{leaver}@acme.example");
+    let customer = first_owned_contact(&model_before, "erin")
+        .and_then(|id| model_before.contacts.get(&id.parse().ok()?).cloned())
+        .ok_or_else(|| setup("the demo org has no contact owned by erin"))?;
+    let customer_email = customer
+        .emails
+        .first()
+        .map(|e| e.address.clone())
+        .unwrap_or_default();
+    let dana_phone = demo.phone(leaver)?;
+    let own = vec![
+        dana_phone
+            .create_contact(
+                &customer.first_name,
+                &customer.last_name,
+                &customer_email,
+                false,
+            )
+            .await?,
+        dana_phone
+            .create_contact("Rosa", "Diaz", "rosa.diaz@home.example", false)
+            .await?,
+    ];
+    let own_before = offboarding::own_contacts(emu, &leaver_account, &own);
+
     // Day 1: everyone's phone gets their CRM calendar and contact group.
     let (first, calls1) = demo.pass().await?;
 
@@ -271,6 +303,24 @@ async fn run_with(dir: &Path, emu: &TestEmulator) -> Result<DemoOutcome, DemoErr
     // Day 4: and the one after has (almost) nothing left to do.
     let (third, calls3) = demo.pass().await?;
 
+    // Day 5: Dana leaves the company: deactivated in the CRM, offboarded by the next pass.
+    if let Some(users) = doc["users"].as_array_mut() {
+        for u in users.iter_mut() {
+            if u["id"] == leaver {
+                u["active"] = serde_json::json!(false);
+            }
+        }
+    }
+    demo.load(&doc)?;
+    let (report, calls5) = demo.pass().await?;
+    let offboarding = offboarding::Offboarding {
+        user: leaver.to_owned(),
+        report,
+        own_after: offboarding::own_contacts(emu, &leaver_account, &own),
+        own_before,
+        account_after: offboarding::account_after(emu, &leaver_account),
+    };
+
     let (model_after, _) = SqliteCrm::open(&config.crm.path)
         .map_err(setup)?
         .snapshot()
@@ -281,6 +331,7 @@ async fn run_with(dir: &Path, emu: &TestEmulator) -> Result<DemoOutcome, DemoErr
         &leak_check,
         [&first, &second, &third],
         forced.as_ref(),
+        &offboarding,
         &frank_contact,
         &olivia_contact,
     )
@@ -291,9 +342,10 @@ async fn run_with(dir: &Path, emu: &TestEmulator) -> Result<DemoOutcome, DemoErr
         second,
         forced,
         third,
+        offboarding,
         story,
         leak_check,
-        api_calls: [calls1, calls2, calls3],
+        api_calls: [calls1, calls2, calls3, calls5],
     })
 }
 
@@ -317,6 +369,7 @@ async fn tell(
     leak_check: &leaks::LeakCheck,
     [first, second, third]: [&RunReport; 3],
     forced: Option<&RunReport>,
+    leaver: &offboarding::Offboarding,
     frank_contact: &str,
     olivia_contact: &str,
 ) -> Result<String, DemoError> {
@@ -474,6 +527,7 @@ async fn tell(
         s,
         "\nDay 4: third sync: {t3} change(s) — nothing was left over: the run converged."
     );
+    leaver.tell(&mut s);
     let _ = writeln!(
         s,
         "\nChecked against Google itself: {} synced item(s) across all phones, {} that its owner may not read in the CRM.",
