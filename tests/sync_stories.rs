@@ -455,3 +455,49 @@ async fn a_lost_state_db_relinks_everything_by_marker_without_duplicates() {
     let again = engine.sync_once(&SyncOptions::default()).await.unwrap();
     assert!(is_quiet(&again), "{again:#?}");
 }
+
+/// The embedded CRM as a [`story::StoryCrm`]: the office re-loads the org document.
+struct EmbeddedStoryCrm<'h> {
+    h: &'h Harness,
+    doc: std::cell::RefCell<serde_json::Value>,
+}
+
+impl story::StoryCrm for EmbeddedStoryCrm<'_> {
+    fn name(&self) -> String {
+        "embedded CRM".into()
+    }
+
+    fn open(&self) -> Box<dyn crmsync::crm::Source> {
+        Box::new(self.h.crm())
+    }
+
+    fn truth(&self) -> crmsync::crm::OrgModel {
+        self.h.crm().snapshot().unwrap().0
+    }
+
+    fn cast(&self) -> story::StoryCast {
+        story::StoryCast {
+            editor: "frank".parse().unwrap(),
+            edited: "c1".parse().unwrap(),
+            loser: "erin".parse().unwrap(),
+            lost: "c1".parse().unwrap(),
+        }
+    }
+
+    fn take_access_away(&self) {
+        // frank leaves the role tree: erin (mgr_east) no longer manages him.
+        let mut doc = self.doc.borrow_mut();
+        doc["users"][2]["role"] = serde_json::Value::Null;
+        self.h.load(&doc);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_held_back_story_runs_against_the_embedded_crm() {
+    let h = Harness::start(org()).await;
+    let crm = EmbeddedStoryCrm {
+        h: &h,
+        doc: std::cell::RefCell::new(org()),
+    };
+    story::held_back_story(&h, &crm).await;
+}

@@ -4,6 +4,8 @@
 //! checked: no Google item exists that its user may not read.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod story;
+
 use chrono::{DateTime, TimeZone, Utc};
 use crmsync::config::Config;
 use crmsync::crm::orgfile;
