@@ -53,6 +53,8 @@ pub enum CrmKind {
     /// The embedded CRM (a SQLite file, loaded from org files).
     #[default]
     Sqlite,
+    /// amoCRM / Kommo API v4 (`[crm.amocrm]`).
+    Amocrm,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -61,6 +63,8 @@ pub struct CrmConfig {
     pub source: CrmKind,
     /// The embedded CRM's database file.
     pub path: PathBuf,
+    /// The amoCRM / Kommo connector (`source = "amocrm"`).
+    pub amocrm: Option<crate::crm::amocrm::AmoCrmConfig>,
 }
 
 impl Default for CrmConfig {
@@ -68,6 +72,7 @@ impl Default for CrmConfig {
         Self {
             source: CrmKind::Sqlite,
             path: PathBuf::from("crmsync-crm.db"),
+            amocrm: None,
         }
     }
 }
@@ -172,6 +177,9 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(amocrm) = &mut self.crm.amocrm {
+            amocrm.resolve_paths(base);
+        }
     }
 
     fn check(&self, source_name: &str) -> Result<(), ConfigError> {
@@ -226,6 +234,20 @@ impl Config {
         }
         if let Err((section, err)) = self.scope.check_ranges() {
             return fail(&section, err.to_string());
+        }
+        match (&self.crm.source, &self.crm.amocrm) {
+            (CrmKind::Amocrm, None) => {
+                return fail(
+                    "crm.amocrm",
+                    "source = \"amocrm\" needs a [crm.amocrm] section".into(),
+                )
+            }
+            (_, Some(amocrm)) => {
+                if let Err((key, message)) = amocrm.check() {
+                    return fail(&format!("crm.amocrm.{key}"), message);
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! `crmsync crm load|show`: the embedded CRM.
+//! `crmsync crm load|show`: the embedded CRM (other sources are refused with exit 2).
 
 use super::{runtime, usage, CmdResult, CrmCommand, Output};
 use crmsync::config::{Config, CrmKind};
@@ -7,6 +7,13 @@ use crmsync::crm::{orgfile, sqlite::SqliteCrm, EntityKind};
 pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
     match config.crm.source {
         CrmKind::Sqlite => {}
+        CrmKind::Amocrm => {
+            return Err(usage(anyhow::anyhow!(
+                "`crmsync crm load` and `crm show` work on the embedded CRM only, and this \
+                 configuration's CRM is amoCRM ([crm] source = \"amocrm\"); change records \
+                 in amoCRM itself, and use `crmsync access explain` to see one as crmsync does"
+            )))
+        }
     }
     match cmd {
         CrmCommand::Load { file } => {
