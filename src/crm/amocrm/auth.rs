@@ -62,21 +62,25 @@ pub struct OAuthSession {
 }
 
 impl OAuthSession {
+    /// A session on the tokens in `token_file`, read now: a missing, unreadable or
+    /// group-readable file is a configuration error before anything is sent.
     pub fn new(
         client_id: String,
         client_secret: Secret,
         redirect_uri: String,
         token_file: PathBuf,
         token_url: url::Url,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, ConnectorError> {
+        let mut session = Self {
             client_id,
             client_secret,
             redirect_uri,
             token_file,
             token_url,
             tokens: None,
-        }
+        };
+        session.load()?;
+        Ok(session)
     }
 
     fn who_refresh(&self) -> String {

@@ -145,7 +145,7 @@ impl AmoCrm {
                 config
                     .token_url()
                     .map_err(|m| config_error(format!("crm.amocrm.base_url: {m}")))?,
-            ))),
+            )?)),
             (None, None) => {
                 return Err(config_error(
                     "crm.amocrm: give access_token or [crm.amocrm.oauth]".into(),

@@ -363,6 +363,85 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let config = crate::config::Config::parse(
+            "config/amocrm.example.toml",
+            include_str!("../../../config/amocrm.example.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.crm.source, crate::config::CrmKind::Amocrm);
+        let amo = config.crm.amocrm.unwrap();
+        assert!(amo.oauth.is_some() && amo.access_token.is_none());
+        assert_eq!(amo.google_domains, vec!["acme.example"]);
+    }
+
+    /// The commented `[crm.amocrm]` block of `config/crmsync.toml`, uncommented.
+    fn documented_section() -> String {
+        let text = include_str!("../../../config/crmsync.toml");
+        let start = text.find("# [crm.amocrm]\n").unwrap();
+        let end = text.find("# # (end of [crm.amocrm])").unwrap();
+        text[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_keys_are_the_keys_with_their_defaults() {
+        let text = format!("[crm]\nsource = \"amocrm\"\n{}", documented_section());
+        // The documented block names both auth methods and leaves base_url empty: the
+        // check refuses exactly that, so parse the section alone first.
+        let raw: toml::Value = toml::from_str(&text).unwrap();
+        let section = raw["crm"]["amocrm"].clone();
+        let mut parsed: AmoCrmConfig = section.try_into().unwrap();
+        assert!(parsed.access_token.is_some() && parsed.oauth.is_some());
+        parsed.access_token = None;
+        parsed.oauth = None;
+        assert_eq!(
+            parsed,
+            AmoCrmConfig::default(),
+            "documented defaults are the defaults"
+        );
+    }
+
+    #[test]
+    fn the_section_is_required_and_checked_through_the_config() {
+        let err =
+            crate::config::Config::parse("c.toml", "[crm]\nsource = \"amocrm\"\n").unwrap_err();
+        assert_eq!(err.key, "crm.amocrm");
+        let err = crate::config::Config::parse(
+            "c.toml",
+            "[crm]\nsource = \"amocrm\"\n[crm.amocrm]\nbase_url = \"https://a.kommo.com/\"\n\
+             access_token = { env = \"T\" }\npage_limit = 500\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "crm.amocrm.page_limit");
+        let err = crate::config::Config::parse(
+            "c.toml",
+            "[crm.amocrm]\nbase_url = \"https://a.kommo.com/\"\ntoken = \"abc\"\n",
+        )
+        .unwrap_err();
+        assert!(err.key.starts_with("crm.amocrm"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[crm]\nsource = \"amocrm\"\n[crm.amocrm]\nbase_url = \"https://a.kommo.com/\"\n\
+             [crm.amocrm.oauth]\nclient_id = \"i\"\nclient_secret = { file = \"secret\" }\n\
+             redirect_uri = \"https://x.example/cb\"\ntoken_file = \"tokens.json\"\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        let amo = config.crm.amocrm.unwrap();
+        assert_eq!(amo.shadow_path, dir.path().join("crmsync-amocrm.db"));
+        let oauth = amo.oauth.unwrap();
+        assert_eq!(oauth.token_file, dir.path().join("tokens.json"));
+        assert_eq!(oauth.client_secret.file, Some(dir.path().join("secret")));
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let key = |c: AmoCrmConfig| c.check().unwrap_err().0;
         assert_eq!(
