@@ -726,3 +726,37 @@ fn an_account_without_api_filtering_costs_a_full_listing_but_loses_nothing() {
         "re-reading an unchanged record is not a change"
     );
 }
+
+#[test]
+fn a_quiet_pull_costs_five_paced_requests() {
+    let s = setup();
+    let clock = manual_clock();
+    let source = open(&s.config, &clock);
+    source.pull_now(Some(true)).unwrap();
+    let before = s.fake.state().log.len();
+    clock.clear_sleeps();
+    let head = source.with_shadow(|sh| sh.head().unwrap());
+    source.pull_now(Some(false)).unwrap();
+    let state = s.fake.state();
+    let paths: Vec<&str> = state.log[before..]
+        .iter()
+        .map(|l| l.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/api/v4/account",
+            "/api/v4/users",
+            "/api/v4/companies",
+            "/api/v4/contacts",
+            "/api/v4/tasks"
+        ]
+    );
+    let waited: Duration = clock.sleeps().into_iter().sum();
+    assert!(waited < Duration::from_millis(720), "{waited:?}");
+    assert_eq!(
+        source.with_shadow(|sh| sh.head().unwrap()),
+        head,
+        "nothing changed, nothing new in the feed"
+    );
+}
