@@ -292,6 +292,9 @@ fn a_malformed_record_is_skipped_and_reported_and_the_rest_is_read() {
     state.contacts[1]["responsible_user_id"] = json!("frank");
     state.contacts[2]["custom_fields_values"][1]["values"][0]["value"] = json!("not an e-mail");
     state.users[3]["rights"] = json!({"contacts": {"view": "A"}});
+    let mut no_id = state.contacts[0].clone();
+    no_id.as_object_mut().unwrap().remove("id");
+    state.contacts.push(no_id);
     let fake = FakeAmo::start_with(state);
     let dir = tempfile::tempdir().unwrap();
     let source = open(&long_lived_config(&fake, dir.path()), &manual_clock());
@@ -308,6 +311,7 @@ fn a_malformed_record_is_skipped_and_reported_and_the_rest_is_read() {
         vec![
             ("contact".to_string(), "102".to_string()),
             ("contact".to_string(), "103".to_string()),
+            ("contact".to_string(), "?".to_string()),
             ("user".to_string(), "5004".to_string()),
         ],
         "{:#?}",
@@ -320,7 +324,7 @@ fn a_malformed_record_is_skipped_and_reported_and_the_rest_is_read() {
     let model = db.load_org_model().unwrap();
     assert_eq!(model.contacts.len(), 5, "the other contacts are mirrored");
     assert!(!model.users.contains_key(&user("5004")));
-    assert_eq!(db.mirror_problems().unwrap().len(), 3);
+    assert_eq!(db.mirror_problems().unwrap().len(), 4);
     // Fixed in amoCRM: read again on the next full reconciliation, and the problem clears.
     fake.state()
         .edit("contacts", 102, "responsible_user_id", json!(5002));
@@ -341,6 +345,7 @@ fn a_429_waits_the_retry_after_and_then_reads_everything() {
         prefix: "/api/v4/contacts".into(),
         status: 429,
         headers: vec![("retry-after".into(), "3".into())],
+        ..Fault::default()
     });
     let clock = manual_clock();
     let source = open(&s.config, &clock);
@@ -363,7 +368,7 @@ fn server_errors_are_retried_with_backoff_then_succeed_or_fail_clearly() {
         s.fake.state().faults.push_back(Fault {
             prefix: "/api/v4/users".into(),
             status,
-            headers: vec![],
+            ..Fault::default()
         });
     }
     let clock = manual_clock();
@@ -385,7 +390,7 @@ fn server_errors_are_retried_with_backoff_then_succeed_or_fail_clearly() {
         s.fake.state().faults.push_back(Fault {
             prefix: "/api/v4/contacts".into(),
             status: 502,
-            headers: vec![],
+            ..Fault::default()
         });
     }
     let again = open(&config, &clock);
@@ -759,4 +764,123 @@ fn a_quiet_pull_costs_five_paced_requests() {
         head,
         "nothing changed, nothing new in the feed"
     );
+}
+
+#[test]
+fn an_unknown_account_zone_is_reported_and_tasks_are_read_as_utc() {
+    let mut state = FakeState::from_fixtures();
+    state.account["_embedded"]["datetime_settings"]["timezone"] = json!("Mars/Olympus");
+    let fake = FakeAmo::start_with(state);
+    let dir = tempfile::tempdir().unwrap();
+    let source = open(&long_lived_config(&fake, dir.path()), &manual_clock());
+    let batch = source.changes_since(Cursor(0), 1000).unwrap();
+    assert!(batch
+        .problems
+        .iter()
+        .any(|p| p.kind == "org" && p.error.contains("Mars/Olympus")));
+    let model = model_of(&source);
+    assert_eq!(model.events[&"301".parse().unwrap()].time_zone, "UTC");
+}
+
+#[test]
+fn an_unpaid_account_is_a_clear_error() {
+    let s = setup();
+    s.fake.state().faults.push_back(Fault {
+        prefix: "/api/v4/account".into(),
+        status: 402,
+        ..Fault::default()
+    });
+    let err = open(&s.config, &manual_clock())
+        .changes_since(Cursor(0), 10)
+        .unwrap_err();
+    assert!(err.to_string().contains("subscription has ended"), "{err}");
+}
+
+#[test]
+fn a_write_back_amocrm_refuses_is_invalid_with_its_reason() {
+    let s = setup();
+    let mut source = open(&s.config, &manual_clock());
+    let v = version_of(&source, &contact("104"));
+    s.fake.state().faults.push_back(Fault {
+        prefix: "/api/v4/contacts/104".into(),
+        method: Some("PATCH".into()),
+        status: 400,
+        body: Some(json!({"validation-errors": [{"request_id": "0", "errors": [
+            {"code": "InvalidPhone", "path": "custom_fields_values.0.values.0.value",
+             "detail": "This value is not valid."}]}],
+            "title": "Bad Request", "status": 400, "detail": "Request validation failed"})),
+        ..Fault::default()
+    });
+    let err = source
+        .apply(&WriteBack::Update {
+            record: contact("104"),
+            expected_version: v,
+            acting_user: user("5003"),
+            fields: json!({"phones": [{"number": "+14155550199", "label": "mobile"}]})
+                .as_object()
+                .unwrap()
+                .clone(),
+        })
+        .unwrap_err();
+    assert!(matches!(err, CrmError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("InvalidPhone"), "{err}");
+    assert_eq!(version_of(&source, &contact("104")), v, "nothing changed");
+}
+
+#[test]
+fn tokens_amocrm_issued_but_that_cannot_be_saved_are_a_clear_error() {
+    let fake = FakeAmo::start();
+    {
+        let mut state = fake.state();
+        state.access_token = Some("current-access".into());
+        state.refresh_token = Some("r0".into());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens_dir = dir.path().join("tokens");
+    std::fs::create_dir(&tokens_dir).unwrap();
+    let mut config = oauth_config(
+        &fake,
+        dir.path(),
+        &json!({"access_token": "a0", "refresh_token": "r0"}),
+    );
+    let oauth = config.oauth.as_mut().unwrap();
+    let moved = tokens_dir.join("amocrm-tokens.json");
+    std::fs::rename(&oauth.token_file, &moved).unwrap();
+    oauth.token_file = moved;
+    let source = open(&config, &manual_clock());
+    // The folder disappears after the file was read: the rotated pair cannot be written.
+    std::fs::remove_dir_all(&tokens_dir).unwrap();
+    let err = source.changes_since(Cursor(0), 10).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("could not be saved") && text.contains("authorize"),
+        "{text}"
+    );
+    assert!(!text.contains("rotated-"), "{text}");
+    assert_eq!(fake.state().refreshes, 1);
+}
+
+#[test]
+fn a_token_answer_without_tokens_is_a_clear_error() {
+    let fake = FakeAmo::start();
+    {
+        let mut state = fake.state();
+        state.access_token = Some("current-access".into());
+        state.refresh_token = Some("r0".into());
+        state.refresh_answer = Some(json!({"token_type": "Bearer", "expires_in": 86400}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = oauth_config(
+        &fake,
+        dir.path(),
+        &json!({"access_token": "a0", "refresh_token": "r0"}),
+    );
+    let err = open(&config, &manual_clock())
+        .changes_since(Cursor(0), 10)
+        .unwrap_err();
+    assert!(
+        matches!(err, CrmError::Connector(ConnectorError::Protocol { .. })),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("token answer"), "{err}");
 }

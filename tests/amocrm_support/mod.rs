@@ -54,12 +54,16 @@ impl Logged {
     }
 }
 
-/// A scripted answer for the next request whose path starts with `prefix`.
-#[derive(Debug, Clone)]
+/// A scripted answer for the next request whose path starts with `prefix` (and whose
+/// method is `method`, when given).
+#[derive(Debug, Clone, Default)]
 pub struct Fault {
     pub prefix: String,
+    pub method: Option<String>,
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body (a problem+json document when `None`).
+    pub body: Option<Value>,
 }
 
 /// The fake's data and behaviour.
@@ -80,6 +84,8 @@ pub struct FakeState {
     pub log: Vec<Logged>,
     /// Whether `filter[updated_at]` is honoured (accounts without API filtering ignore it).
     pub filter_enabled: bool,
+    /// What a successful refresh answers instead of the new tokens (a broken answer).
+    pub refresh_answer: Option<Value>,
 }
 
 fn fixture(name: &str) -> Value {
@@ -108,6 +114,7 @@ impl FakeState {
             faults: VecDeque::new(),
             log: Vec::new(),
             filter_enabled: true,
+            refresh_answer: None,
         }
     }
 
@@ -282,13 +289,20 @@ fn route(
     auth: &str,
     body: &Value,
 ) -> Response {
-    if let Some(i) = state
-        .faults
-        .iter()
-        .position(|f| path.starts_with(&f.prefix))
-    {
+    let applies = |f: &Fault| {
+        path.starts_with(&f.prefix) && f.method.as_deref().is_none_or(|m| m == method.as_str())
+    };
+    if let Some(i) = state.faults.iter().position(applies) {
         let fault = state.faults.remove(i).unwrap();
-        let mut response = problem(fault.status, "Scripted", "a scripted fault");
+        let mut response = match &fault.body {
+            Some(body) => (
+                StatusCode::from_u16(fault.status).unwrap(),
+                [("content-type", "application/problem+json")],
+                body.to_string(),
+            )
+                .into_response(),
+            None => problem(fault.status, "Scripted", "a scripted fault"),
+        };
         for (k, v) in fault.headers {
             response.headers_mut().insert(
                 axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
@@ -350,6 +364,9 @@ fn refresh(state: &mut FakeState, body: &Value) -> Response {
     let n = state.refreshes;
     state.access_token = Some(format!("rotated-access-{n}"));
     state.refresh_token = Some(format!("rotated-refresh-{n}"));
+    if let Some(answer) = state.refresh_answer.clone() {
+        return (StatusCode::OK, answer.to_string()).into_response();
+    }
     (
         StatusCode::OK,
         [("content-type", "application/json")],
