@@ -67,6 +67,28 @@ pub enum CrmKind {
     Sqlite,
     /// Insightly API v3.1 (`[crm.insightly]`).
     Insightly,
+    /// amoCRM / Kommo API v4 (`[crm.amocrm]`).
+    Amocrm,
+}
+
+impl CrmKind {
+    /// The value of `[crm] source` (and the name of the connector's section).
+    pub fn key(self) -> &'static str {
+        match self {
+            CrmKind::Sqlite => "sqlite",
+            CrmKind::Insightly => "insightly",
+            CrmKind::Amocrm => "amocrm",
+        }
+    }
+
+    /// The CRM's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            CrmKind::Sqlite => "the embedded CRM",
+            CrmKind::Insightly => "Insightly",
+            CrmKind::Amocrm => "amoCRM",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -77,6 +99,8 @@ pub struct CrmConfig {
     pub path: PathBuf,
     /// The Insightly connector (`source = "insightly"`).
     pub insightly: Option<crate::crm::insightly::InsightlyConfig>,
+    /// The amoCRM / Kommo connector (`source = "amocrm"`).
+    pub amocrm: Option<crate::crm::amocrm::AmoCrmConfig>,
 }
 
 impl Default for CrmConfig {
@@ -85,7 +109,37 @@ impl Default for CrmConfig {
             source: CrmKind::Sqlite,
             path: PathBuf::from("crmsync-crm.db"),
             insightly: None,
+            amocrm: None,
         }
+    }
+}
+
+impl CrmConfig {
+    /// Every connector section is checked the same way: the one `source` names must be
+    /// there, and any section given is checked (a typo in a section not yet in use is
+    /// reported now, not when the source is switched). `Err((key, message))` names the key.
+    fn check_connectors(&self) -> Result<(), (String, String)> {
+        let sections = [
+            (
+                CrmKind::Insightly,
+                self.insightly.as_ref().map(|c| c.check()),
+            ),
+            (CrmKind::Amocrm, self.amocrm.as_ref().map(|c| c.check())),
+        ];
+        for (kind, checked) in sections {
+            let section = format!("crm.{}", kind.key());
+            match checked {
+                None if self.source == kind => {
+                    return Err((
+                        section.clone(),
+                        format!("source = \"{}\" needs a [{section}] section", kind.key()),
+                    ))
+                }
+                Some(Err((key, message))) => return Err((format!("{section}.{key}"), message)),
+                None | Some(Ok(())) => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -201,6 +255,9 @@ impl Config {
         if let Some(insightly) = &mut self.crm.insightly {
             insightly.resolve_paths(base);
         }
+        if let Some(amocrm) = &mut self.crm.amocrm {
+            amocrm.resolve_paths(base);
+        }
     }
 
     fn check(&self, source_name: &str) -> Result<(), ConfigError> {
@@ -268,19 +325,8 @@ impl Config {
         if let Err((section, err)) = self.scope.check_ranges() {
             return fail(&section, err.to_string());
         }
-        match (&self.crm.source, &self.crm.insightly) {
-            (CrmKind::Insightly, None) => {
-                return fail(
-                    "crm.insightly",
-                    "source = \"insightly\" needs a [crm.insightly] section".into(),
-                )
-            }
-            (_, Some(insightly)) => {
-                if let Err((key, message)) = insightly.check() {
-                    return fail(&format!("crm.insightly.{key}"), message);
-                }
-            }
-            _ => {}
+        if let Err((key, message)) = self.crm.check_connectors() {
+            return fail(&key, message);
         }
         if let Err((key, message)) = self.ics.check() {
             return fail(key, message);

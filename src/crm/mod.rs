@@ -7,10 +7,11 @@
 //! [`CrmError::Conflict`], never an overwrite.
 //!
 //! Adapters: [`sqlite::SqliteCrm`] (the embedded CRM used by the demo, the tests and imports
-//! through the org file). Connectors for hosted CRMs implement the same trait on the shared
+//! through the org file) and [`amocrm`] (amoCRM / Kommo API v4). Connectors for hosted CRMs implement the same trait on the shared
 //! machinery of [`connector`] (HTTP thread, pacing, retries, secrets, the local shadow that
 //! serves the feed). [`open_source`] builds the configured one.
 
+pub mod amocrm;
 pub mod connector;
 pub mod insightly;
 pub mod open;
