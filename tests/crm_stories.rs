@@ -24,10 +24,30 @@ use std::time::Duration;
 use sync_support::{org, Harness};
 
 /// The embedded CRM of the harness, loaded from the stories' org document; the admin edits
-/// the document and loads it again.
+/// the document (`access_change`) and loads it again.
 struct Embedded<'h> {
     h: &'h Harness,
     doc: Value,
+    access_change: fn(&mut Value),
+}
+
+/// Erin moves to the West: another role, another team.
+fn erin_moves_west(doc: &mut Value) {
+    for user in doc["users"].as_array_mut().unwrap() {
+        if user["id"] == "erin" {
+            user["role"] = json!("rep_west");
+        }
+    }
+    doc["teams"][0]["members"] = json!(["frank"]);
+}
+
+/// Frank, Ada's owner, leaves the role tree: Erin (MgrEast) no longer manages him.
+fn frank_leaves_the_role_tree(doc: &mut Value) {
+    for user in doc["users"].as_array_mut().unwrap() {
+        if user["id"] == "frank" {
+            user["role"] = Value::Null;
+        }
+    }
 }
 
 impl StoryCrm for Embedded<'_> {
@@ -54,13 +74,7 @@ impl StoryCrm for Embedded<'_> {
     }
 
     fn take_access_away(&mut self) {
-        // Erin moves to the West: another role, another team.
-        for user in self.doc["users"].as_array_mut().unwrap() {
-            if user["id"] == "erin" {
-                user["role"] = json!("rep_west");
-            }
-        }
-        self.doc["teams"][0]["members"] = json!(["frank"]);
+        (self.access_change)(&mut self.doc);
         self.h.load(&self.doc);
     }
 }
@@ -168,7 +182,23 @@ impl StoryCrm for Amo {
 #[tokio::test(flavor = "current_thread")]
 async fn the_story_with_the_embedded_crm() {
     let h = Harness::start(org()).await;
-    let mut crm = Embedded { h: &h, doc: org() };
+    let mut crm = Embedded {
+        h: &h,
+        doc: org(),
+        access_change: erin_moves_west,
+    };
+    held_back_story(&h, &mut crm).await;
+}
+
+/// The same story where the owner's role changes rather than the reader's.
+#[tokio::test(flavor = "current_thread")]
+async fn the_story_with_the_embedded_crm_when_the_owner_leaves_the_role_tree() {
+    let h = Harness::start(org()).await;
+    let mut crm = Embedded {
+        h: &h,
+        doc: org(),
+        access_change: frank_leaves_the_role_tree,
+    };
     held_back_story(&h, &mut crm).await;
 }
 
