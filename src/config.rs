@@ -387,6 +387,67 @@ mod tests {
         assert_eq!(config.ics, crate::ics::IcsConfig::default());
     }
 
+    /// The commented `[crm.NAME]` section of `config/crmsync.toml`, uncommented: its
+    /// `# key = value` lines (its `# # …` lines are comments), as a TOML table.
+    fn documented_connector_section(name: &str) -> toml::Value {
+        let text = include_str!("../config/crmsync.toml");
+        let start = text.find(&format!("# [crm.{name}]\n")).unwrap();
+        let end = text.find(&format!("# # (end of [crm.{name}])")).unwrap();
+        let toml: String = text[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed: toml::Value = toml::from_str(&toml).unwrap();
+        parsed["crm"][name].clone()
+    }
+
+    #[test]
+    fn the_documented_connector_keys_are_the_keys_with_their_defaults() {
+        use crate::crm::amocrm::AmoCrmConfig;
+        use crate::crm::insightly::InsightlyConfig;
+        // Keys without a default are documented with an example value: set aside, the
+        // rest must be the defaults.
+        let mut insightly: InsightlyConfig = documented_connector_section("insightly")
+            .try_into()
+            .unwrap();
+        assert!(insightly.admin_key.is_some() && insightly.model_file.is_some());
+        assert!(!insightly.user_keys.is_empty() && !insightly.google_accounts.is_empty());
+        insightly.admin_key = None;
+        insightly.model_file = None;
+        insightly.user_keys.clear();
+        insightly.google_accounts.clear();
+        assert_eq!(insightly, InsightlyConfig::default());
+        let mut amocrm: AmoCrmConfig = documented_connector_section("amocrm").try_into().unwrap();
+        assert!(amocrm.access_token.is_some() && amocrm.oauth.is_some());
+        amocrm.access_token = None;
+        amocrm.oauth = None;
+        assert_eq!(amocrm, AmoCrmConfig::default());
+    }
+
+    #[test]
+    fn a_connector_section_is_needed_by_its_source_and_checked_when_given() {
+        let amocrm_address = "base_url = \"https://acme.kommo.com/\"\n";
+        for (kind, name, first) in [
+            (CrmKind::Insightly, "insightly", ""),
+            (CrmKind::Amocrm, "amocrm", amocrm_address),
+        ] {
+            assert_eq!(kind.key(), name);
+            let err =
+                Config::parse("c.toml", &format!("[crm]\nsource = \"{name}\"\n")).unwrap_err();
+            assert_eq!(err.key, format!("crm.{name}"));
+            assert!(err.message.contains(&format!("[crm.{name}]")), "{err}");
+            // A section given for another source is checked all the same.
+            let err = Config::parse(
+                "c.toml",
+                &format!("[crm]\nsource = \"sqlite\"\n[crm.{name}]\n{first}max_attempts = 0\n"),
+            )
+            .unwrap_err();
+            assert_eq!(err.key, format!("crm.{name}.max_attempts"), "{err}");
+        }
+    }
+
     #[test]
     fn empty_config_takes_defaults() {
         assert_eq!(Config::parse("x", "").unwrap(), Config::default());

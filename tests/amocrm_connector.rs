@@ -45,6 +45,16 @@ fn setup() -> Setup {
     }
 }
 
+/// An update of `record` at version `v` by `acting`.
+fn update(record: RecordRef, v: i64, acting: &str, fields: serde_json::Value) -> WriteBack {
+    WriteBack::Update {
+        record,
+        expected_version: v,
+        acting_user: user(acting),
+        fields: fields.as_object().unwrap().clone(),
+    }
+}
+
 /// The version the shadow holds for a live record (its first read makes the feed).
 fn version_of(source: &dyn Source, record: &RecordRef) -> i64 {
     source.changes_since(Cursor(0), 1).unwrap();
@@ -134,7 +144,7 @@ fn users_rights_groups_and_records_are_mapped() {
 fn lists_are_paged_until_a_short_page_or_204() {
     let s = setup();
     let config = AmoCrmConfig {
-        page_limit: 2,
+        page_size: 2,
         ..s.config.clone()
     };
     let source = open(&config, &manual_clock());
@@ -234,7 +244,7 @@ fn the_policy_reconciles_fully_every_interval() {
     let s = setup();
     let clock = manual_clock();
     let config = AmoCrmConfig {
-        full_reconciliation_minutes: 60,
+        full_reconcile_minutes: 60,
         ..s.config.clone()
     };
     let source = open(&config, &clock);
@@ -551,15 +561,12 @@ fn a_stale_write_back_is_a_conflict_and_nothing_is_sent() {
         .state()
         .edit_field("contacts", 104, "POSITION", json!([{"value": "CEO"}]));
     let err = source
-        .apply(&WriteBack::Update {
-            record: contact("104"),
-            expected_version: v,
-            acting_user: user("5003"),
-            fields: json!({"phones": [{"number": "+14155550199", "label": "mobile"}]})
-                .as_object()
-                .unwrap()
-                .clone(),
-        })
+        .apply(&update(
+            contact("104"),
+            v,
+            "5003",
+            json!({"phones": [{"number": "+14155550199", "label": "mobile"}]}),
+        ))
         .unwrap_err();
     let CrmError::Conflict {
         expected, current, ..
@@ -584,12 +591,7 @@ fn a_write_back_to_a_record_deleted_meanwhile_is_not_found() {
     let v = version_of(&source, &contact("105"));
     s.fake.state().delete("contacts", 105);
     let err = source
-        .apply(&WriteBack::Update {
-            record: contact("105"),
-            expected_version: v,
-            acting_user: user("5004"),
-            fields: json!({"title": "Boss"}).as_object().unwrap().clone(),
-        })
+        .apply(&update(contact("105"), v, "5004", json!({"title": "Boss"})))
         .unwrap_err();
     assert!(matches!(err, CrmError::NotFound(_)), "{err}");
     assert!(source.get(&contact("105")).unwrap().is_none(), "tombstoned");
@@ -601,12 +603,7 @@ fn event_write_backs_move_the_task_and_unmappable_fields_are_refused() {
     let mut source = open(&s.config, &manual_clock());
     let event = RecordRef::new(ObjectKind::Event, "301".parse().unwrap());
     let v = version_of(&source, &event);
-    let update = |v, fields: serde_json::Value| WriteBack::Update {
-        record: event.clone(),
-        expected_version: v,
-        acting_user: user("5003"),
-        fields: fields.as_object().unwrap().clone(),
-    };
+    let update = |v, fields| update(event.clone(), v, "5003", fields);
     let out = source
         .apply(&update(
             v,
@@ -784,15 +781,12 @@ fn a_write_back_amocrm_refuses_is_invalid_with_its_reason() {
         ..Fault::default()
     });
     let err = source
-        .apply(&WriteBack::Update {
-            record: contact("104"),
-            expected_version: v,
-            acting_user: user("5003"),
-            fields: json!({"phones": [{"number": "+14155550199", "label": "mobile"}]})
-                .as_object()
-                .unwrap()
-                .clone(),
-        })
+        .apply(&update(
+            contact("104"),
+            v,
+            "5003",
+            json!({"phones": [{"number": "+14155550199", "label": "mobile"}]}),
+        ))
         .unwrap_err();
     assert!(matches!(err, CrmError::Invalid(_)), "{err}");
     assert!(err.to_string().contains("InvalidPhone"), "{err}");

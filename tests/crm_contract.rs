@@ -625,7 +625,7 @@ impl Subject for AmoSubject {
             .state()
             .delete("contacts", record.id.as_str().parse().unwrap());
         // Deletions are caught by the full reconciliation: let it come due.
-        let every = self.config.full_reconciliation_minutes;
+        let every = self.config.full_reconcile_minutes;
         self.clock.advance(Duration::from_secs((every + 1) * 60));
     }
 }

@@ -493,6 +493,7 @@ use chrono::TimeZone;
 use crmsync::crm::amocrm::{self, AmoCrm, AmoCrmConfig, OAuthConfig};
 use crmsync::crm::connector::pacing::ManualClock;
 use crmsync::crm::connector::secret::SecretRef;
+use crmsync::crm::connector::settings::OpenOptions;
 use crmsync::crm::connector::source::ShadowSource;
 use crmsync::crm::OrgModel;
 use std::path::PathBuf;
@@ -525,7 +526,7 @@ pub fn long_lived_config(fake: &FakeAmo, dir: &Path) -> AmoCrmConfig {
         base_url: fake.base_url(),
         shadow_path: dir.join("amocrm-shadow.db"),
         google_domains: vec!["acme.example".into()],
-        min_pull_interval_seconds: 0,
+        poll_interval_secs: 0,
         access_token: Some(SecretRef::file(token)),
         ..AmoCrmConfig::default()
     }
@@ -549,7 +550,12 @@ pub fn oauth_config(fake: &FakeAmo, dir: &Path, tokens: &Value) -> AmoCrmConfig 
 
 /// The connector's `Source` on a manual clock (sleeps are virtual, jitter seeded).
 pub fn open(config: &AmoCrmConfig, clock: &Arc<ManualClock>) -> ShadowSource<AmoCrm> {
-    amocrm::open_with(config, clock.clone(), Some(7)).unwrap()
+    let options = OpenOptions {
+        clock: clock.clone(),
+        retry_seed: Some(7),
+        ..OpenOptions::default()
+    };
+    amocrm::open_with(config, options).unwrap()
 }
 
 /// amoCRM as it is now, read by a fresh connector into a private shadow (a full read).

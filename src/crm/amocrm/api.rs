@@ -352,7 +352,7 @@ impl AmoApi {
         }
         Err(protocol(
             path,
-            format!("more than {MAX_PAGES} pages; lower the data volume or raise page_limit"),
+            format!("more than {MAX_PAGES} pages; lower the data volume or raise page_size"),
         ))
     }
 }

@@ -31,25 +31,24 @@ use super::api::{AmoApi, ApiAccount, ApiCompany, ApiContact, ApiTask, ApiUser};
 use super::auth::{Auth, OAuthSession, CRM};
 use super::mapping::{self, EventRules};
 use super::AmoCrmConfig;
-use crate::crm::connector::http::{HttpClient, HttpConfig};
-use crate::crm::connector::pacing::Clock;
+use crate::crm::connector::http::HttpClient;
+use crate::crm::connector::settings::{no_daily_quota, OpenOptions};
 use crate::crm::connector::shadow::Shadow;
 use crate::crm::connector::source::{PullReport, RemoteCrm};
 use crate::crm::connector::ConnectorError;
 use crate::crm::{
-    writable_fields, CrmError, Entity, EntityKind, RowProblem, WriteBack, WriteOutcome,
+    updated_record, CrmError, Entity, EntityKind, RowProblem, WriteBack, WriteOutcome,
 };
 use crate::model::{ObjectKind, OrgWideSharing, RecordRef};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What the connector reads besides the auth.
 #[derive(Debug, Clone)]
 struct Settings {
-    page_limit: u32,
+    page_size: u32,
     google_domains: Vec<String>,
     org_name: String,
     time_zone: String,
@@ -123,11 +122,8 @@ fn problem(kind: EntityKind, id: &str, error: impl Into<String>) -> RowProblem {
 impl AmoCrm {
     /// Starts the HTTP thread and loads the credentials (a missing token is a configuration
     /// error, reported before anything is sent).
-    pub fn connect(
-        config: &AmoCrmConfig,
-        clock: Arc<dyn Clock>,
-        seed: Option<u64>,
-    ) -> Result<Self, CrmError> {
+    pub fn connect(config: &AmoCrmConfig, options: &OpenOptions) -> Result<Self, CrmError> {
+        let clock = Arc::clone(&options.clock);
         let config_error = |m: String| CrmError::from(ConnectorError::Config(m));
         let api_base = config
             .api_base()
@@ -152,15 +148,13 @@ impl AmoCrm {
                 ))
             }
         };
-        let http = HttpClient::start(HttpConfig {
-            crm: CRM.into(),
-            pacing: config.pacing(),
-            retry: config.retry(seed),
-            request_timeout: Duration::from_secs(config.request_timeout_seconds),
-            connect_timeout: Duration::from_secs(10),
-            quota_test: no_daily_quota,
-            clock: Arc::clone(&clock),
-        })?;
+        // amoCRM limits requests per second (429), not per day.
+        let http = HttpClient::start(config.common().http_config(
+            &super::LIMITS,
+            None,
+            no_daily_quota,
+            options,
+        ))?;
         Ok(Self {
             describe: format!("amocrm:{api_base}"),
             api: AmoApi {
@@ -170,7 +164,7 @@ impl AmoCrm {
                 clock,
             },
             settings: Settings {
-                page_limit: config.page_limit,
+                page_size: config.page_size,
                 google_domains: config.google_domains.clone(),
                 org_name: config.org_name.clone(),
                 time_zone: config.time_zone.clone(),
@@ -247,7 +241,7 @@ impl AmoCrm {
     ) -> Result<(), CrmError> {
         let mut users: Vec<ApiUser> = Vec::new();
         let mut seen: BTreeSet<String> = BTreeSet::new();
-        let limit = self.settings.page_limit;
+        let limit = self.settings.page_size;
         self.api
             .for_each_page("users", "users", &[], limit, |items| {
                 for raw in items {
@@ -304,8 +298,7 @@ impl AmoCrm {
             (EntityKind::Profile, &profiles_seen),
             (EntityKind::Team, &team_ids),
         ] {
-            let gone: Vec<String> = shadow.live_ids(kind)?.difference(keep).cloned().collect();
-            shadow.remove(kind, &gone)?;
+            shadow.remove_missing(kind, keep)?;
         }
         Ok(())
     }
@@ -340,7 +333,7 @@ impl AmoCrm {
             kind.path(),
             kind.path(),
             &query,
-            self.settings.page_limit,
+            self.settings.page_size,
             |items| {
                 let mut live = Vec::new();
                 let mut gone = Vec::new();
@@ -366,12 +359,7 @@ impl AmoCrm {
             },
         )?;
         if !incremental {
-            let gone: Vec<String> = shadow
-                .live_ids(entity_kind)?
-                .difference(&seen)
-                .cloned()
-                .collect();
-            shadow.remove(entity_kind, &gone)?;
+            shadow.remove_missing(entity_kind, &seen)?;
         }
         if let Some(n) = newest {
             shadow.set_state(&kind.mark_key(), &n.to_string())?;
@@ -380,12 +368,12 @@ impl AmoCrm {
     }
 
     /// One record as amoCRM holds it now: `Ok(None)` when it is gone (or no longer an
-    /// event); the shadow is updated either way. Returns the shadow's version after.
-    fn refetch(
+    /// event), which is tombstoned in the shadow at once.
+    fn fetch(
         &mut self,
         shadow: &mut Shadow,
         record: &RecordRef,
-    ) -> Result<Option<(i64, Entity)>, CrmError> {
+    ) -> Result<Option<Entity>, CrmError> {
         let kind = RecordKind::of(record.kind);
         let path = format!("{}/{}", kind.path(), record.id);
         let entity = match self.api.get(&path, &[])? {
@@ -398,16 +386,10 @@ impl AmoCrm {
                 })
             })?,
         };
-        match entity {
-            None => {
-                shadow.remove(kind.entity(), &[record.id.to_string()])?;
-                Ok(None)
-            }
-            Some(entity) => {
-                shadow.record(std::slice::from_ref(&entity))?;
-                Ok(shadow.get(kind.entity(), record.id.as_str())?)
-            }
+        if entity.is_none() {
+            shadow.remove(kind.entity(), &[record.id.to_string()])?;
         }
+        Ok(entity)
     }
 
     fn update(
@@ -418,25 +400,8 @@ impl AmoCrm {
         acting: &crate::model::UserId,
         fields: &Map<String, Value>,
     ) -> Result<WriteOutcome, CrmError> {
-        let allowed = writable_fields(record.kind);
-        if let Some(bad) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(CrmError::Refused(format!(
-                "field {bad:?} of a {} cannot be written back",
-                record.kind
-            )));
-        }
-        let kind = RecordKind::of(record.kind);
-        let (current, seen) = shadow
-            .get(kind.entity(), record.id.as_str())?
-            .ok_or_else(|| CrmError::NotFound(record.clone()))?;
-        if current != expected {
-            return Err(CrmError::Conflict {
-                record: record.clone(),
-                expected,
-                current,
-            });
-        }
-        let target = with_fields(&seen, fields)?;
+        let (current, seen) = shadow.expect_version(record, expected)?;
+        let target = updated_record(record, &seen, fields)?;
         if target.without_stamp() == seen.without_stamp() {
             return Ok(WriteOutcome {
                 record: record.clone(),
@@ -455,32 +420,25 @@ impl AmoCrm {
             }
         };
         // amoCRM has no conditional write: check its copy first (see the module docs).
-        match self.refetch(shadow, record)? {
-            None => return Err(CrmError::NotFound(record.clone())),
-            Some((now, _)) if now != expected => {
-                return Err(CrmError::Conflict {
-                    record: record.clone(),
-                    expected,
-                    current: now,
-                })
-            }
-            Some(_) => {}
-        }
-        let path = format!("{}/{}", kind.path(), record.id);
+        let fresh = self
+            .fetch(shadow, record)?
+            .ok_or_else(|| CrmError::NotFound(record.clone()))?;
+        shadow.recheck(record, expected, fresh)?;
+        let path = format!("{}/{}", RecordKind::of(record.kind).path(), record.id);
         self.api.patch(&path, body)?;
-        let (version, _) = self
-            .refetch(shadow, record)?
+        // What amoCRM holds now is what the shadow records (and the engine's new version).
+        let after = self
+            .fetch(shadow, record)?
+            .ok_or_else(|| CrmError::NotFound(record.clone()))?;
+        shadow.record(std::slice::from_ref(&after))?;
+        let (version, _) = shadow
+            .get(after.kind(), record.id.as_str())?
             .ok_or_else(|| CrmError::NotFound(record.clone()))?;
         Ok(WriteOutcome {
             record: record.clone(),
             version,
         })
     }
-}
-
-fn no_daily_quota(_: &crate::crm::connector::http::HttpResponse) -> Option<String> {
-    // amoCRM limits requests per second (429), not per day.
-    None
 }
 
 /// Maps one listed record: `Ok(Some)` live, `Ok(None)` gone (deleted, or a task that is not
@@ -500,38 +458,6 @@ fn map_record(kind: RecordKind, raw: Value, rules: &EventRules) -> Result<Option
             .and_then(|t| mapping::event(&t, rules))
             .map(|e| e.map(Entity::Event)),
     }
-}
-
-/// `entity` with `fields` set, normalised: what the record becomes.
-fn with_fields(entity: &Entity, fields: &Map<String, Value>) -> Result<Entity, CrmError> {
-    let kind = entity.kind();
-    let mut value =
-        serde_json::to_value(entity).map_err(|e| CrmError::Invalid(format!("{kind}: {e}")))?;
-    if let Some(obj) = value.as_object_mut() {
-        for (k, v) in fields {
-            obj.insert(k.clone(), v.clone());
-        }
-    }
-    let merged = Entity::from_json(kind, &value.to_string())
-        .map_err(|e| CrmError::Invalid(format!("{kind}: {e}")))?;
-    let invalid = |problems: Vec<(String, crate::model::normalize::NormalizeError)>| {
-        CrmError::Invalid(
-            problems
-                .iter()
-                .map(|(f, e)| format!("{f}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    };
-    Ok(match merged {
-        Entity::Contact(c) => Entity::Contact(c.normalized().map_err(invalid)?),
-        Entity::Event(e) => Entity::Event(e.normalized().map_err(invalid)?),
-        Entity::Organization(mut o) => {
-            o.name = o.name.trim().to_owned();
-            Entity::Organization(o)
-        }
-        other => other,
-    })
 }
 
 impl RemoteCrm for AmoCrm {

@@ -33,22 +33,23 @@ pub mod mapping;
 
 pub use connector::AmoCrm;
 
-use super::connector::pacing::{Clock, PacingConfig, RetryPolicy, SystemClock};
 use super::connector::secret::SecretRef;
+use super::connector::settings::{ApiLimits, CommonSettings, OpenOptions};
 use super::connector::shadow::Shadow;
-use super::connector::source::{PullPolicy, ShadowSource};
+use super::connector::source::ShadowSource;
 use super::connector::ConnectorError;
 use super::CrmError;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-/// The most records amoCRM returns per page (`limit`).
-pub const MAX_PAGE_LIMIT: u32 = 250;
-/// amoCRM answers 429 above about 7 requests per second (and blocks the account with 403 on
-/// repeated excess).
-pub const MAX_REQUESTS_PER_SECOND: f64 = 7.0;
+/// What amoCRM's API allows: about 7 requests per second (above it answers 429, and blocks
+/// the account with 403 on repeated excess), `limit` ≤ 250 per page.
+pub const LIMITS: ApiLimits = ApiLimits {
+    crm: "amoCRM",
+    max_requests_per_second: 7.0,
+    max_page_size: 250,
+};
 
 /// `[crm.amocrm]`: see `config/crmsync.toml` for every key with its default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -68,17 +69,18 @@ pub struct AmoCrmConfig {
     pub event_task_types: Vec<i64>,
     /// The length of a task without a duration, in minutes.
     pub event_minutes: u32,
-    /// Requests per second (amoCRM allows about 7).
+    /// Requests per second, at most 7 (above, amoCRM answers 429).
     pub requests_per_second: f64,
     /// Records per page (amoCRM's maximum is 250).
-    pub page_limit: u32,
+    pub page_size: u32,
     /// Attempts per request (429 and 5xx are retried with backoff).
     pub max_attempts: u32,
-    pub request_timeout_seconds: u64,
+    pub request_timeout_secs: u64,
     /// At most one read of amoCRM per this many seconds within a process.
-    pub min_pull_interval_seconds: u64,
-    /// A full reconciliation (every record id: deletions) at least this often.
-    pub full_reconciliation_minutes: u64,
+    pub poll_interval_secs: u64,
+    /// A full reconciliation (every record id: deletions) at least this often; 0 makes
+    /// every read full.
+    pub full_reconcile_minutes: u64,
     /// A long-lived token (exactly one of this or `oauth`).
     pub access_token: Option<SecretRef>,
     /// The authorization-code flow with rotating refresh tokens.
@@ -89,18 +91,18 @@ impl Default for AmoCrmConfig {
     fn default() -> Self {
         Self {
             base_url: String::new(),
-            shadow_path: PathBuf::from("crmsync-amocrm.db"),
+            shadow_path: PathBuf::from("amocrm-shadow.db"),
             google_domains: Vec::new(),
             org_name: String::new(),
             time_zone: String::new(),
             event_task_types: vec![1, 2],
             event_minutes: 30,
-            requests_per_second: MAX_REQUESTS_PER_SECOND,
-            page_limit: MAX_PAGE_LIMIT,
+            requests_per_second: LIMITS.max_requests_per_second,
+            page_size: LIMITS.max_page_size,
             max_attempts: 5,
-            request_timeout_seconds: 30,
-            min_pull_interval_seconds: 60,
-            full_reconciliation_minutes: 360,
+            request_timeout_secs: 30,
+            poll_interval_secs: 60,
+            full_reconcile_minutes: 360,
             access_token: None,
             oauth: None,
         }
@@ -172,38 +174,7 @@ impl AmoCrmConfig {
                 format!("{} is not in 1..=1440", self.event_minutes),
             );
         }
-        if !(self.requests_per_second > 0.0 && self.requests_per_second <= MAX_REQUESTS_PER_SECOND)
-        {
-            return fail(
-                "requests_per_second",
-                format!(
-                    "{} is not in (0, 7] (amoCRM answers 429 above about 7 per second and \
-                     blocks the account on repeated excess)",
-                    self.requests_per_second
-                ),
-            );
-        }
-        if !(1..=MAX_PAGE_LIMIT).contains(&self.page_limit) {
-            return fail(
-                "page_limit",
-                format!("{} is not in 1..=250", self.page_limit),
-            );
-        }
-        if !(1..=20).contains(&self.max_attempts) {
-            return fail(
-                "max_attempts",
-                format!("{} is not in 1..=20", self.max_attempts),
-            );
-        }
-        if !(1..=600).contains(&self.request_timeout_seconds) {
-            return fail(
-                "request_timeout_seconds",
-                format!("{} is not in 1..=600", self.request_timeout_seconds),
-            );
-        }
-        if self.full_reconciliation_minutes == 0 {
-            return fail("full_reconciliation_minutes", "must be at least 1".into());
-        }
+        self.common().check(&LIMITS)?;
         match (&self.access_token, &self.oauth) {
             (Some(token), None) => {
                 if let Err(message) = token.check() {
@@ -286,50 +257,39 @@ impl AmoCrmConfig {
         Ok(url)
     }
 
-    /// The pacing this section asks for.
-    pub fn pacing(&self) -> PacingConfig {
-        PacingConfig {
+    /// The keys every connector section shares.
+    pub fn common(&self) -> CommonSettings {
+        CommonSettings {
             requests_per_second: self.requests_per_second,
-            daily_budget: None,
-        }
-    }
-
-    /// The retry policy this section asks for (`seed` makes the jitter reproducible).
-    pub fn retry(&self, seed: Option<u64>) -> RetryPolicy {
-        RetryPolicy {
             max_attempts: self.max_attempts,
-            seed,
-            ..RetryPolicy::default()
-        }
-    }
-
-    /// When the CRM is read.
-    pub fn pull_policy(&self, clock: Arc<dyn Clock>) -> PullPolicy {
-        PullPolicy {
-            min_interval: Duration::from_secs(self.min_pull_interval_seconds),
-            full_every: Duration::from_secs(self.full_reconciliation_minutes.saturating_mul(60)),
-            clock,
+            request_timeout_secs: self.request_timeout_secs,
+            page_size: self.page_size,
+            poll_interval_secs: self.poll_interval_secs,
+            full_reconcile_minutes: self.full_reconcile_minutes,
         }
     }
 }
 
 /// The configured amoCRM source on real time.
 pub fn open(config: &AmoCrmConfig) -> Result<ShadowSource<AmoCrm>, CrmError> {
-    open_with(config, Arc::new(SystemClock), None)
+    open_with(config, OpenOptions::default())
 }
 
-/// [`open`] on a given clock (tests drive time) and jitter seed.
+/// [`open`] with test hooks (a clock the tests drive, a jitter seed).
 pub fn open_with(
     config: &AmoCrmConfig,
-    clock: Arc<dyn Clock>,
-    seed: Option<u64>,
+    options: OpenOptions,
 ) -> Result<ShadowSource<AmoCrm>, CrmError> {
     config
         .check()
         .map_err(|(key, message)| ConnectorError::Config(format!("crm.amocrm.{key}: {message}")))?;
-    let remote = AmoCrm::connect(config, Arc::clone(&clock), seed)?;
+    let remote = AmoCrm::connect(config, &options)?;
     let shadow = Shadow::open(&config.shadow_path)?;
-    Ok(ShadowSource::new(remote, shadow, config.pull_policy(clock)))
+    Ok(ShadowSource::new(
+        remote,
+        shadow,
+        config.common().pull_policy(Arc::clone(&options.clock)),
+    ))
 }
 
 #[cfg(test)]
@@ -375,37 +335,6 @@ mod tests {
         assert_eq!(amo.google_domains, vec!["acme.example"]);
     }
 
-    /// The commented `[crm.amocrm]` block of `config/crmsync.toml`, uncommented.
-    fn documented_section() -> String {
-        let text = include_str!("../../../config/crmsync.toml");
-        let start = text.find("# [crm.amocrm]\n").unwrap();
-        let end = text.find("# # (end of [crm.amocrm])").unwrap();
-        text[start..end]
-            .lines()
-            .filter_map(|l| l.strip_prefix("# "))
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
-            .collect()
-    }
-
-    #[test]
-    fn the_documented_keys_are_the_keys_with_their_defaults() {
-        let text = format!("[crm]\nsource = \"amocrm\"\n{}", documented_section());
-        // The documented block names both auth methods and leaves base_url empty: the
-        // check refuses exactly that, so parse the section alone first.
-        let raw: toml::Value = toml::from_str(&text).unwrap();
-        let section = raw["crm"]["amocrm"].clone();
-        let mut parsed: AmoCrmConfig = section.try_into().unwrap();
-        assert!(parsed.access_token.is_some() && parsed.oauth.is_some());
-        parsed.access_token = None;
-        parsed.oauth = None;
-        assert_eq!(
-            parsed,
-            AmoCrmConfig::default(),
-            "documented defaults are the defaults"
-        );
-    }
-
     #[test]
     fn the_section_is_required_and_checked_through_the_config() {
         let err =
@@ -414,10 +343,10 @@ mod tests {
         let err = crate::config::Config::parse(
             "c.toml",
             "[crm]\nsource = \"amocrm\"\n[crm.amocrm]\nbase_url = \"https://a.kommo.com/\"\n\
-             access_token = { env = \"T\" }\npage_limit = 500\n",
+             access_token = { env = \"T\" }\npage_size = 500\n",
         )
         .unwrap_err();
-        assert_eq!(err.key, "crm.amocrm.page_limit");
+        assert_eq!(err.key, "crm.amocrm.page_size");
         let err = crate::config::Config::parse(
             "c.toml",
             "[crm.amocrm]\nbase_url = \"https://a.kommo.com/\"\ntoken = \"abc\"\n",
@@ -435,7 +364,7 @@ mod tests {
         .unwrap();
         let config = crate::config::Config::load(&path).unwrap();
         let amo = config.crm.amocrm.unwrap();
-        assert_eq!(amo.shadow_path, dir.path().join("crmsync-amocrm.db"));
+        assert_eq!(amo.shadow_path, dir.path().join("amocrm-shadow.db"));
         let oauth = amo.oauth.unwrap();
         assert_eq!(oauth.token_file, dir.path().join("tokens.json"));
         assert_eq!(oauth.client_secret.file, Some(dir.path().join("secret")));
@@ -453,10 +382,10 @@ mod tests {
         );
         assert_eq!(
             key(AmoCrmConfig {
-                page_limit: 251,
+                page_size: 251,
                 ..with_token()
             }),
-            "page_limit"
+            "page_size"
         );
         assert_eq!(
             key(AmoCrmConfig {
