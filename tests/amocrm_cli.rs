@@ -1,6 +1,7 @@
 //! The built binary with `[crm] source = "amocrm"` against the fake amoCRM: `access
 //! explain` reads amoCRM's rights through the connector (paced at 7 requests per second on
-//! real time), `crm show` is refused, and configuration problems exit 2 naming the cause.
+//! real time), `crm show|load|export` are refused naming amoCRM, and configuration problems
+//! exit 2 naming the cause.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -71,9 +72,27 @@ fn access_explain_reads_amocrm_rights_and_crm_show_is_refused() {
         .iter()
         .all(|l| l.auth == format!("Bearer {LONG_LIVED}")));
 
-    let out = run(&config, &["crm", "show", "contact", "104"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("embedded CRM only"));
+    // The embedded CRM's commands are refused, naming the configured CRM.
+    let org = format!(
+        "{}/tests/fixtures/example-org.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let export = dir.path().join("export.json");
+    for args in [
+        vec!["crm", "show", "contact", "104"],
+        vec!["crm", "load", org.as_str()],
+        vec!["crm", "export", export.to_str().unwrap()],
+    ] {
+        let out = run(&config, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("embedded CRM only")
+                && stderr.contains("amoCRM ([crm] source = \"amocrm\")"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!export.exists() && !dir.path().join("crmsync-crm.db").exists());
 }
 
 #[test]
