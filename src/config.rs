@@ -67,6 +67,28 @@ pub enum CrmKind {
     Sqlite,
     /// Insightly API v3.1 (`[crm.insightly]`).
     Insightly,
+    /// amoCRM / Kommo API v4 (`[crm.amocrm]`).
+    Amocrm,
+}
+
+impl CrmKind {
+    /// The value of `[crm] source` (and the name of the connector's section).
+    pub fn key(self) -> &'static str {
+        match self {
+            CrmKind::Sqlite => "sqlite",
+            CrmKind::Insightly => "insightly",
+            CrmKind::Amocrm => "amocrm",
+        }
+    }
+
+    /// The CRM's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            CrmKind::Sqlite => "the embedded CRM",
+            CrmKind::Insightly => "Insightly",
+            CrmKind::Amocrm => "amoCRM",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -77,6 +99,8 @@ pub struct CrmConfig {
     pub path: PathBuf,
     /// The Insightly connector (`source = "insightly"`).
     pub insightly: Option<crate::crm::insightly::InsightlyConfig>,
+    /// The amoCRM / Kommo connector (`source = "amocrm"`).
+    pub amocrm: Option<crate::crm::amocrm::AmoCrmConfig>,
 }
 
 impl Default for CrmConfig {
@@ -85,7 +109,37 @@ impl Default for CrmConfig {
             source: CrmKind::Sqlite,
             path: PathBuf::from("crmsync-crm.db"),
             insightly: None,
+            amocrm: None,
         }
+    }
+}
+
+impl CrmConfig {
+    /// Every connector section is checked the same way: the one `source` names must be
+    /// there, and any section given is checked (a typo in a section not yet in use is
+    /// reported now, not when the source is switched). `Err((key, message))` names the key.
+    fn check_connectors(&self) -> Result<(), (String, String)> {
+        let sections = [
+            (
+                CrmKind::Insightly,
+                self.insightly.as_ref().map(|c| c.check()),
+            ),
+            (CrmKind::Amocrm, self.amocrm.as_ref().map(|c| c.check())),
+        ];
+        for (kind, checked) in sections {
+            let section = format!("crm.{}", kind.key());
+            match checked {
+                None if self.source == kind => {
+                    return Err((
+                        section.clone(),
+                        format!("source = \"{}\" needs a [{section}] section", kind.key()),
+                    ))
+                }
+                Some(Err((key, message))) => return Err((format!("{section}.{key}"), message)),
+                None | Some(Ok(())) => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -201,6 +255,9 @@ impl Config {
         if let Some(insightly) = &mut self.crm.insightly {
             insightly.resolve_paths(base);
         }
+        if let Some(amocrm) = &mut self.crm.amocrm {
+            amocrm.resolve_paths(base);
+        }
     }
 
     fn check(&self, source_name: &str) -> Result<(), ConfigError> {
@@ -268,19 +325,8 @@ impl Config {
         if let Err((section, err)) = self.scope.check_ranges() {
             return fail(&section, err.to_string());
         }
-        match (&self.crm.source, &self.crm.insightly) {
-            (CrmKind::Insightly, None) => {
-                return fail(
-                    "crm.insightly",
-                    "source = \"insightly\" needs a [crm.insightly] section".into(),
-                )
-            }
-            (_, Some(insightly)) => {
-                if let Err((key, message)) = insightly.check() {
-                    return fail(&format!("crm.insightly.{key}"), message);
-                }
-            }
-            _ => {}
+        if let Err((key, message)) = self.crm.check_connectors() {
+            return fail(&key, message);
         }
         if let Err((key, message)) = self.ics.check() {
             return fail(key, message);
@@ -339,6 +385,67 @@ mod tests {
             defaults.google.contact_group_name
         );
         assert_eq!(config.ics, crate::ics::IcsConfig::default());
+    }
+
+    /// The commented `[crm.NAME]` section of `config/crmsync.toml`, uncommented: its
+    /// `# key = value` lines (its `# # …` lines are comments), as a TOML table.
+    fn documented_connector_section(name: &str) -> toml::Value {
+        let text = include_str!("../config/crmsync.toml");
+        let start = text.find(&format!("# [crm.{name}]\n")).unwrap();
+        let end = text.find(&format!("# # (end of [crm.{name}])")).unwrap();
+        let toml: String = text[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed: toml::Value = toml::from_str(&toml).unwrap();
+        parsed["crm"][name].clone()
+    }
+
+    #[test]
+    fn the_documented_connector_keys_are_the_keys_with_their_defaults() {
+        use crate::crm::amocrm::AmoCrmConfig;
+        use crate::crm::insightly::InsightlyConfig;
+        // Keys without a default are documented with an example value: set aside, the
+        // rest must be the defaults.
+        let mut insightly: InsightlyConfig = documented_connector_section("insightly")
+            .try_into()
+            .unwrap();
+        assert!(insightly.admin_key.is_some() && insightly.model_file.is_some());
+        assert!(!insightly.user_keys.is_empty() && !insightly.google_accounts.is_empty());
+        insightly.admin_key = None;
+        insightly.model_file = None;
+        insightly.user_keys.clear();
+        insightly.google_accounts.clear();
+        assert_eq!(insightly, InsightlyConfig::default());
+        let mut amocrm: AmoCrmConfig = documented_connector_section("amocrm").try_into().unwrap();
+        assert!(amocrm.access_token.is_some() && amocrm.oauth.is_some());
+        amocrm.access_token = None;
+        amocrm.oauth = None;
+        assert_eq!(amocrm, AmoCrmConfig::default());
+    }
+
+    #[test]
+    fn a_connector_section_is_needed_by_its_source_and_checked_when_given() {
+        let amocrm_address = "base_url = \"https://acme.kommo.com/\"\n";
+        for (kind, name, first) in [
+            (CrmKind::Insightly, "insightly", ""),
+            (CrmKind::Amocrm, "amocrm", amocrm_address),
+        ] {
+            assert_eq!(kind.key(), name);
+            let err =
+                Config::parse("c.toml", &format!("[crm]\nsource = \"{name}\"\n")).unwrap_err();
+            assert_eq!(err.key, format!("crm.{name}"));
+            assert!(err.message.contains(&format!("[crm.{name}]")), "{err}");
+            // A section given for another source is checked all the same.
+            let err = Config::parse(
+                "c.toml",
+                &format!("[crm]\nsource = \"sqlite\"\n[crm.{name}]\n{first}max_attempts = 0\n"),
+            )
+            .unwrap_err();
+            assert_eq!(err.key, format!("crm.{name}.max_attempts"), "{err}");
+        }
     }
 
     #[test]

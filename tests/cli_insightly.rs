@@ -203,7 +203,8 @@ fn crm_load_is_refused_for_insightly() {
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
-        stderr(&out).contains("embedded CRM only"),
+        stderr(&out).contains("embedded CRM only")
+            && stderr(&out).contains("Insightly ([crm] source = \"insightly\")"),
         "{}",
         stderr(&out)
     );

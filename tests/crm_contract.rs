@@ -1,14 +1,31 @@
-//! The contract every `crm::Source` adapter must keep: a monotonic change feed with
-//! tombstones, paging, `get`, and write-backs that refuse stale versions instead of
-//! overwriting. One story, written once ([`contract_story`]), run against every source
-//! through a [`Subject`]: the embedded CRM and Insightly (a fake of its API). Another
+//! The contract every `crm::Source` adapter must keep, written once and run against every
+//! source through a [`Subject`]: the embedded CRM, Insightly (a fake of its API) with an
+//! admin key and with each user's own key, and amoCRM (a fake of its API). Another
 //! connector joins with one `Subject` impl and one `#[test]`.
+//!
+//! [`contract_story`]: the change feed holds every live entity once, in growing versions,
+//! page by page, and ends; `get` answers with the feed's version and entity; a write-back
+//! names the version the engine saw — the current one gives a new version (in the feed
+//! once), the same values again are not a change, a stale one is a `Conflict`, never an
+//! overwrite, ownership is never written and invalid values change nothing (and a hosted
+//! CRM is sent none of these); a change made in the CRM itself makes the engine's version
+//! stale and comes through the feed; a record deleted in the CRM becomes a tombstone with a
+//! larger version and is `NotFound` to write-backs; the instance id survives changes and
+//! re-opening, and another CRM has another.
+//!
+//! [`creates_and_deletes`] (on a fresh CRM): creates and deletes either work as the embedded
+//! CRM's do (ids never reused, stale deletes refused, a delete is a tombstone, deleting
+//! again is `NotFound`) or are refused as a whole and change nothing — a CRM whose API
+//! cannot do them; the engine then keeps the phone's item or restores it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod amocrm_support;
 mod connector_support;
 mod insightly_fake;
 
+use amocrm_support::FakeAmo;
+use crmsync::crm::amocrm::AmoCrmConfig;
 use crmsync::crm::connector::pacing::ManualClock;
 use crmsync::crm::insightly::config::Mode;
 use crmsync::crm::sqlite::SqliteCrm;
@@ -16,10 +33,11 @@ use crmsync::crm::{
     orgfile, Change, CrmError, Cursor, Entity, EntityKind, OrgModel, Source, WriteBack,
 };
 use crmsync::mirror;
-use crmsync::model::{ObjectKind, RecordRef, UserId};
+use crmsync::model::{CrmId, ObjectKind, RecordRef, UserId};
 use crmsync::store::StateDb;
 use insightly_fake::{FakeInsightly, Kind};
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +52,13 @@ fn embedded() -> SqliteCrm {
     crm
 }
 
+/// Whether a source carries out a kind of write-back or refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capability {
+    Supported,
+    Refused,
+}
+
 /// A CRM source under the contract, and the CRM behind it.
 trait Subject {
     /// A connection to the CRM, as the engine opens one per run.
@@ -42,6 +67,15 @@ trait Subject {
     fn live_entities(&self) -> usize;
     /// A contact, and a user who may edit it.
     fn editable(&self) -> (RecordRef, UserId);
+    /// Another user: a phone may never make them a record's owner.
+    fn other_user(&self) -> UserId;
+    /// Whether records are created from phones.
+    fn creates(&self) -> Capability;
+    /// Whether records are deleted from phones.
+    fn deletes(&self) -> Capability;
+    /// Write requests (create, change, delete) the CRM received so far; `None` for a CRM
+    /// that is not reached over an API.
+    fn writes_received(&self) -> Option<usize>;
     /// Someone changes the contact's title in the CRM itself (not through crmsync).
     fn change_outside(&mut self, record: &RecordRef, title: &str);
     /// Someone deletes the contact in the CRM itself; the source's next read sees it.
@@ -49,7 +83,7 @@ trait Subject {
 }
 
 /// Every change of the feed from `cursor`, page by page (`limit` per page), checking that
-/// versions only grow and pages keep their size.
+/// versions only grow, pages keep their size and the feed ends (`more` false, nothing after).
 fn drain(source: &dyn Source, cursor: Cursor, limit: usize) -> (Vec<Change>, Cursor) {
     let mut cursor = cursor;
     let mut out: Vec<Change> = Vec::new();
@@ -64,10 +98,20 @@ fn drain(source: &dyn Source, cursor: Cursor, limit: usize) -> (Vec<Change>, Cur
         assert!(batch.next_cursor >= cursor);
         cursor = batch.next_cursor;
         if !batch.more {
+            let after = source.changes_since(cursor, limit).unwrap();
+            assert!(after.changes.is_empty() && !after.more, "the feed ended");
             return (out, cursor);
         }
     }
     panic!("the feed never ended");
+}
+
+/// The version of the newest change in the whole feed (0 when empty).
+fn feed_head(source: &dyn Source) -> i64 {
+    drain(source, Cursor(0), 50)
+        .0
+        .last()
+        .map_or(0, |c| c.version)
 }
 
 fn version_of(source: &dyn Source, record: &RecordRef) -> i64 {
@@ -107,7 +151,10 @@ fn contract_story(subject: &mut dyn Subject) {
         all.iter().all(|c| c.entity.is_some()),
         "no tombstones at first"
     );
-    assert!(source.changes_since(head, 4).unwrap().changes.is_empty());
+    let distinct: BTreeSet<(EntityKind, &str)> =
+        all.iter().map(|c| (c.kind, c.id.as_str())).collect();
+    assert_eq!(distinct.len(), all.len(), "each entity appears once");
+    let writes_at_first = subject.writes_received();
 
     // `get` answers with the feed's version and entity.
     let (record, user) = subject.editable();
@@ -129,6 +176,7 @@ fn contract_story(subject: &mut dyn Subject) {
         ))
         .unwrap();
     assert!(out.version > v);
+    assert_eq!(out.record, record);
     assert_eq!(version_of(source.as_ref(), &record), out.version);
     assert_eq!(
         title_of(source.as_ref(), &record),
@@ -159,9 +207,16 @@ fn contract_story(subject: &mut dyn Subject) {
         matches!(err, CrmError::Conflict { expected, current, .. } if expected == v && current == out.version),
         "{err}"
     );
-    // Ownership is never written from a phone; invalid values change nothing.
+    // Ownership is never written from a phone (not even to a real user); invalid values
+    // change nothing.
+    let other = subject.other_user();
     let err = source
-        .apply(&update(&record, &user, out.version, json!({"owner": "x"})))
+        .apply(&update(
+            &record,
+            &user,
+            out.version,
+            json!({"owner": other.as_str()}),
+        ))
         .unwrap_err();
     assert!(matches!(err, CrmError::Refused(_)), "{err}");
     let err = source
@@ -174,6 +229,15 @@ fn contract_story(subject: &mut dyn Subject) {
         .unwrap_err();
     assert!(matches!(err, CrmError::Invalid(_)), "{err}");
     assert_eq!(version_of(source.as_ref(), &record), out.version);
+    assert_eq!(
+        title_of(source.as_ref(), &record),
+        "Chief Technology Officer",
+        "not overwritten"
+    );
+    // Of all these write-backs, only the one real change reached the CRM.
+    if let Some(before) = writes_at_first {
+        assert_eq!(subject.writes_received(), Some(before + 1));
+    }
 
     // Someone changes the record in the CRM: a write-back at the version the engine saw is a
     // conflict (the CRM's change is not overwritten), and the feed brings the change.
@@ -234,6 +298,99 @@ fn contract_story(subject: &mut dyn Subject) {
     );
 }
 
+/// Creates and deletes from phones: carried out as the embedded CRM does, or refused as a
+/// whole with nothing changed (see the module docs). Run on a fresh CRM.
+fn creates_and_deletes(subject: &mut dyn Subject) {
+    let mut source = subject.open();
+    let (record, user) = subject.editable();
+    let head = feed_head(source.as_ref());
+    let Some((_, Entity::Contact(mut contact))) = source.get(&record).unwrap() else {
+        panic!("{record} is not a live contact");
+    };
+    let new_id = CrmId::new("contract-new").unwrap();
+    contact.id = new_id.clone();
+    contact.owner = subject.other_user();
+    let create = WriteBack::Create {
+        acting_user: user.clone(),
+        entity: Box::new(Entity::Contact(contact)),
+    };
+    let created = RecordRef::new(ObjectKind::Contact, new_id);
+    let writes_at_first = subject.writes_received();
+    // What a delete removes: the record created here, else the editable one.
+    let (target, version) = match subject.creates() {
+        Capability::Refused => {
+            let err = source.apply(&create).unwrap_err();
+            assert!(matches!(err, CrmError::Refused(_)), "{err}");
+            assert_eq!(source.get(&created).unwrap(), None, "nothing was created");
+            assert_eq!(feed_head(source.as_ref()), head, "the feed is as it was");
+            let v = version_of(source.as_ref(), &record);
+            (record.clone(), v)
+        }
+        Capability::Supported => {
+            let out = source.apply(&create).unwrap();
+            assert_eq!(out.record, created);
+            let err = source.apply(&create).unwrap_err();
+            assert!(
+                matches!(err, CrmError::Refused(_)),
+                "ids are never reused: {err}"
+            );
+            (created.clone(), out.version)
+        }
+    };
+    let delete = |expected| WriteBack::Delete {
+        record: target.clone(),
+        expected_version: expected,
+        acting_user: user.clone(),
+    };
+    match subject.deletes() {
+        Capability::Refused => {
+            let err = source.apply(&delete(version)).unwrap_err();
+            assert!(matches!(err, CrmError::Refused(_)), "{err}");
+            assert_eq!(version_of(source.as_ref(), &target), version);
+            assert_eq!(feed_head(source.as_ref()), head, "the feed is as it was");
+            if let Some(before) = writes_at_first {
+                assert_eq!(subject.writes_received(), Some(before), "nothing was sent");
+            }
+        }
+        Capability::Supported => {
+            let err = source.apply(&delete(version - 1)).unwrap_err();
+            assert!(
+                matches!(err, CrmError::Conflict { expected, current, .. } if expected == version - 1 && current == version),
+                "a stale delete is refused: {err}"
+            );
+            assert_eq!(version_of(source.as_ref(), &target), version);
+            let before = feed_head(source.as_ref());
+            let deleted = source.apply(&delete(version)).unwrap();
+            assert!(deleted.version > version);
+            assert_eq!(source.get(&target).unwrap(), None);
+            // The delete is one tombstone in the feed, and changes nothing else but the
+            // record's own reader list (a connector in delegated mode).
+            let (tail, _) = drain(source.as_ref(), Cursor(before), 10);
+            let readers = target.to_string();
+            assert!(
+                tail.iter().all(|c| c.entity.is_none()
+                    && ((c.kind == EntityKind::Contact && c.id == target.id.as_str())
+                        || (c.kind == EntityKind::RecordReaders && c.id == readers))),
+                "{tail:#?}"
+            );
+            let tombstones: Vec<_> = tail
+                .iter()
+                .filter(|c| c.kind == EntityKind::Contact)
+                .collect();
+            assert_eq!(tombstones.len(), 1, "{tail:#?}");
+            assert_eq!(tombstones[0].version, deleted.version);
+            let err = source.apply(&delete(deleted.version)).unwrap_err();
+            assert!(matches!(err, CrmError::NotFound(_)), "{err}");
+        }
+    }
+}
+
+/// The whole contract against a source: the story, then creates and deletes on a fresh CRM.
+fn keeps_the_source_contract<S: Subject>(new: impl Fn() -> S) {
+    contract_story(&mut new());
+    creates_and_deletes(&mut new());
+}
+
 /// The embedded CRM in a temporary file; "outside" changes are org-file loads.
 struct EmbeddedSubject {
     _dir: tempfile::TempDir,
@@ -266,6 +423,22 @@ impl Subject for EmbeddedSubject {
 
     fn editable(&self) -> (RecordRef, UserId) {
         ("contact:c1".parse().unwrap(), "frank".parse().unwrap())
+    }
+
+    fn other_user(&self) -> UserId {
+        "hank".parse().unwrap()
+    }
+
+    fn creates(&self) -> Capability {
+        Capability::Supported
+    }
+
+    fn deletes(&self) -> Capability {
+        Capability::Supported
+    }
+
+    fn writes_received(&self) -> Option<usize> {
+        None
     }
 
     fn change_outside(&mut self, record: &RecordRef, title: &str) {
@@ -340,6 +513,29 @@ impl Subject for InsightlySubject {
         ("contact:400".parse().unwrap(), "102".parse().unwrap())
     }
 
+    fn other_user(&self) -> UserId {
+        "103".parse().unwrap()
+    }
+
+    fn creates(&self) -> Capability {
+        // Insightly assigns ids: a phone's new item stays on the phone.
+        Capability::Refused
+    }
+
+    fn deletes(&self) -> Capability {
+        Capability::Supported
+    }
+
+    fn writes_received(&self) -> Option<usize> {
+        Some(
+            self.fake
+                .requests()
+                .iter()
+                .filter(|l| matches!(l.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
+                .count(),
+        )
+    }
+
     fn change_outside(&mut self, record: &RecordRef, title: &str) {
         let id = record.id.as_str().parse().unwrap();
         self.fake
@@ -354,71 +550,104 @@ impl Subject for InsightlySubject {
     }
 }
 
+/// amoCRM through the connector, against the fake API; a virtual clock moves time on.
+struct AmoSubject {
+    fake: FakeAmo,
+    _dir: tempfile::TempDir,
+    config: AmoCrmConfig,
+    clock: Arc<ManualClock>,
+}
+
+impl AmoSubject {
+    fn new() -> Self {
+        let fake = FakeAmo::start();
+        let dir = tempfile::tempdir().unwrap();
+        let config = amocrm_support::long_lived_config(&fake, dir.path());
+        Self {
+            fake,
+            _dir: dir,
+            config,
+            clock: amocrm_support::manual_clock(),
+        }
+    }
+}
+
+impl Subject for AmoSubject {
+    fn open(&self) -> Box<dyn Source> {
+        Box::new(amocrm_support::open(&self.config, &self.clock))
+    }
+
+    fn live_entities(&self) -> usize {
+        // org, org-wide sharing, 3 teams, 5 profiles, 5 users, 2 companies, 7 contacts,
+        // 2 events (tasks of types 1 and 2; type 77 is not synced).
+        26
+    }
+
+    fn editable(&self) -> (RecordRef, UserId) {
+        // Ada Lovelace, Frank's.
+        ("contact:104".parse().unwrap(), "5003".parse().unwrap())
+    }
+
+    fn other_user(&self) -> UserId {
+        "5004".parse().unwrap()
+    }
+
+    fn creates(&self) -> Capability {
+        // amoCRM assigns ids: a phone's new item stays on the phone.
+        Capability::Refused
+    }
+
+    fn deletes(&self) -> Capability {
+        // API v4 has no delete for contacts, companies or tasks.
+        Capability::Refused
+    }
+
+    fn writes_received(&self) -> Option<usize> {
+        let state = self.fake.state();
+        Some(
+            state
+                .log
+                .iter()
+                .filter(|l| l.path.starts_with("/api/v4/") && l.method != "GET")
+                .count(),
+        )
+    }
+
+    fn change_outside(&mut self, record: &RecordRef, title: &str) {
+        let id = record.id.as_str().parse().unwrap();
+        self.fake
+            .state()
+            .edit_field("contacts", id, "POSITION", json!([{ "value": title }]));
+    }
+
+    fn delete_outside(&mut self, record: &RecordRef) {
+        self.fake
+            .state()
+            .delete("contacts", record.id.as_str().parse().unwrap());
+        // Deletions are caught by the full reconciliation: let it come due.
+        let every = self.config.full_reconcile_minutes;
+        self.clock.advance(Duration::from_secs((every + 1) * 60));
+    }
+}
+
 #[test]
 fn embedded_crm_keeps_the_source_contract() {
-    contract_story(&mut EmbeddedSubject::new());
+    keeps_the_source_contract(EmbeddedSubject::new);
 }
 
 #[test]
 fn insightly_with_an_admin_key_keeps_the_source_contract() {
-    contract_story(&mut InsightlySubject::new(Mode::AdminKey));
+    keeps_the_source_contract(|| InsightlySubject::new(Mode::AdminKey));
 }
 
 #[test]
 fn insightly_with_delegated_keys_keeps_the_source_contract() {
-    contract_story(&mut InsightlySubject::new(Mode::Delegated));
+    keeps_the_source_contract(|| InsightlySubject::new(Mode::Delegated));
 }
 
 #[test]
-fn embedded_creates_and_deletes() {
-    let mut source = embedded();
-    let source: &mut dyn Source = &mut source;
-    let mut contact = example_model().contacts[&"c1".parse().unwrap()].clone();
-    contact.id = "c-new".parse().unwrap();
-    contact.owner = "hank".parse().unwrap();
-    let created = source
-        .apply(&WriteBack::Create {
-            acting_user: "erin".parse().unwrap(),
-            entity: Box::new(Entity::Contact(contact.clone())),
-        })
-        .unwrap();
-    let record = RecordRef::new(ObjectKind::Contact, "c-new".parse().unwrap());
-    assert_eq!(created.record, record);
-    let err = source
-        .apply(&WriteBack::Create {
-            acting_user: "erin".parse().unwrap(),
-            entity: Box::new(Entity::Contact(contact)),
-        })
-        .unwrap_err();
-    assert!(
-        matches!(err, CrmError::Refused(_)),
-        "ids are never reused: {err}"
-    );
-
-    let delete = |expected| WriteBack::Delete {
-        record: record.clone(),
-        expected_version: expected,
-        acting_user: "erin".parse().unwrap(),
-    };
-    assert!(matches!(
-        source.apply(&delete(created.version - 1)).unwrap_err(),
-        CrmError::Conflict { .. }
-    ));
-    let deleted = source.apply(&delete(created.version)).unwrap();
-    let tail = source
-        .changes_since(Cursor(created.version), 10)
-        .unwrap()
-        .changes;
-    assert_eq!(tail.len(), 1);
-    assert_eq!(tail[0].version, deleted.version);
-    assert!(
-        tail[0].entity.is_none(),
-        "a delete is a tombstone in the feed"
-    );
-    assert!(matches!(
-        source.apply(&delete(deleted.version)).unwrap_err(),
-        CrmError::NotFound(_)
-    ));
+fn amocrm_keeps_the_source_contract() {
+    keeps_the_source_contract(AmoSubject::new);
 }
 
 #[test]

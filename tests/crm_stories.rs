@@ -1,91 +1,81 @@
 //! The held-back story (`crm_story_support`) run the same way against every CRM source:
-//! the embedded CRM, and Insightly (a fake of its API) with an admin key and with each
-//! user's own key.
+//! the embedded CRM, Insightly (a fake of its API) with an admin key and with each user's
+//! own key, and amoCRM (a fake of its API).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod amocrm_support;
 mod connector_support;
 mod crm_story_support;
 mod insightly_fake;
 mod sync_support;
 
-use crm_story_support::{held_back_story, StoryCrm};
+use amocrm_support::FakeAmo;
+use crm_story_support::{held_back_story, StoryCast, StoryCrm};
+use crmsync::crm::amocrm::AmoCrmConfig;
 use crmsync::crm::connector::pacing::ManualClock;
 use crmsync::crm::insightly::config::Mode;
-use crmsync::crm::insightly::{mapping, InsightlyConfig};
-use crmsync::crm::sqlite::SqliteCrm;
-use crmsync::crm::{orgfile, Entity, EntityKind, Source};
-use crmsync::model::{Contact, CrmId, UserId};
-use insightly_fake::{FakeInsightly, Kind};
+use crmsync::crm::insightly::InsightlyConfig;
+use crmsync::crm::{OrgModel, Source};
+use insightly_fake::FakeInsightly;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use sync_support::{org, Harness};
 
-/// The embedded CRM, loaded from the stories' org document; the admin edits the document.
-struct Embedded {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
+/// The embedded CRM of the harness, loaded from the stories' org document; the admin edits
+/// the document (`access_change`) and loads it again.
+struct Embedded<'h> {
+    h: &'h Harness,
     doc: Value,
+    access_change: fn(&mut Value),
 }
 
-impl Embedded {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("crm.db");
-        let crm = Embedded {
-            _dir: dir,
-            path,
-            doc: sync_support::org(),
-        };
-        crm.load();
-        crm
+/// Erin moves to the West: another role, another team.
+fn erin_moves_west(doc: &mut Value) {
+    for user in doc["users"].as_array_mut().unwrap() {
+        if user["id"] == "erin" {
+            user["role"] = json!("rep_west");
+        }
     }
+    doc["teams"][0]["members"] = json!(["frank"]);
+}
 
-    fn load(&self) {
-        let model = orgfile::parse("story", &self.doc.to_string()).unwrap();
-        SqliteCrm::open(&self.path).unwrap().load(&model).unwrap();
+/// Frank, Ada's owner, leaves the role tree: Erin (MgrEast) no longer manages him.
+fn frank_leaves_the_role_tree(doc: &mut Value) {
+    for user in doc["users"].as_array_mut().unwrap() {
+        if user["id"] == "frank" {
+            user["role"] = Value::Null;
+        }
     }
 }
 
-impl StoryCrm for Embedded {
-    fn source(&self) -> Box<dyn Source> {
-        Box::new(SqliteCrm::open(&self.path).unwrap())
+impl StoryCrm for Embedded<'_> {
+    fn name(&self) -> String {
+        "the embedded CRM".into()
     }
 
-    fn user(&self, name: &str) -> UserId {
-        UserId::new(name).unwrap()
+    fn open(&self) -> Box<dyn Source> {
+        Box::new(self.h.crm())
     }
 
-    fn contact(&self, name: &str) -> CrmId {
-        let id = match name {
-            "ada" => "c1",
-            "hal" => "c2",
-            "eve" => "c3",
-            other => panic!("no contact {other} in the story"),
-        };
-        CrmId::new(id).unwrap()
+    fn truth(&self) -> OrgModel {
+        self.h.crm().snapshot().unwrap().0
     }
 
-    fn crm_contact(&self, name: &str) -> Contact {
-        let crm = SqliteCrm::open(&self.path).unwrap();
-        match crm
-            .get(EntityKind::Contact, self.contact(name).as_str())
-            .unwrap()
-        {
-            Some((_, Entity::Contact(c))) => c,
-            other => panic!("{name}: {other:?}"),
+    fn cast(&self) -> StoryCast {
+        StoryCast {
+            // Frank edits his own Ada; Erin (his manager, his team) reads her.
+            editor: "frank".parse().unwrap(),
+            edited: "c1".parse().unwrap(),
+            loser: "erin".parse().unwrap(),
+            lost: "c1".parse().unwrap(),
         }
     }
 
-    fn move_erin_west(&mut self) {
-        for user in self.doc["users"].as_array_mut().unwrap() {
-            if user["id"] == "erin" {
-                user["role"] = json!("rep_west");
-            }
-        }
-        self.doc["teams"][0]["members"] = json!(["frank"]);
-        self.load();
+    fn take_access_away(&mut self) {
+        (self.access_change)(&mut self.doc);
+        self.h.load(&self.doc);
     }
 }
 
@@ -113,37 +103,37 @@ impl Insightly {
 }
 
 impl StoryCrm for Insightly {
-    fn source(&self) -> Box<dyn Source> {
+    fn name(&self) -> String {
+        format!("Insightly ({:?}, fake API)", self.config.mode)
+    }
+
+    fn open(&self) -> Box<dyn Source> {
         Box::new(insightly_fake::open(&self.config, &self.clock))
     }
 
-    fn user(&self, name: &str) -> UserId {
-        let id = match name {
-            "alice" => "100",
-            "erin" => "101",
-            "frank" => "102",
-            "hank" => "103",
-            other => panic!("no user {other} in the story"),
+    fn truth(&self) -> OrgModel {
+        // A fresh connector into a private shadow: a full read of Insightly as it is now.
+        let config = InsightlyConfig {
+            shadow_path: ":memory:".into(),
+            ..self.config.clone()
         };
-        UserId::new(id).unwrap()
+        let source = insightly_fake::open(&config, &self.clock);
+        source.pull_now(Some(true)).unwrap();
+        source.with_shadow(|s| s.feed().snapshot().unwrap().0)
     }
 
-    fn contact(&self, name: &str) -> CrmId {
-        let id = match name {
-            "ada" => "400",
-            "hal" => "401",
-            "eve" => "402",
-            other => panic!("no contact {other} in the story"),
-        };
-        CrmId::new(id).unwrap()
+    fn cast(&self) -> StoryCast {
+        StoryCast {
+            // Frank (102) edits his own Ada (400); Erin (101) reads her.
+            editor: "102".parse().unwrap(),
+            edited: "400".parse().unwrap(),
+            loser: "101".parse().unwrap(),
+            lost: "400".parse().unwrap(),
+        }
     }
 
-    fn crm_contact(&self, name: &str) -> Contact {
-        let id: i64 = self.contact(name).as_str().parse().unwrap();
-        mapping::contact(&self.fake.record(Kind::Contacts, id).unwrap()).unwrap()
-    }
-
-    fn move_erin_west(&mut self) {
+    fn take_access_away(&mut self) {
+        // Erin moves to the West: another role, another team.
         self.fake.edit_user(101, |u| u["ROLE_ID"] = json!(6));
         self.fake.move_member(101, 200, 201);
         // In delegated mode, what Erin's key no longer sees is found by the full
@@ -152,17 +142,114 @@ impl StoryCrm for Insightly {
     }
 }
 
+/// amoCRM through the connector against the fake API, on a virtual clock.
+struct Amo {
+    fake: FakeAmo,
+    config: AmoCrmConfig,
+    clock: Arc<ManualClock>,
+}
+
+impl StoryCrm for Amo {
+    fn name(&self) -> String {
+        "amoCRM (fake API)".into()
+    }
+
+    fn open(&self) -> Box<dyn Source> {
+        Box::new(amocrm_support::open(&self.config, &self.clock))
+    }
+
+    fn truth(&self) -> OrgModel {
+        amocrm_support::truth(&self.fake)
+    }
+
+    fn cast(&self) -> StoryCast {
+        StoryCast {
+            // Frank (5003, contacts M/M) edits his own Ada Lovelace; Erin (5002, view A)
+            // reads her.
+            editor: "5003".parse().unwrap(),
+            edited: "104".parse().unwrap(),
+            loser: "5002".parse().unwrap(),
+            lost: "104".parse().unwrap(),
+        }
+    }
+
+    fn take_access_away(&mut self) {
+        // Erin's contacts view right goes from A (all) to M (her own): no record moves.
+        self.fake.state().set_right(5002, "contacts", "view", "M");
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_story_with_the_embedded_crm() {
-    held_back_story(Embedded::new()).await;
+    let h = Harness::start(org()).await;
+    let mut crm = Embedded {
+        h: &h,
+        doc: org(),
+        access_change: erin_moves_west,
+    };
+    held_back_story(&h, &mut crm).await;
+}
+
+/// The same story where the owner's role changes rather than the reader's.
+#[tokio::test(flavor = "current_thread")]
+async fn the_story_with_the_embedded_crm_when_the_owner_leaves_the_role_tree() {
+    let h = Harness::start(org()).await;
+    let mut crm = Embedded {
+        h: &h,
+        doc: org(),
+        access_change: frank_leaves_the_role_tree,
+    };
+    held_back_story(&h, &mut crm).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_story_with_insightly_and_an_admin_key() {
-    held_back_story(Insightly::new(Mode::AdminKey)).await;
+    let h = Harness::start(org()).await;
+    held_back_story(&h, &mut Insightly::new(Mode::AdminKey)).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_story_with_insightly_and_each_users_own_key() {
-    held_back_story(Insightly::new(Mode::Delegated)).await;
+    let h = Harness::start(org()).await;
+    held_back_story(&h, &mut Insightly::new(Mode::Delegated)).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_story_with_amocrm() {
+    let h = Harness::start(org()).await;
+    let fake = FakeAmo::start();
+    let mut crm = Amo {
+        config: amocrm_support::long_lived_config(&fake, h.dir.path()),
+        fake,
+        clock: amocrm_support::manual_clock(),
+    };
+    held_back_story(&h, &mut crm).await;
+
+    // The write-back was one PATCH of the changed fields, in Frank's name, between a fresh
+    // GET (the check) and another (the read-back).
+    let state = crm.fake.state();
+    let patches = state.requests("PATCH", "/contacts/104");
+    assert_eq!(patches.len(), 1, "{patches:#?}");
+    assert_eq!(
+        patches[0].body,
+        json!({"custom_fields_values": [
+            {"field_code": "PHONE", "values": [{"value": "+14155550199", "enum_code": "MOB"}]},
+            {"field_code": "POSITION", "values": [{"value": "Chief Technology Officer"}]}],
+            "updated_by": 5003})
+    );
+    let log = &state.log;
+    let patch_at = log
+        .iter()
+        .position(|l| l.method == "PATCH")
+        .expect("a patch");
+    assert_eq!(
+        log[patch_at - 1].path,
+        "/api/v4/contacts/104",
+        "checked first"
+    );
+    assert_eq!(
+        log[patch_at + 1].path,
+        "/api/v4/contacts/104",
+        "read back after"
+    );
 }

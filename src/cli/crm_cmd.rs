@@ -6,16 +6,15 @@ use crmsync::config::{Config, CrmKind};
 use crmsync::crm::{orgfile, EntityKind};
 
 pub fn run(config: &Config, out: &Output, cmd: CrmCommand) -> CmdResult {
-    match config.crm.source {
-        CrmKind::Sqlite => {}
-        CrmKind::Insightly => {
-            return Err(usage(anyhow::anyhow!(
-                "`crmsync crm load`, `crm export` and `crm show` work on the embedded CRM only, and this \
-                 configuration's CRM is Insightly ([crm] source = \"insightly\"); change \
-                 records in Insightly itself, and use `crmsync access explain` to see one as \
-                 crmsync does"
-            )))
-        }
+    let kind = config.crm.source;
+    if kind != CrmKind::Sqlite {
+        return Err(usage(anyhow::anyhow!(
+            "`crmsync crm load`, `crm export` and `crm show` work on the embedded CRM only, and \
+             this configuration's CRM is {name} ([crm] source = \"{key}\"); change records in \
+             {name} itself, and use `crmsync access explain` to see one as crmsync does",
+            name = kind.name(),
+            key = kind.key()
+        )));
     }
     match cmd {
         CrmCommand::Load { file, force } => {

@@ -7,10 +7,13 @@
 //! [`CrmError::Conflict`], never an overwrite.
 //!
 //! Adapters: [`sqlite::SqliteCrm`] (the embedded CRM used by the demo, the tests and imports
-//! through the org file). Connectors for hosted CRMs implement the same trait on the shared
-//! machinery of [`connector`] (HTTP thread, pacing, retries, secrets, the local shadow that
-//! serves the feed). [`open_source`] builds the configured one.
+//! through the org file), and the connectors to hosted CRMs, [`insightly`] (Insightly API
+//! v3.1) and [`amocrm`] (amoCRM / Kommo API v4), built on the shared machinery of
+//! [`connector`] (HTTP thread, pacing, retries, secrets, the local shadow that serves the
+//! feed). [`open_source`] builds the configured one. Every adapter builds what an update
+//! makes of a record with [`updated_record`], so all refuse and accept the same fields.
 
+pub mod amocrm;
 pub mod connector;
 pub mod insightly;
 pub mod open;
@@ -317,6 +320,58 @@ pub fn writable_fields(kind: ObjectKind) -> &'static [&'static str] {
     }
 }
 
+/// A record entity normalised for writing (contacts' e-mails and phones, events' zones and
+/// times, organisations' names); problems are one [`CrmError::Invalid`] naming each field,
+/// and an entity that is not a record is [`CrmError::Refused`].
+pub fn normalized_record(entity: Entity) -> Result<Entity, CrmError> {
+    let invalid = |list: Vec<(String, crate::model::normalize::NormalizeError)>| {
+        CrmError::Invalid(
+            list.into_iter()
+                .map(|(f, e)| format!("{f}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+    Ok(match entity {
+        Entity::Contact(c) => Entity::Contact(c.normalized().map_err(invalid)?),
+        Entity::Event(e) => Entity::Event(e.normalized().map_err(invalid)?),
+        Entity::Organization(o) => Entity::Organization(o.normalized().map_err(invalid)?),
+        other => {
+            return Err(CrmError::Refused(format!(
+                "{} is not a record kind that can be written back",
+                other.kind()
+            )))
+        }
+    })
+}
+
+/// What `record` becomes when an update sets `fields` on `current` (the record as the
+/// source holds it): a field outside [`writable_fields`] is [`CrmError::Refused`], a value
+/// that does not read or normalise is [`CrmError::Invalid`]; the result is normalised.
+pub fn updated_record(
+    record: &RecordRef,
+    current: &Entity,
+    fields: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Entity, CrmError> {
+    let allowed = writable_fields(record.kind);
+    if let Some(bad) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(CrmError::Refused(format!(
+            "field {bad:?} of a {} cannot be written back",
+            record.kind
+        )));
+    }
+    let mut value = serde_json::to_value(current)
+        .map_err(|e| CrmError::Invalid(format!("{record} is unreadable: {e}")))?;
+    if let Some(object) = value.as_object_mut() {
+        for (k, v) in fields {
+            object.insert(k.clone(), v.clone());
+        }
+    }
+    let merged = Entity::from_json(EntityKind::from_object(record.kind), &value.to_string())
+        .map_err(|e| CrmError::Invalid(format!("{record}: {e}")))?;
+    normalized_record(merged)
+}
+
 /// Errors of a CRM source, with the kinds the engine branches on.
 #[derive(Debug, thiserror::Error)]
 pub enum CrmError {
@@ -555,5 +610,71 @@ impl OrgModel {
                 .cloned()
                 .map(Entity::Organization),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn contact() -> Entity {
+        Entity::Contact(Contact {
+            id: CrmId::new("c1").unwrap(),
+            owner: UserId::new("u1").unwrap(),
+            assignees: vec![],
+            visibility: None,
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            organization: None,
+            title: "CTO".into(),
+            emails: vec![],
+            phones: vec![],
+            addresses: vec![],
+            notes: String::new(),
+            tags: vec![],
+            updated_at: None,
+        })
+    }
+
+    fn fields(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn an_update_sets_only_writable_fields_and_normalises_them() {
+        let record: RecordRef = "contact:c1".parse().unwrap();
+        let updated = updated_record(
+            &record,
+            &contact(),
+            &fields(json!({"title": " CEO ", "phones": [{"number": "+1 415 555 0199", "label": "mobile"}]})),
+        )
+        .unwrap();
+        let Entity::Contact(c) = updated else {
+            panic!("not a contact")
+        };
+        assert_eq!(c.title, "CEO");
+        assert_eq!(c.phones[0].number, "+14155550199");
+        assert_eq!(c.first_name, "Ada", "other fields stay");
+        let err = updated_record(&record, &contact(), &fields(json!({"owner": "u2"}))).unwrap_err();
+        assert!(matches!(err, CrmError::Refused(_)), "{err}");
+        let err = updated_record(
+            &record,
+            &contact(),
+            &fields(json!({"emails": [{"address": "nope", "label": "work"}]})),
+        )
+        .unwrap_err();
+        assert!(matches!(err, CrmError::Invalid(_)), "{err}");
+        let err = updated_record(&record, &contact(), &fields(json!({"title": 7}))).unwrap_err();
+        assert!(matches!(err, CrmError::Invalid(_)), "{err}");
+        let team = Entity::Team(Team {
+            id: TeamId::new("t1").unwrap(),
+            name: "East".into(),
+            members: vec![],
+        });
+        assert!(matches!(
+            normalized_record(team).unwrap_err(),
+            CrmError::Refused(_)
+        ));
     }
 }

@@ -9,6 +9,12 @@ use crate::config::{Config, CrmKind};
 /// Opens the CRM of record the configuration names. Configuration problems (a missing key,
 /// an unreadable model file) are errors whose [`CrmError::is_config`] is true.
 pub fn open_source(config: &Config) -> Result<Box<dyn Source>, CrmError> {
+    let missing = |kind: CrmKind| {
+        ConnectorError::Config(format!(
+            "[crm] source = \"{0}\" needs [crm.{0}]",
+            kind.key()
+        ))
+    };
     match config.crm.source {
         // The embedded CRM must exist: only `crm load` creates one.
         CrmKind::Sqlite => Ok(Box::new(SqliteCrm::open_with(
@@ -18,11 +24,13 @@ pub fn open_source(config: &Config) -> Result<Box<dyn Source>, CrmError> {
                 busy_timeout: config.state.busy_timeout(),
             },
         )?)),
-        CrmKind::Insightly => {
-            let insightly = config.crm.insightly.as_ref().ok_or_else(|| {
-                ConnectorError::Config("[crm] source = \"insightly\" needs [crm.insightly]".into())
-            })?;
-            Ok(Box::new(super::insightly::open(insightly)?))
+        kind @ CrmKind::Insightly => {
+            let section = config.crm.insightly.as_ref().ok_or_else(|| missing(kind))?;
+            Ok(Box::new(super::insightly::open(section)?))
+        }
+        kind @ CrmKind::Amocrm => {
+            let section = config.crm.amocrm.as_ref().ok_or_else(|| missing(kind))?;
+            Ok(Box::new(super::amocrm::open(section)?))
         }
     }
 }

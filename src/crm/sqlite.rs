@@ -5,8 +5,8 @@
 //! a new version, removed ones become tombstones, unchanged ones keep their version.
 
 use super::{
-    writable_fields, Change, ChangeBatch, CrmError, Cursor, Entity, EntityKind, OrgModel,
-    RowProblem, Source, WriteBack, WriteOutcome,
+    normalized_record, updated_record, writable_fields, Change, ChangeBatch, CrmError, Cursor,
+    Entity, EntityKind, OrgModel, RowProblem, Source, WriteBack, WriteOutcome,
 };
 use crate::db::{self, Migration};
 use crate::model::{ObjectKind, RecordRef};
@@ -484,29 +484,6 @@ fn tombstone(
     }
 }
 
-/// Normalises a record entity, turning field problems into one message.
-fn normalized(entity: Entity) -> Result<Entity, CrmError> {
-    let describe = |list: Vec<(String, crate::model::normalize::NormalizeError)>| {
-        CrmError::Invalid(
-            list.into_iter()
-                .map(|(f, e)| format!("{f}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    };
-    Ok(match entity {
-        Entity::Contact(c) => Entity::Contact(c.normalized().map_err(describe)?),
-        Entity::Event(e) => Entity::Event(e.normalized().map_err(describe)?),
-        Entity::Organization(o) => Entity::Organization(o.normalized().map_err(describe)?),
-        other => {
-            return Err(CrmError::Refused(format!(
-                "{} is not a record kind that can be written back",
-                other.kind()
-            )))
-        }
-    })
-}
-
 impl Source for SqliteCrm {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
@@ -618,24 +595,9 @@ impl Source for SqliteCrm {
                         current,
                     });
                 }
-                let allowed = writable_fields(record.kind);
-                if let Some(bad) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
-                    return Err(CrmError::Refused(format!(
-                        "field {bad:?} of a {} cannot be written back",
-                        record.kind
-                    )));
-                }
-                let mut value: serde_json::Value = serde_json::from_str(&body)
+                let stored = Entity::from_json(EntityKind::from_object(record.kind), &body)
                     .map_err(|e| CrmError::Invalid(format!("{record} is unreadable: {e}")))?;
-                if let Some(obj) = value.as_object_mut() {
-                    for (k, v) in fields {
-                        obj.insert(k.clone(), v.clone());
-                    }
-                }
-                let kind = EntityKind::from_object(record.kind);
-                let entity = Entity::from_json(kind, &value.to_string())
-                    .map_err(|e| CrmError::Invalid(format!("{record}: {e}")))?;
-                let new_body = normalized(entity)?.to_json();
+                let new_body = updated_record(record, &stored, fields)?.to_json();
                 if new_body == body {
                     return Ok(WriteOutcome {
                         record: record.clone(),
@@ -685,7 +647,7 @@ impl Source for SqliteCrm {
                         "unknown acting user {acting_user}"
                     )));
                 }
-                let mut entity = normalized(Entity::clone(entity.as_ref()))?;
+                let mut entity = normalized_record(Entity::clone(entity.as_ref()))?;
                 match &mut entity {
                     Entity::Contact(c) => c.owner = acting_user.clone(),
                     Entity::Event(e) => e.owner = acting_user.clone(),

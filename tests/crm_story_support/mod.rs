@@ -1,146 +1,98 @@
-//! The held-back story, written once and run against every CRM source the same way: the
-//! real engine, the in-process Google emulator and the real Google clients, with the CRM
-//! behind any `crm::Source`. A CRM joins by implementing [`StoryCrm`] (how to open it, who
-//! the story's people and contacts are in it, and how its admin moves Erin out of the East).
+//! The held-back story, written once and run against every CRM source exactly as against
+//! the embedded CRM (`crm_stories.rs` runs it against the embedded CRM, Insightly in both
+//! modes and amoCRM): the real engine, the in-process Google emulator and the real Google
+//! clients (`sync_support::Harness`), with the CRM behind any `crm::Source`.
 //!
-//! The story: everyone gets what they may read; Frank edits a contact on his phone and the
-//! edit is written back to the CRM and reaches Erin in the same run; Erin moves out of the
-//! East in the CRM (no record changes) and loses the contact on her phone. After every pass,
-//! no Google item exists that its user may not read in the CRM as it is now.
+//! The story: the first pass syncs to each user exactly what they may read (and may
+//! export), and the next pass is quiet; an editor changes a contact's title and phone
+//! number on the phone, which is written back to the CRM (audited) and reaches every other
+//! user who holds the record in the same run; the CRM's admin takes a user's access away
+//! without touching the record (a role, team or rights change), and the copy is pulled back
+//! from that user's phone (audited once) while the record stays. Every pass is followed by
+//! the org-wide leak check against the CRM as it is now, read without the engine.
+//!
+//! A CRM takes part by implementing [`StoryCrm`]: how to open it as `crmsync sync` would,
+//! how to read it independently (the truth), who plays which part, and how its admin takes
+//! access away.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use crate::sync_support::{emulator_options, is_quiet, key_path, remote_config, story_now};
-use chrono::{DateTime, Utc};
-use crmsync::config::Config;
+use crate::sync_support::{assert_all_synced, is_quiet, key_path, user_report, Harness};
 use crmsync::crm::{OrgModel, Source};
 use crmsync::demo::phone::Phone;
-use crmsync::emulator::TestEmulator;
+use crmsync::google::mapping::MARKER_ID;
 use crmsync::google::remote::GoogleRemote;
-use crmsync::model::{Contact, CrmId, SyncedContact, UserId};
-use crmsync::scope::{Direction, ScopeLayer, SelectionMode};
-use crmsync::store::StateDb;
-use crmsync::sync::engine::{Engine, RunReport, SyncOptions, UserStatus};
+use crmsync::model::{CrmId, ObjectKind, PhoneNumber, RecordRef, User, UserId};
+use crmsync::security::{Access, Operation};
+use crmsync::sync::engine::{Engine, RunReport, SyncOptions};
 use crmsync::sync::remote::GoogleUser;
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 
-/// A CRM under the story.
+/// Who plays which part in the story.
+#[derive(Debug, Clone)]
+pub struct StoryCast {
+    /// May edit `edited` and does, on the phone.
+    pub editor: UserId,
+    pub edited: CrmId,
+    /// Reads `lost` at first and loses access to it in `take_access_away`.
+    pub loser: UserId,
+    pub lost: CrmId,
+}
+
+/// A CRM the story runs against.
 pub trait StoryCrm {
-    /// A connection for one engine run.
-    fn source(&self) -> Box<dyn Source>;
-    /// The CRM's id of a person of the story (alice, erin, frank, hank).
-    fn user(&self, name: &str) -> UserId;
-    /// The CRM's id of a contact of the story (ada: Frank's, which Erin may read).
-    fn contact(&self, name: &str) -> CrmId;
-    /// The contact as the CRM itself holds it now.
-    fn crm_contact(&self, name: &str) -> Contact;
-    /// The CRM's admin moves Erin out of the East (role and team); no record changes.
-    fn move_erin_west(&mut self);
+    /// The CRM's name in assertion messages.
+    fn name(&self) -> String;
+    /// The source one `crmsync sync` run opens.
+    fn open(&self) -> Box<dyn Source>;
+    /// The CRM as it is now, read without the engine's mirror (or a connector's shadow).
+    fn truth(&self) -> OrgModel;
+    fn cast(&self) -> StoryCast;
+    /// The CRM's admin takes `loser`'s access to `lost` away without changing the record.
+    fn take_access_away(&mut self);
 }
 
-/// The story's Google side and state, around a CRM.
-pub struct Story<C> {
-    pub crm: C,
-    pub emu: TestEmulator,
-    pub state: StateDb,
-    pub remote: GoogleRemote,
-    pub config: Config,
-    pub now: DateTime<Utc>,
-    _dir: tempfile::TempDir,
-}
+/// The title the editor types.
+pub const NEW_TITLE: &str = "Chief Technology Officer";
+/// The phone number the editor types, and as the CRM and every phone hold it.
+pub const NEW_PHONE: &str = "+1 415 555 0199";
+pub const NEW_PHONE_E164: &str = "+14155550199";
 
-fn account(name: &str) -> String {
-    format!("{name}@acme.example")
-}
-
-impl<C: StoryCrm> Story<C> {
-    pub async fn start(crm: C) -> Self {
-        let emu = TestEmulator::start(emulator_options()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.state.path = dir.path().join("state.db");
-        config.google.base_url = format!("{}/", emu.base_url());
-        config.google.service_account_key = key_path();
-        config.google.token_uri = Some(emu.token_uri());
-        config.scope.org = ScopeLayer {
-            contact: Some(SelectionMode::AllVisible),
-            event: Some(SelectionMode::AllVisible),
-            direction: Some(Direction::TwoWay),
-            ..ScopeLayer::default()
-        };
-        let state = StateDb::create(&config.state.path).unwrap();
-        let remote = GoogleRemote::new(remote_config(&emu)).await.unwrap();
-        Self {
-            crm,
-            emu,
-            state,
-            remote,
-            config,
-            now: story_now(),
-            _dir: dir,
-        }
-    }
-
-    /// The CRM as crmsync's model, read afresh through a new connection and mirror.
-    pub fn crm_model(&self) -> OrgModel {
-        let state = StateDb::open_in_memory().unwrap();
-        let source = self.crm.source();
-        crmsync::mirror::refresh(&state, source.as_ref()).unwrap();
-        state.load_org_model().unwrap()
-    }
-
-    /// One engine run, then the invariant: nothing on any phone its user may not read.
-    pub async fn sync_with(&self, options: &SyncOptions) -> RunReport {
+impl Harness {
+    /// One pass against `crm` (a fresh source, as each CLI run opens one), then the leak
+    /// check against its truth.
+    pub async fn sync_from(&self, crm: &dyn StoryCrm, options: &SyncOptions) -> RunReport {
         let engine = Engine {
             config: &self.config,
             state: &self.state,
-            crm: RefCell::new(self.crm.source()),
+            crm: RefCell::new(crm.open()),
             remote: &self.remote,
             now: self.now,
         };
         let report = engine.sync_once(options).await.unwrap();
-        let check = crmsync::demo::leaks::check(&self.emu, &self.crm_model());
-        assert!(check.leaks.is_empty(), "LEAKS: {:?}", check.leaks);
-        assert!(check.items_checked > 0);
+        let check = crmsync::demo::leaks::check(&self.emu, &crm.truth());
+        assert!(
+            check.leaks.is_empty(),
+            "{}: LEAKS: {:?}",
+            crm.name(),
+            check.leaks
+        );
+        assert!(
+            check.items_checked > 0,
+            "{}: nothing was checked",
+            crm.name()
+        );
         report
     }
 
-    pub async fn sync(&self) -> RunReport {
-        self.sync_with(&SyncOptions::default()).await
-    }
-
-    /// The CRM ids of the contacts on a person's phone (ours, by marker).
-    pub fn contacts_on_phone(&self, name: &str) -> Vec<CrmId> {
-        let Some(dump) = self.emu.dump_user(&account(name)) else {
-            return Vec::new();
-        };
-        let mut out: Vec<CrmId> = dump
-            .live_contacts()
-            .into_iter()
-            .filter_map(|p| {
-                p.client_data
-                    .iter()
-                    .flatten()
-                    .find(|d| d.key.as_deref() == Some("crmsync_id"))
-                    .and_then(|d| d.value.clone())
-            })
-            .map(|m| CrmId::new(m).unwrap())
-            .collect();
-        out.sort();
-        out
-    }
-
-    pub fn has_on_phone(&self, name: &str, contact: &str) -> bool {
-        self.contacts_on_phone(name)
-            .contains(&self.crm.contact(contact))
-    }
-
-    fn phone(&self, name: &str) -> Phone<'_, GoogleRemote> {
+    /// A user's phone, reaching the Google account the CRM names for them.
+    pub fn phone_of(&self, user: &User) -> Phone<'_, GoogleRemote> {
         Phone {
             remote: &self.remote,
             state: &self.state,
             user: GoogleUser {
-                user: self.crm.user(name),
-                account: account(name),
+                user: user.id.clone(),
+                account: user.google_account.clone().expect("a synced user"),
             },
             root: self.emu.base_url(),
             key: key_path(),
@@ -148,97 +100,191 @@ impl<C: StoryCrm> Story<C> {
         }
     }
 
-    pub async fn phone_contact(&self, name: &str, contact: &str) -> Option<SyncedContact> {
-        let id = self.crm.contact(contact);
-        self.phone(name).contact(id.as_str()).await.unwrap()
-    }
-
-    pub async fn phone_edit_contact(
-        &self,
-        name: &str,
-        contact: &str,
-        edit: impl FnOnce(&mut SyncedContact),
-    ) {
-        let id = self.crm.contact(contact);
-        self.phone(name)
-            .edit_contact(id.as_str(), edit)
-            .await
-            .unwrap();
+    /// The crmsync ids of the live contacts in `account` that carry our marker.
+    pub fn contact_markers(&self, account: &str) -> BTreeSet<String> {
+        let Some(dump) = self.emu.dump_user(account) else {
+            return BTreeSet::new();
+        };
+        dump.live_contacts()
+            .into_iter()
+            .filter_map(|p| {
+                p.client_data
+                    .iter()
+                    .flatten()
+                    .find(|d| d.key.as_deref() == Some(MARKER_ID))
+                    .and_then(|d| d.value.clone())
+            })
+            .collect()
     }
 }
 
-fn assert_synced(report: &RunReport) {
-    for u in &report.users {
-        assert!(
-            matches!(u.status, UserStatus::Synced),
-            "{} ended {:?}: {:?} {:?}",
-            u.user,
-            u.status,
-            u.message,
-            u.errors
+fn user<'m>(truth: &'m OrgModel, id: &UserId) -> &'m User {
+    truth.users.get(id).expect("the cast is in the CRM")
+}
+
+/// Every user with a Google account holds exactly the contacts they may read and export
+/// (the harness syncs everything visible, two-way).
+pub fn assert_contacts_are_exactly_the_readable(h: &Harness, crm: &dyn StoryCrm) {
+    let truth = crm.truth();
+    let access = Access::build(&truth);
+    for u in truth.users.values() {
+        let Some(account) = &u.google_account else {
+            continue;
+        };
+        let exported = u.active && access.may_export(&u.id, ObjectKind::Contact).unwrap();
+        let expected: BTreeSet<String> = truth
+            .contacts
+            .keys()
+            .filter(|id| {
+                exported
+                    && access
+                        .may(
+                            &u.id,
+                            &RecordRef::new(ObjectKind::Contact, (*id).clone()),
+                            Operation::Read,
+                        )
+                        .unwrap()
+            })
+            .map(|id| id.to_string())
+            .collect();
+        assert_eq!(
+            h.contact_markers(account),
+            expected,
+            "{}: contacts of {}",
+            crm.name(),
+            u.id
         );
     }
 }
 
-/// The story (see the module docs), against `crm`.
-pub async fn held_back_story<C: StoryCrm>(crm: C) {
-    let mut story = Story::start(crm).await;
+/// The story (see the module docs).
+pub async fn held_back_story(h: &Harness, crm: &mut dyn StoryCrm) {
+    let name = crm.name();
+    let cast = crm.cast();
+    let truth = crm.truth();
+    let editor = user(&truth, &cast.editor).clone();
+    let loser = user(&truth, &cast.loser).clone();
+    let edited = cast.edited.to_string();
+    let lost = cast.lost.to_string();
+    let steady = SyncOptions::default();
 
-    // Everyone gets what they may read: Ada is Frank's; Erin (his manager, his team) reads
-    // her; Hank (West) does not.
-    let first = story.sync().await;
-    assert_synced(&first);
-    assert!(story.has_on_phone("frank", "ada"));
-    assert!(story.has_on_phone("erin", "ada"));
-    assert!(story.has_on_phone("alice", "ada"));
-    assert!(!story.has_on_phone("hank", "ada"));
-    let again = story.sync().await;
-    assert_synced(&again);
-    assert!(
-        is_quiet(&again),
-        "the second pass did something: {again:#?}"
-    );
-
-    // Frank edits Ada on his phone: written back to the CRM, and on Erin's phone in the same run.
-    story
-        .phone_edit_contact("frank", "ada", |c| {
-            c.title = "Chief Technology Officer".into()
-        })
-        .await;
-    let edit = story.sync().await;
-    assert_synced(&edit);
-    let frank = edit
+    // 1. The first pass syncs exactly what each user may read; the next one is quiet.
+    let first = h.sync_from(crm, &steady).await;
+    assert_all_synced(&first);
+    assert!(!first.users.is_empty(), "{name}: nobody was synced");
+    assert_contacts_are_exactly_the_readable(h, crm);
+    let editor_account = editor.google_account.clone().unwrap();
+    assert!(h.contact_markers(&editor_account).contains(&edited));
+    assert!(h
+        .contact_markers(loser.google_account.as_ref().unwrap())
+        .contains(&lost));
+    let holders: Vec<User> = truth
         .users
-        .iter()
-        .find(|u| u.user == story.crm.user("frank"))
-        .unwrap();
-    assert_eq!(frank.contacts.written_back, 1, "{frank:?}");
-    assert_eq!(
-        story.crm.crm_contact("ada").title,
-        "Chief Technology Officer"
-    );
-    assert_eq!(
-        story.phone_contact("erin", "ada").await.unwrap().title,
-        "Chief Technology Officer"
-    );
-    let quiet = story.sync().await;
-    assert!(is_quiet(&quiet), "after the write-back: {quiet:#?}");
-
-    // Erin moves out of the East in the CRM: no record changed, yet she loses Ada.
-    story.crm.move_erin_west();
-    let moved = story
-        .sync_with(&SyncOptions {
-            force: true,
-            ..SyncOptions::default()
+        .values()
+        .filter(|u| u.id != editor.id)
+        .filter(|u| {
+            u.google_account
+                .as_ref()
+                .is_some_and(|a| h.contact_markers(a).contains(&edited))
         })
-        .await;
-    assert_synced(&moved);
-    assert!(!story.has_on_phone("erin", "ada"), "pulled back from Erin");
+        .cloned()
+        .collect();
+    assert!(!holders.is_empty(), "{name}: someone else holds {edited}");
+    let quiet = h.sync_from(crm, &steady).await;
     assert!(
-        story.has_on_phone("frank", "ada"),
-        "Frank keeps his contact"
+        is_quiet(&quiet),
+        "{name}: second pass did something: {quiet:#?}"
     );
-    let after = story.sync().await;
-    assert_synced(&after);
-    assert!(is_quiet(&after), "after the pull-back: {after:#?}");
+
+    // 2. The editor changes the title and the phone number on the phone: written back, and
+    //    on every other holder's phone after the same run.
+    h.phone_of(&editor)
+        .edit_contact(&edited, |c| {
+            c.title = NEW_TITLE.into();
+            c.phones = vec![PhoneNumber {
+                number: NEW_PHONE.into(),
+                label: "mobile".into(),
+            }]
+        })
+        .await
+        .unwrap();
+    let report = h.sync_from(crm, &steady).await;
+    assert_all_synced(&report);
+    assert_eq!(
+        user_report(&report, editor.id.as_str())
+            .contacts
+            .written_back,
+        1,
+        "{name}: {report:#?}"
+    );
+    let in_crm = crm.truth().contacts[&cast.edited].clone();
+    assert_eq!(
+        in_crm.title, NEW_TITLE,
+        "{name}: the CRM has the phone's title"
+    );
+    assert_eq!(
+        in_crm
+            .phones
+            .iter()
+            .map(|p| p.number.as_str())
+            .collect::<Vec<_>>(),
+        vec![NEW_PHONE_E164],
+        "{name}: the CRM has the phone's number"
+    );
+    for other in &holders {
+        let on_phone = h
+            .phone_of(other)
+            .contact(&edited)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}: {} lost {edited}", other.id));
+        assert_eq!(on_phone.title, NEW_TITLE, "{name}: {}", other.id);
+        let numbers: Vec<_> = on_phone.phones.into_iter().map(|p| p.number).collect();
+        assert_eq!(
+            numbers,
+            vec![NEW_PHONE_E164.to_string()],
+            "{name}: {}",
+            other.id
+        );
+    }
+    let audit = h
+        .state
+        .audit_entries(Some(editor.id.as_str()), None, 10_000)
+        .unwrap();
+    assert!(
+        audit.iter().any(|e| e.action == "written_back"
+            && e.record.as_deref() == Some(&format!("contact:{edited}"))),
+        "{name}: {audit:#?}"
+    );
+    let quiet = h.sync_from(crm, &steady).await;
+    assert!(is_quiet(&quiet), "{name}: after the write-back: {quiet:#?}");
+
+    // 3. The admin takes access away without touching the record: pulled back on the next
+    //    ordinary pass.
+    crm.take_access_away();
+    let report = h.sync_from(crm, &steady).await;
+    assert_all_synced(&report);
+    assert!(
+        !h.contact_markers(loser.google_account.as_ref().unwrap())
+            .contains(&lost),
+        "{name}: {lost} was pulled back from {}",
+        loser.id
+    );
+    assert_contacts_are_exactly_the_readable(h, crm);
+    let pulled: Vec<_> = h
+        .state
+        .audit_entries(Some(loser.id.as_str()), None, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            e.action == "pulled_back" && e.record.as_deref() == Some(&format!("contact:{lost}"))
+        })
+        .collect();
+    assert_eq!(pulled.len(), 1, "{name}: {pulled:#?}");
+    assert!(
+        crm.truth().contacts.contains_key(&cast.lost),
+        "{name}: the record itself is untouched"
+    );
+    let quiet = h.sync_from(crm, &steady).await;
+    assert!(is_quiet(&quiet), "{name}: after the pull-back: {quiet:#?}");
 }

@@ -29,9 +29,10 @@ use base64::Engine as _;
 use chrono::{Duration, NaiveDateTime};
 use crmsync::crm::connector::pacing::ManualClock;
 use crmsync::crm::connector::secret::SecretRef;
+use crmsync::crm::connector::settings::OpenOptions;
 use crmsync::crm::connector::source::ShadowSource;
 use crmsync::crm::insightly::config::Mode;
-use crmsync::crm::insightly::{self, Insightly, InsightlyConfig, Options};
+use crmsync::crm::insightly::{self, Insightly, InsightlyConfig};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -577,8 +578,8 @@ impl FakeInsightly {
 
 /// Test options for the connector: the given virtual clock, a fixed jitter seed, short
 /// backoff steps.
-pub fn options(clock: &Arc<ManualClock>) -> Options {
-    Options {
+pub fn options(clock: &Arc<ManualClock>) -> OpenOptions {
+    OpenOptions {
         clock: clock.clone(),
         retry_seed: Some(5),
         base_delay: std::time::Duration::from_millis(10),

@@ -22,6 +22,10 @@
 //!   shadow when due (incremental, or a periodic full reconciliation that catches deletions
 //!   and permission changes), then serve the feed from the shadow. A connector implements the
 //!   small [`source::RemoteCrm`] trait (pull, write) and gets the rest.
+//! - [`settings`]: the keys every connector section shares (`requests_per_second`,
+//!   `max_attempts`, `request_timeout_secs`, `page_size`, `poll_interval_secs`,
+//!   `full_reconcile_minutes`), checked against the CRM's limits and turned into the HTTP
+//!   and pull policies; [`settings::OpenOptions`], the tests' hooks (clock, jitter seed).
 //! - [`model_file`]: the part of the security model a CRM API does not expose (roles,
 //!   profiles' permissions, sharing rules, org-wide sharing), given as a JSON file in the
 //!   org file's format.
@@ -35,6 +39,7 @@ pub mod http;
 pub mod model_file;
 pub mod pacing;
 pub mod secret;
+pub mod settings;
 pub mod shadow;
 pub mod source;
 

@@ -9,10 +9,17 @@
 //! Versions are assigned here, not by the CRM: a read that shows a real content change
 //! (canonical comparison, the CRM's change stamp left out) gets a new version; a stamp that
 //! moved alone is stored without one; unchanged entities keep theirs.
+//!
+//! What every connector does with it in the same way lives here too: tombstoning what a
+//! complete listing no longer shows ([`Shadow::remove_missing`]), and the two checks of a
+//! write-back to a CRM without conditional writes — the version the engine saw against the
+//! shadow ([`Shadow::expect_version`]), then the CRM's fresh copy against that version
+//! ([`Shadow::recheck`]).
 
 use super::super::sqlite::{Observed, SqliteCrm};
 use super::super::{CrmError, Cursor, Entity, EntityKind};
 use crate::db::Migration;
+use crate::model::RecordRef;
 use rusqlite::{params, OptionalExtension};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -66,6 +73,63 @@ impl Shadow {
             return Ok(0);
         }
         self.crm.remove_entities(kind, ids)
+    }
+
+    /// Tombstones the live entities of `kind` that are not in `keep` (what a complete
+    /// listing did not show); returns their ids.
+    pub fn remove_missing(
+        &mut self,
+        kind: EntityKind,
+        keep: &BTreeSet<String>,
+    ) -> Result<Vec<String>, CrmError> {
+        let gone: Vec<String> = self.live_ids(kind)?.difference(keep).cloned().collect();
+        self.remove(kind, &gone)?;
+        Ok(gone)
+    }
+
+    /// The shadow's version and entity of `record`, which a write-back names as `expected`:
+    /// [`CrmError::NotFound`] when the record is not live, [`CrmError::Conflict`] when the
+    /// shadow holds another version.
+    pub fn expect_version(
+        &self,
+        record: &RecordRef,
+        expected: i64,
+    ) -> Result<(i64, Entity), CrmError> {
+        let (version, entity) = self
+            .get(EntityKind::from_object(record.kind), record.id.as_str())?
+            .ok_or_else(|| CrmError::NotFound(record.clone()))?;
+        if version != expected {
+            return Err(CrmError::Conflict {
+                record: record.clone(),
+                expected,
+                current: version,
+            });
+        }
+        Ok((version, entity))
+    }
+
+    /// Records `fresh`, the record as the CRM holds it just before a write-back, and checks
+    /// that it still has the `expected` version: a content change since gives it a new
+    /// version, which is a [`CrmError::Conflict`] (the shadow keeps the fresh content, so
+    /// the next pass plans against it). A change stamp that moved alone is not a conflict.
+    pub fn recheck(
+        &mut self,
+        record: &RecordRef,
+        expected: i64,
+        fresh: Entity,
+    ) -> Result<(), CrmError> {
+        self.record(std::slice::from_ref(&fresh))?;
+        let now = self
+            .get(EntityKind::from_object(record.kind), record.id.as_str())?
+            .map_or(expected, |(v, _)| v);
+        if now != expected {
+            return Err(CrmError::Conflict {
+                record: record.clone(),
+                expected,
+                current: now,
+            });
+        }
+        Ok(())
     }
 
     /// The ids of the live entities of `kind`.
@@ -179,6 +243,55 @@ mod tests {
         assert!(shadow.live_ids(EntityKind::Contact).unwrap().is_empty());
         assert_eq!(shadow.record(&[contact("CEO", 3)]).unwrap().created, 1);
         assert!(shadow.head().unwrap().0 > tail.next_cursor.0);
+    }
+
+    #[test]
+    fn write_backs_are_checked_against_the_shadow_then_the_fresh_copy() {
+        let mut shadow = Shadow::open(Path::new(":memory:")).unwrap();
+        shadow.record(&[contact("CTO", 1)]).unwrap();
+        let record: RecordRef = "contact:7".parse().unwrap();
+        let (v, _) = shadow.expect_version(&record, 1).unwrap();
+        assert!(matches!(
+            shadow.expect_version(&record, v + 1).unwrap_err(),
+            CrmError::Conflict { expected, current, .. } if expected == v + 1 && current == v
+        ));
+        let missing: RecordRef = "contact:8".parse().unwrap();
+        assert!(matches!(
+            shadow.expect_version(&missing, v).unwrap_err(),
+            CrmError::NotFound(_)
+        ));
+        // The CRM's copy moved its stamp only: still the version the engine saw.
+        shadow.recheck(&record, v, contact("CTO", 2)).unwrap();
+        // Someone changed it in the CRM: a conflict, and the shadow keeps their content.
+        let err = shadow.recheck(&record, v, contact("CEO", 3)).unwrap_err();
+        let CrmError::Conflict { current, .. } = err else {
+            panic!("{err}")
+        };
+        assert!(current > v);
+        let (now, Entity::Contact(c)) = shadow.expect_version(&record, current).unwrap() else {
+            panic!("not a contact")
+        };
+        assert_eq!((now, c.title.as_str()), (current, "CEO"));
+    }
+
+    #[test]
+    fn what_a_complete_listing_lacks_is_tombstoned() {
+        let mut shadow = Shadow::open(Path::new(":memory:")).unwrap();
+        let mut other = contact("CFO", 1);
+        if let Entity::Contact(c) = &mut other {
+            c.id = CrmId::new("8").unwrap();
+        }
+        shadow.record(&[contact("CTO", 1), other]).unwrap();
+        let keep: BTreeSet<String> = ["7".to_owned()].into();
+        assert_eq!(
+            shadow.remove_missing(EntityKind::Contact, &keep).unwrap(),
+            vec!["8".to_owned()]
+        );
+        assert_eq!(shadow.live_ids(EntityKind::Contact).unwrap(), keep);
+        assert!(shadow
+            .remove_missing(EntityKind::Contact, &keep)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

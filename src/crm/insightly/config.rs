@@ -2,10 +2,18 @@
 //! documents every key; `config/insightly.example.toml` is a whole example).
 
 use crate::crm::connector::secret::SecretRef;
+use crate::crm::connector::settings::{ApiLimits, CommonSettings};
 use crate::model::UserId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// What Insightly's API allows: about 10 requests per second, `top` ≤ 500.
+pub const LIMITS: ApiLimits = ApiLimits {
+    crm: "Insightly",
+    max_requests_per_second: 10.0,
+    max_page_size: 500,
+};
 
 /// Whose keys read the CRM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -90,6 +98,18 @@ impl Default for InsightlyConfig {
 }
 
 impl InsightlyConfig {
+    /// The keys every connector section shares.
+    pub fn common(&self) -> CommonSettings {
+        CommonSettings {
+            requests_per_second: self.requests_per_second,
+            max_attempts: self.max_attempts,
+            request_timeout_secs: self.request_timeout_secs,
+            page_size: self.page_size,
+            poll_interval_secs: self.poll_interval_secs,
+            full_reconcile_minutes: self.full_reconcile_minutes,
+        }
+    }
+
     /// Checks values; an error names the key (relative to `[crm.insightly]`).
     pub fn check(&self) -> Result<(), (String, String)> {
         let fail = |key: &str, message: String| Err((key.to_owned(), message));
@@ -102,38 +122,9 @@ impl InsightlyConfig {
                 )
             }
         }
-        if !(self.requests_per_second > 0.0 && self.requests_per_second <= 10.0) {
-            return fail(
-                "requests_per_second",
-                format!(
-                    "{} is not in (0, 10] (Insightly allows about 10 per second)",
-                    self.requests_per_second
-                ),
-            );
-        }
+        self.common().check(&LIMITS)?;
         if self.daily_request_budget == Some(0) {
             return fail("daily_request_budget", "must be at least 1".into());
-        }
-        if self.max_attempts == 0 || self.max_attempts > 20 {
-            return fail(
-                "max_attempts",
-                format!("{} is not in 1..=20", self.max_attempts),
-            );
-        }
-        if self.request_timeout_secs == 0 || self.request_timeout_secs > 600 {
-            return fail(
-                "request_timeout_secs",
-                format!("{} is not in 1..=600", self.request_timeout_secs),
-            );
-        }
-        if self.page_size == 0 || self.page_size > 500 {
-            return fail(
-                "page_size",
-                format!(
-                    "{} is not in 1..=500 (Insightly's top is at most 500)",
-                    self.page_size
-                ),
-            );
         }
         if let Some(key) = &self.admin_key {
             key.check().map_err(|m| ("admin_key".to_owned(), m))?;

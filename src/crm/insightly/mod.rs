@@ -29,18 +29,17 @@ mod write;
 
 pub use config::InsightlyConfig;
 
-use crate::crm::connector::http::{HttpClient, HttpConfig, HttpResponse};
+use crate::crm::connector::http::{HttpClient, HttpResponse};
 use crate::crm::connector::model_file::SecurityModel;
-use crate::crm::connector::pacing::{Clock, PacingConfig, RetryPolicy, SystemClock};
+use crate::crm::connector::settings::OpenOptions;
 use crate::crm::connector::shadow::Shadow;
-use crate::crm::connector::source::{PullPolicy, PullReport, RemoteCrm, ShadowSource};
+use crate::crm::connector::source::{PullReport, RemoteCrm, ShadowSource};
 use crate::crm::connector::ConnectorError;
 use crate::crm::{CrmError, WriteBack, WriteOutcome};
 use crate::model::UserId;
 use api::{Api, Reader};
 use config::Mode;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Insightly's answer to a request over the daily quota: 429 with
 /// `X-RateLimit-Remaining: 0` (a per-second burst is a 429 with requests left).
@@ -74,36 +73,15 @@ pub struct Insightly {
     page_size: u32,
 }
 
-/// Test hooks: the clock and the jitter seed (production uses real time and OS entropy).
-#[derive(Clone)]
-pub struct Options {
-    pub clock: Arc<dyn Clock>,
-    pub retry_seed: Option<u64>,
-    /// Overrides of the retry policy's first step and cap (tests keep them short).
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            clock: Arc::new(SystemClock),
-            retry_seed: None,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
 /// Opens the configured Insightly source with real time.
 pub fn open(config: &InsightlyConfig) -> Result<ShadowSource<Insightly>, CrmError> {
-    open_with(config, Options::default())
+    open_with(config, OpenOptions::default())
 }
 
 /// [`open`] with test hooks.
 pub fn open_with(
     config: &InsightlyConfig,
-    options: Options,
+    options: OpenOptions,
 ) -> Result<ShadowSource<Insightly>, CrmError> {
     config
         .check()
@@ -142,24 +120,13 @@ pub fn open_with(
         ),
         None => ModelSource::DelegatedDefault,
     };
-    let http = HttpClient::start(HttpConfig {
-        crm: api::CRM.into(),
-        pacing: PacingConfig {
-            requests_per_second: config.requests_per_second,
-            daily_budget: config.daily_request_budget,
-        },
-        retry: RetryPolicy {
-            max_attempts: config.max_attempts,
-            base_delay: options.base_delay,
-            max_delay: options.max_delay,
-            max_retry_after: Duration::from_secs(120),
-            seed: options.retry_seed,
-        },
-        request_timeout: Duration::from_secs(config.request_timeout_secs),
-        connect_timeout: Duration::from_secs(config.request_timeout_secs.min(10)),
-        quota_test: daily_quota_spent,
-        clock: Arc::clone(&options.clock),
-    })?;
+    let common = config.common();
+    let http = HttpClient::start(common.http_config(
+        &config::LIMITS,
+        config.daily_request_budget,
+        daily_quota_spent,
+        &options,
+    ))?;
     let connector = Insightly {
         http,
         base,
@@ -178,11 +145,7 @@ pub fn open_with(
     Ok(ShadowSource::new(
         connector,
         shadow,
-        PullPolicy {
-            min_interval: Duration::from_secs(config.poll_interval_secs),
-            full_every: Duration::from_secs(config.full_reconcile_minutes * 60),
-            clock: options.clock,
-        },
+        common.pull_policy(Arc::clone(&options.clock)),
     ))
 }
 

@@ -222,13 +222,7 @@ fn read_directory(pull: &mut Pull<'_>) -> Result<(), CrmError> {
             EntityKind::SharingRule,
         ] {
             let kept = keep.remove(&kind).unwrap_or_default();
-            let gone: Vec<String> = pull
-                .shadow
-                .live_ids(kind)?
-                .into_iter()
-                .filter(|id| !kept.contains(id))
-                .collect();
-            pull.shadow.remove(kind, &gone)?;
+            pull.shadow.remove_missing(kind, &kept)?;
         }
     }
     Ok(())
@@ -351,17 +345,16 @@ fn read_records(
     let complete = seen.iter().all(|(_, s)| s.complete)
         && seen.len() + refused.len() == connector.record_readers().len();
     if full && complete {
-        let listed: BTreeSet<&String> = seen.iter().flat_map(|(_, s)| s.ids.iter()).collect();
-        let gone: Vec<String> = pull
-            .shadow
-            .live_ids(EntityKind::from_object(kind))?
-            .into_iter()
-            .filter(|id| !listed.contains(id))
+        let listed: BTreeSet<String> = seen
+            .iter()
+            .flat_map(|(_, s)| s.ids.iter().cloned())
             .collect();
+        let gone = pull
+            .shadow
+            .remove_missing(EntityKind::from_object(kind), &listed)?;
         if !gone.is_empty() {
             tracing::info!(kind = %kind, count = gone.len(), "records gone from Insightly");
         }
-        pull.shadow.remove(EntityKind::from_object(kind), &gone)?;
         let lists: Vec<String> = gone
             .iter()
             .filter_map(|id| {

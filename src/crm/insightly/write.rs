@@ -18,7 +18,7 @@ use super::mapping;
 use super::Insightly;
 use crate::crm::connector::shadow::Shadow;
 use crate::crm::connector::ConnectorError;
-use crate::crm::{writable_fields, CrmError, Entity, EntityKind, WriteBack, WriteOutcome};
+use crate::crm::{updated_record, CrmError, Entity, EntityKind, WriteBack, WriteOutcome};
 use crate::model::{ObjectKind, RecordReaders, RecordRef, UserId};
 use serde_json::{Map, Value};
 
@@ -62,21 +62,6 @@ pub(super) fn write(
     }
 }
 
-/// The shadow's version of `record`, checked against the engine's.
-fn current(shadow: &Shadow, record: &RecordRef, expected: i64) -> Result<(i64, Entity), CrmError> {
-    let (version, entity) = shadow
-        .get(EntityKind::from_object(record.kind), record.id.as_str())?
-        .ok_or_else(|| CrmError::NotFound(record.clone()))?;
-    if version != expected {
-        return Err(CrmError::Conflict {
-            record: record.clone(),
-            expected,
-            current: version,
-        });
-    }
-    Ok((version, entity))
-}
-
 /// Reads the record as Insightly holds it now and records it: a new version means it
 /// changed since the engine read it.
 fn recheck(
@@ -93,19 +78,7 @@ fn recheck(
     let entity = mapping::record(record.kind, &live).map_err(|bad| {
         CrmError::Invalid(format!("{record} as Insightly holds it now: {}", bad.error))
     })?;
-    shadow.record(&[entity])?;
-    let now = shadow
-        .get(EntityKind::from_object(record.kind), record.id.as_str())?
-        .map(|(v, _)| v)
-        .unwrap_or(version);
-    if now != version {
-        return Err(CrmError::Conflict {
-            record: record.clone(),
-            expected: version,
-            current: now,
-        });
-    }
-    Ok(())
+    shadow.recheck(record, version, entity)
 }
 
 /// A refused key or a forbidden record, as the engine's "refused" (the CRM wins).
@@ -184,36 +157,8 @@ fn update(
     fields: &Map<String, Value>,
 ) -> Result<WriteOutcome, CrmError> {
     let collection = collection(record.kind)?;
-    let (version, entity) = current(shadow, record, expected)?;
-    let allowed = writable_fields(record.kind);
-    if let Some(bad) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(CrmError::Refused(format!(
-            "field {bad:?} of a {} cannot be written back",
-            record.kind
-        )));
-    }
-    let mut value =
-        serde_json::to_value(&entity).map_err(|e| CrmError::Invalid(format!("{record}: {e}")))?;
-    if let Some(object) = value.as_object_mut() {
-        for (k, v) in fields {
-            object.insert(k.clone(), v.clone());
-        }
-    }
-    let merged = Entity::from_json(EntityKind::from_object(record.kind), &value.to_string())
-        .map_err(|e| CrmError::Invalid(format!("{record}: {e}")))?;
-    let describe = |list: Vec<(String, crate::model::normalize::NormalizeError)>| {
-        CrmError::Invalid(
-            list.into_iter()
-                .map(|(f, e)| format!("{f}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    };
-    let merged = match merged {
-        Entity::Contact(c) => Entity::Contact(c.normalized().map_err(describe)?),
-        Entity::Event(e) => Entity::Event(e.normalized().map_err(describe)?),
-        other => other,
-    };
+    let (version, entity) = shadow.expect_version(record, expected)?;
+    let merged = updated_record(record, &entity, fields)?;
     if merged.without_stamp() == entity.without_stamp() {
         return Ok(WriteOutcome {
             record: record.clone(),
@@ -256,7 +201,7 @@ fn delete(
     acting_user: &UserId,
 ) -> Result<WriteOutcome, CrmError> {
     let collection = collection(record.kind)?;
-    current(shadow, record, expected)?;
+    shadow.expect_version(record, expected)?;
     let reader = connector.writer_for(acting_user)?;
     recheck(connector, shadow, record, expected, reader).map_err(|e| match e {
         CrmError::Connector(c) => refusal(c),
