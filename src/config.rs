@@ -30,6 +30,8 @@ pub struct Config {
     pub scope: crate::scope::ScopeConfig,
     /// ICS feeds: `[ics]` (public base URL, calendar name, refresh interval).
     pub ics: crate::ics::IcsConfig,
+    /// The sync worker `crmsync run`: `[worker]`.
+    pub worker: crate::worker::WorkerConfig,
 }
 
 /// Where crmsync keeps its own state.
@@ -331,6 +333,9 @@ impl Config {
         if let Err((key, message)) = self.ics.check() {
             return fail(key, message);
         }
+        if let Err((key, message)) = self.worker.check() {
+            return fail(key, message);
+        }
         Ok(())
     }
 }
@@ -385,6 +390,27 @@ mod tests {
             defaults.google.contact_group_name
         );
         assert_eq!(config.ics, crate::ics::IcsConfig::default());
+        assert_eq!(
+            config.worker,
+            crate::worker::WorkerConfig::default(),
+            "the example shows the [worker] defaults"
+        );
+    }
+
+    #[test]
+    fn worker_keys_are_checked() {
+        let err = Config::parse("c.toml", "[worker]\ninterval_secs = 0\n").unwrap_err();
+        assert_eq!(err.key, "worker.interval_secs");
+        let err = Config::parse(
+            "c.toml",
+            "[worker]\nbackoff_base_secs = 600\nbackoff_cap_secs = 60\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "worker.backoff_cap_secs");
+        let err = Config::parse("c.toml", "[worker]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(err.key, "worker.listen");
+        let ok = Config::parse("c.toml", "[worker]\nlisten = \"0.0.0.0:9000\"\n").unwrap();
+        assert_eq!(ok.worker.listen.port(), 9000);
     }
 
     /// The commented `[crm.NAME]` section of `config/crmsync.toml`, uncommented: its

@@ -17,3 +17,4 @@ pub mod scope;
 pub mod security;
 pub mod store;
 pub mod sync;
+pub mod worker;

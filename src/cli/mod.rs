@@ -9,6 +9,7 @@ mod logging;
 mod mirror_load;
 mod ops_cmd;
 mod revoke_cmd;
+mod run_cmd;
 mod scope_cmd;
 mod state_access;
 mod sync_cmd;
@@ -66,7 +67,8 @@ pub enum Command {
     Init,
     /// One sync pass for all users (or the named ones).
     Sync(SyncArgs),
-    /// Run as a daemon: sync on an interval until stopped.
+    /// The sync worker: poll the CRM's change feed and sync the users affected, serve
+    /// /healthz, /readyz, /metrics and the ICS feeds, until SIGINT/SIGTERM.
     Run,
     /// Serve the Google API emulator (Calendar v3, People v1, OAuth) on one port.
     Emulator(EmulatorArgs),
@@ -272,12 +274,6 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
     }
 }
 
-fn not_built_yet(command: &str, arrives_with: &str) -> CmdResult {
-    Err(runtime(anyhow::anyhow!(
-        "`crmsync {command}` is not built yet; it arrives with {arrives_with}"
-    )))
-}
-
 pub fn run(cli: Cli) -> CmdResult {
     let out = Output { json: cli.json };
     let config = load_config(cli.config.as_ref())?;
@@ -291,7 +287,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Demo(args) => sync_cmd::demo(&out, args),
         Command::Init => ops_cmd::init(&config, &out, &access),
         Command::Sync(args) => sync_cmd::sync(&config, &out, &access, args),
-        Command::Run => not_built_yet("run", "the operations work (roadmap item 5)"),
+        Command::Run => run_cmd::run(&config, &access),
         Command::Emulator(args) => sync_cmd::emulator(args),
         Command::Scope(cmd) => scope_cmd::run(&config, &out, &access, cmd),
         Command::Access(cmd) => access_cmd::run(&config, &out, &access, cmd),

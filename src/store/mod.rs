@@ -12,9 +12,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+mod affected;
 mod feeds;
 pub mod lock;
 mod scopes;
+mod worker;
 
 /// The state DB's schema, oldest first. Append only: never edit a landed migration.
 pub const MIGRATIONS: &[Migration] = &[
@@ -37,6 +39,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "state/0005_feeds.sql",
         sql: include_str!("../../migrations/state/0005_feeds.sql"),
+    },
+    Migration {
+        name: "state/0006_worker.sql",
+        sql: include_str!("../../migrations/state/0006_worker.sql"),
     },
 ];
 
@@ -425,6 +431,7 @@ mod sync;
 
 pub use feeds::FeedRow;
 pub use sync::{AuditEntry, ConflictEntry, SyncUser, SyncWriter};
+pub use worker::WorkerUserRow;
 
 #[cfg(test)]
 mod tests;

@@ -219,6 +219,17 @@ fn scope_policies(scope: &EffectiveScope, may_create: bool) -> Policies {
     }
 }
 
+/// How the worker steers a pass.
+#[derive(Default, Clone, Copy)]
+pub struct PassControl<'c> {
+    /// The caller refreshed the mirror just before: the pass reads it as it is (so the
+    /// changes the caller looked at are exactly the ones the pass syncs).
+    pub mirror_refreshed: bool,
+    /// Asked before each user's pass starts: once it says stop, no further user starts
+    /// (those are left out of the report) and in-flight users finish.
+    pub stop: Option<&'c dyn Fn() -> bool>,
+}
+
 /// What a running pass tells a progress display.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'r> {
@@ -240,9 +251,32 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         options: &SyncOptions,
         progress: &dyn Fn(Progress<'_>),
     ) -> Result<RunReport, EngineError> {
+        self.pass(options, progress, &PassControl::default()).await
+    }
+
+    /// The worker's pass: [`Engine::sync_once`] under `control` (see [`PassControl`]).
+    pub async fn sync_once_controlled(
+        &self,
+        options: &SyncOptions,
+        control: &PassControl<'_>,
+    ) -> Result<RunReport, EngineError> {
+        self.pass(options, &|_| {}, control).await
+    }
+
+    async fn pass(
+        &self,
+        options: &SyncOptions,
+        progress: &dyn Fn(Progress<'_>),
+        control: &PassControl<'_>,
+    ) -> Result<RunReport, EngineError> {
         let run_id = new_run_id();
         let started = std::time::Instant::now();
-        let (model, crm_changes, crm_problems) = self.load_model(options.dry_run)?;
+        let stop = || control.stop.is_some_and(|stop| stop());
+        let (model, crm_changes, crm_problems) = if control.mirror_refreshed && !options.dry_run {
+            (self.state.load_org_model()?, 0, Vec::new())
+        } else {
+            self.load_model(options.dry_run)?
+        };
         if !options.dry_run {
             // Users inactive or gone from the CRM lose their ICS feeds (the feeds already
             // answer 404 from the refreshed mirror; this deletes their secrets).
@@ -266,6 +300,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         progress(Progress::Started { users: tasks.len() });
         super::observe::run_started(&run_id, tasks.len(), crm_changes, options.dry_run);
         let passes = futures::stream::iter(&tasks)
+            // Users not started when `stop` says so are left out (in-flight ones finish).
+            .take_while(|_| futures::future::ready(!stop()))
             .map(|task| async {
                 let pass = self.user_task(&access, task, options, &run_id).await;
                 if let Ok(report) = &pass {
@@ -280,7 +316,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         for pass in passes {
             reports.push(pass?);
         }
-        if !options.dry_run {
+        if !options.dry_run && !stop() {
             self.follow_up(&mut reports, &eligible, options, &run_id)
                 .await?;
         }

@@ -1,5 +1,6 @@
 //! The sync engine: desired sets, the pure planner, the three-way merge, and the executor.
 
+pub mod affected;
 pub mod dedup;
 pub mod desired;
 pub mod engine;
