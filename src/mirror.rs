@@ -12,11 +12,15 @@
 
 use crate::crm::{Change, CrmError, Cursor, RowProblem, Source};
 use crate::store::{MirrorUpdate, StateDb, StoreError};
+use crate::sync::affected::MirrorDelta;
 
 /// Changes pulled per page of the feed.
 pub const PAGE_SIZE: usize = 5_000;
 /// Upper bound on pages per refresh (a feed longer than this resumes on the next refresh).
 pub const MAX_PAGES: usize = 10_000;
+/// Up to this many changed entities a refresh names them ([`Refresh::delta`]); beyond, it
+/// says only that much changed (callers then treat every user as affected).
+pub const MAX_DELTA: usize = 50_000;
 
 /// What a refresh pulled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +30,8 @@ pub struct Refresh {
     pub problems: Vec<RowProblem>,
     /// Whether the feed had more than `MAX_PAGES` pages left.
     pub truncated: bool,
+    /// The entities this refresh changed, when there were at most [`MAX_DELTA`] of them.
+    pub delta: Option<MirrorDelta>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,11 +98,22 @@ pub fn verify_identity(
 /// Pulls every change after the mirror's cursor into the mirror.
 pub fn refresh(state: &StateDb, source: &dyn Source) -> Result<Refresh, RefreshError> {
     check_identity(state, source)?;
-    let mut out = Refresh::default();
+    let mut out = Refresh {
+        delta: Some(MirrorDelta::default()),
+        ..Refresh::default()
+    };
     for _ in 0..MAX_PAGES {
         let cursor = state.crm_cursor()?;
         let batch = source.changes_since(cursor, PAGE_SIZE)?;
         let update = state.apply_crm_changes(&batch)?;
+        if let Some(delta) = &mut out.delta {
+            for change in &batch.changes {
+                delta.insert(change.kind, &change.id);
+            }
+            if delta.len() > MAX_DELTA {
+                out.delta = None;
+            }
+        }
         out.update.kinds.extend(update.kinds);
         out.update.applied += update.applied;
         out.update.skipped += update.skipped;

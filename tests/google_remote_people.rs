@@ -229,24 +229,28 @@ async fn contacts_round_trip_and_per_item_failures_stay_isolated() {
             etag: written(&created[0]).etag.clone(),
             crm_id: crm("c-ada"),
             data: ada2.clone(),
+            marked: false,
         },
         ContactOp::Update {
             resource: grace_rn.clone(),
             etag: grace_now.etag.clone(),
             crm_id: crm("c-grace"),
             data: grace2.clone(),
+            marked: false,
         },
         ContactOp::Update {
             resource: written(&created[2]).google_id.clone(),
             etag: "stale-etag".into(),
             crm_id: crm("c-zoe"),
             data: zoe.clone(),
+            marked: false,
         },
         ContactOp::Update {
             resource: "people/c999999".into(),
             etag: "x".into(),
             crm_id: crm("c-nobody"),
             data: zoe.clone(),
+            marked: false,
         },
     ];
     let updated = remote.contact_ops(&alice, &group, &ops).await.unwrap();
@@ -388,6 +392,7 @@ async fn an_update_batch_refused_as_a_whole_falls_back_to_one_call_per_contact()
                 },
                 crm_id: w.crm_id.clone().unwrap(),
                 data,
+                marked: false,
             }
         })
         .collect();
@@ -518,6 +523,7 @@ async fn writes_cost_the_fewest_calls_the_batch_limits_allow() {
                 etag: w.etag.clone(),
                 crm_id: w.crm_id.clone().unwrap(),
                 data,
+                marked: false,
             }
         })
         .collect();

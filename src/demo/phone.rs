@@ -108,6 +108,7 @@ impl<R: Remote> Phone<'_, R> {
             etag: item.etag,
             crm_id,
             data,
+            marked: false,
         };
         expect_written(self.remote.contact_ops(&self.user, &group, &[op]).await?)
     }

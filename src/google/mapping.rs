@@ -504,6 +504,11 @@ pub const PERSON_FIELDS: &str =
 pub const UPDATE_PERSON_FIELDS: &str =
     "names,organizations,emailAddresses,phoneNumbers,addresses,biographies,clientData,memberships";
 
+/// The update mask of a contact known to carry our marker and membership already: the
+/// synced fields alone (everything else on the contact stays as it is).
+pub const SYNCED_PERSON_FIELDS: &str =
+    "names,organizations,emailAddresses,phoneNumbers,addresses,biographies";
+
 fn group_membership(group: &str) -> Membership {
     Membership {
         contact_group_membership: Some(ContactGroupMembership {

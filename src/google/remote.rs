@@ -49,7 +49,7 @@ use super::hub::{self, with_slash, GOOGLE_CALENDAR_ROOT, GOOGLE_PEOPLE_ROOT};
 use super::mapping::{
     contact_from_google, contact_to_google, event_from_google, event_patch_body, event_to_google,
     mark_created, person_groups, to_json_without_nulls, GROUP_MARKER, MARKER_ID, PERSON_FIELDS,
-    UPDATE_PERSON_FIELDS,
+    SYNCED_PERSON_FIELDS, UPDATE_PERSON_FIELDS,
 };
 use super::retry::{Failure, Pacer, Repeat, RetryConfig, RetryPolicy};
 use crate::config::{GoogleConfig, SyncConfig};
@@ -932,6 +932,7 @@ impl GoogleRemote {
         group: &str,
         resource: &str,
         person: &Person,
+        mask: &str,
     ) -> Result<OpOutcome<SyncedContact>, RemoteError> {
         let updated = self
             .people_write(c, Repeat::Safe, || async move {
@@ -939,9 +940,7 @@ impl GoogleRemote {
                     .people
                     .people()
                     .update_contact(person.clone(), resource)
-                    .update_person_fields(
-                        FieldMask::from_str(UPDATE_PERSON_FIELDS).unwrap_or_default(),
-                    )
+                    .update_person_fields(FieldMask::from_str(mask).unwrap_or_default())
                     .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default()))
             })
             .await?;
@@ -1096,7 +1095,8 @@ impl GoogleRemote {
             person.resource_name = Some(resource.clone());
             pending.push((index, resource.clone(), person));
         }
-        self.send_updates(c, group, pending, slots).await;
+        self.send_updates(c, group, pending, UPDATE_PERSON_FIELDS, slots)
+            .await;
     }
 
     /// Writes prepared persons with `batchUpdateContacts` (≤ 200), one answer per index: a
@@ -1107,6 +1107,7 @@ impl GoogleRemote {
         c: &UserClients,
         group: &str,
         mut pending: Vec<(usize, String, Person)>,
+        mask: &str,
         slots: &mut Slots<SyncedContact>,
     ) {
         // Each round either finishes the batch or removes at least one failing contact.
@@ -1126,7 +1127,7 @@ impl GoogleRemote {
                         .collect(),
                 ),
                 read_mask: Some(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default()),
-                update_mask: Some(FieldMask::from_str(UPDATE_PERSON_FIELDS).unwrap_or_default()),
+                update_mask: Some(FieldMask::from_str(mask).unwrap_or_default()),
                 sources: None,
             };
             let answer = self
@@ -1187,7 +1188,7 @@ impl GoogleRemote {
         // One bad contact failed the batch without saying which: update one by one.
         for (index, resource, person) in &pending {
             if !slots.fail_if_halted([*index]) {
-                let result = self.update_one(c, group, resource, person).await;
+                let result = self.update_one(c, group, resource, person, mask).await;
                 slots.record(*index, result);
             }
         }
@@ -1240,7 +1241,8 @@ impl GoogleRemote {
                 }
             }
         }
-        self.send_updates(c, group, pending, slots).await;
+        self.send_updates(c, group, pending, UPDATE_PERSON_FIELDS, slots)
+            .await;
         for (index, report) in reports {
             slots.replace_written(index, OpOutcome::Released(report));
         }
@@ -1620,6 +1622,7 @@ impl Remote for GoogleRemote {
         let mut slots: Slots<SyncedContact> = Slots::new(ops.len());
         let mut creates = Vec::new();
         let mut updates = Vec::new();
+        let mut marked_updates = Vec::new();
         let mut deletes = Vec::new();
         let mut releases = Vec::new();
         let mut seen_updates = BTreeSet::new();
@@ -1631,11 +1634,17 @@ impl Remote for GoogleRemote {
                     etag,
                     crm_id,
                     data,
+                    marked,
                 } => {
                     // batchUpdateContacts is keyed by resource name: a second update of
                     // the same contact in one call would be lost.
                     if seen_updates.insert(resource.as_str()) {
-                        updates.push((i, resource, etag, crm_id, data));
+                        let to = if *marked {
+                            &mut marked_updates
+                        } else {
+                            &mut updates
+                        };
+                        to.push((i, resource, etag, crm_id, data));
                     } else {
                         slots.set(
                             i,
@@ -1669,6 +1678,25 @@ impl Remote for GoogleRemote {
         for chunk in updates.chunks(MAX_BATCH_UPDATE) {
             if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
                 self.update_chunk(&c, group, chunk, &mut slots).await;
+            }
+        }
+        for chunk in marked_updates.chunks(MAX_BATCH_UPDATE) {
+            if !slots.fail_if_halted(chunk.iter().map(|t| t.0)) {
+                let pending = chunk
+                    .iter()
+                    .map(|&(index, resource, etag, crm_id, data)| {
+                        let mut person = contact_to_google(crm_id, group, data, &[], &[]);
+                        // Only the synced fields are written: the marker and memberships
+                        // the contact carries stay as they are.
+                        person.memberships = None;
+                        person.client_data = None;
+                        person.etag = Some(etag.clone());
+                        person.resource_name = Some(resource.clone());
+                        (index, resource.clone(), person)
+                    })
+                    .collect();
+                self.send_updates(&c, group, pending, SYNCED_PERSON_FIELDS, &mut slots)
+                    .await;
             }
         }
         for chunk in releases.chunks(MAX_BATCH_UPDATE) {

@@ -158,6 +158,8 @@ mod tests {
             revoked_at: None,
             revoked_reason: None,
             acl_sync_token: None,
+            planned_cursor: None,
+            planned_at: None,
         }
     }
 

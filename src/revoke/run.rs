@@ -298,7 +298,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         options: &RevokeOptions,
     ) -> Result<RevocationReport, EngineError> {
         let run_id = crate::sync::engine::new_run_id();
-        let (model, _, _) = self.load_model(options.dry_run)?;
+        let (model, _, _, _) = self.load_model(options.dry_run)?;
         if self.state.sync_user(user)?.is_none() && !model.users.contains_key(user) {
             return Err(EngineError::UnknownUser(user.clone()));
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 mod affected;
 mod feeds;
 pub mod lock;
+mod planned;
 mod scopes;
 mod worker;
 
@@ -43,6 +44,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "state/0006_worker.sql",
         sql: include_str!("../../migrations/state/0006_worker.sql"),
+    },
+    Migration {
+        name: "state/0007_planned.sql",
+        sql: include_str!("../../migrations/state/0007_planned.sql"),
     },
 ];
 

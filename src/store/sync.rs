@@ -31,6 +31,11 @@ pub struct SyncUser {
     pub revoked_reason: Option<String>,
     /// Sync token of the dedicated calendar's ACL listing (the leak guard).
     pub acl_sync_token: Option<String>,
+    /// The mirror cursor at which the user's last full plan was carried out completely
+    /// (`None`: unknown, the next pass plans in full). See `store/planned.rs`.
+    pub planned_cursor: Option<i64>,
+    /// When that plan was made (RFC 3339).
+    pub planned_at: Option<String>,
 }
 
 impl SyncUser {
@@ -56,12 +61,15 @@ fn sync_user_from(row: &Row<'_>) -> rusqlite::Result<SyncUser> {
         revoked_at: row.get(10)?,
         revoked_reason: row.get(11)?,
         acl_sync_token: row.get(12)?,
+        planned_cursor: row.get(13)?,
+        planned_at: row.get(14)?,
     })
 }
 
 const SYNC_USER_COLUMNS: &str = "user_id, google_account, calendar_id, group_resource, \
      events_sync_token, contacts_sync_token, scope_fingerprint, last_attempt_at, \
-     last_success_at, last_error, revoked_at, revoked_reason, acl_sync_token";
+     last_success_at, last_error, revoked_at, revoked_reason, acl_sync_token, planned_cursor, \
+     planned_at";
 
 /// One audit line.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,7 +110,7 @@ fn kind_str(kind: ObjectKind) -> &'static str {
     kind.as_str()
 }
 
-fn state_from(s: &str) -> Result<LinkState, StoreError> {
+pub(super) fn state_from(s: &str) -> Result<LinkState, StoreError> {
     match s {
         "pending_create" => Ok(LinkState::PendingCreate),
         "pending_link" => Ok(LinkState::PendingLink),
@@ -149,6 +157,10 @@ impl StateDb {
     /// containers or links are on record and it was not revoked): revoke it first.
     pub fn ensure_sync_user(&self, user: &UserId, account: &str) -> Result<SyncUser, StoreError> {
         if let Some(row) = self.sync_user(user)? {
+            if row.google_account == account && row.revoked_at.is_none() {
+                // The usual case: nothing to write.
+                return Ok(row);
+            }
             let has_links: bool = self.conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM links WHERE user_id = ?1)",
                 [user.as_str()],
@@ -174,6 +186,7 @@ impl StateDb {
                  contacts_sync_token =
                      CASE WHEN google_account = ?2 THEN contacts_sync_token END,
                  acl_sync_token = CASE WHEN google_account = ?2 THEN acl_sync_token END,
+                 planned_cursor = NULL, planned_at = NULL,
                  google_account = ?2",
             params![user.as_str(), account],
         )?;

@@ -417,6 +417,14 @@ fn exists(model: &OrgModel, record: &RecordRef) -> bool {
     }
 }
 
+/// Whether [`by_mirror`] decides who should have `touched` record by record (cheap) rather
+/// than from every user's whole desired set (as costly as planning everyone).
+pub fn checked_one_by_one(touched: &BTreeSet<RecordRef>) -> bool {
+    [ObjectKind::Contact, ObjectKind::Event]
+        .iter()
+        .all(|k| touched.iter().filter(|r| r.kind == *k).count() <= PER_RECORD_LIMIT)
+}
+
 /// Adds the users who should have one of the touched records now: record by record when
 /// there are at most `per_record_limit` of a kind, else from each user's desired set.
 fn should_have_now(inputs: &MirrorInputs<'_, '_, '_>, out: &mut Affected, per_record_limit: usize) {

@@ -164,6 +164,7 @@ pub async fn sweep<T: RemoteKind, R: Remote>(
                 crm_id: set.crm_id.clone(),
                 step,
                 pre_link: None,
+                marked: false,
             });
             owners.push((set, extra.clone()));
         }

@@ -7,7 +7,7 @@ use super::execute::{execute_kind, Counts, Hooks, ItemError, RemoteKind, UserCtx
 use super::merge::ConflictPolicy;
 use super::plan::{
     breaker_trips, plan, CrmMatch, CrmStep, Direction, GoogleDeletePolicy, KindPlan, Link,
-    PlanInput, Policies, RecordPlan, RemoteView,
+    LinkState, PlanInput, Policies, RecordPlan, RemoteView,
 };
 use super::remote::{GoogleUser, Listing, Remote, RemoteChange, RemoteErrorKind, RemoteItem};
 use crate::config::Config;
@@ -92,6 +92,9 @@ pub struct UserReport {
     pub crm_changed: Vec<RecordRef>,
     /// Revocations drained (or planned, or held) for this user in this run.
     pub revocations: Vec<crate::revoke::run::RevocationReport>,
+    /// The pass found nothing to plan (listings quiet, nothing changed for the user since
+    /// their last complete plan): it made the listing calls and nothing else.
+    pub quiet: bool,
 }
 
 impl UserReport {
@@ -112,6 +115,7 @@ impl UserReport {
             plan: Vec::new(),
             crm_changed: Vec::new(),
             revocations: Vec::new(),
+            quiet: false,
         }
     }
 
@@ -125,6 +129,7 @@ impl UserReport {
         self.account = pass.account;
         self.status = pass.status;
         self.message = pass.message;
+        self.quiet = pass.quiet;
         self
     }
 
@@ -134,6 +139,7 @@ impl UserReport {
         self.events.add(&later.events);
         self.errors.extend(later.errors);
         self.crm_changed.extend(later.crm_changed);
+        self.quiet &= later.quiet;
         let rank = |s: UserStatus| match s {
             UserStatus::Synced | UserStatus::Planned | UserStatus::Revoked => 0,
             UserStatus::Partial => 1,
@@ -230,6 +236,23 @@ pub struct PassControl<'c> {
     pub stop: Option<&'c dyn Fn() -> bool>,
 }
 
+/// How far a user's pass went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Planned {
+    /// It stopped before planning (failure, refusal, dry run, nothing to do).
+    Early,
+    /// Nothing to plan: the listings' tokens were kept, nothing else.
+    Quiet,
+    /// Planned in full from the mirror at `cursor` (and carried out, unless the report
+    /// says otherwise).
+    Full { cursor: crate::crm::Cursor },
+}
+
+/// How long a user's last complete plan stands in for a new one: the event window moves
+/// with time (events enter it at its far edge), so a user is planned in full at least this
+/// often even when nothing changed.
+const REPLAN_AFTER: chrono::Duration = chrono::Duration::hours(1);
+
 /// What a running pass tells a progress display.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'r> {
@@ -272,17 +295,26 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let run_id = new_run_id();
         let started = std::time::Instant::now();
         let stop = || control.stop.is_some_and(|stop| stop());
-        let (model, crm_changes, crm_problems) = if control.mirror_refreshed && !options.dry_run {
-            (self.state.load_org_model()?, 0, Vec::new())
+        let mirror_from = if options.dry_run || control.mirror_refreshed {
+            None
         } else {
-            self.load_model(options.dry_run)?
+            Some(self.state.crm_cursor()?)
         };
+        let (model, crm_changes, crm_problems, delta) =
+            if control.mirror_refreshed && !options.dry_run {
+                (self.state.load_org_model()?, 0, Vec::new(), None)
+            } else {
+                self.load_model(options.dry_run)?
+            };
         if !options.dry_run {
             // Users inactive or gone from the CRM lose their ICS feeds (the feeds already
             // answer 404 from the refreshed mirror; this deletes their secrets).
             crate::ics::revoke_departed_feeds(self.state, &model, &run_id)?;
         }
         let access = Access::build(&model);
+        if let Some(from) = mirror_from {
+            self.advance_unaffected(from, &access, delta.as_ref())?;
+        }
         for u in &options.users {
             if !model.users.contains_key(u) && self.state.sync_user(u)?.is_none() {
                 return Err(EngineError::UnknownUser(u.clone()));
@@ -354,8 +386,10 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         if writers.is_empty() {
             return Ok(());
         }
-        let (model, _, _) = self.load_model(false)?;
+        let from = self.state.crm_cursor()?;
+        let (model, _, _, delta) = self.load_model(false)?;
         let access = Access::build(&model);
+        self.advance_unaffected(from, &access, delta.as_ref())?;
         let mut again = Vec::new();
         for report in reports.iter() {
             let Some(user) = model
@@ -403,15 +437,30 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
 
     /// Refreshes the mirror (or, in a dry run, reads it and overlays pending CRM changes in
     /// memory) and returns the typed model.
+    /// What the refresh changed is named too (`None`: too much to name, or a dry run).
+    #[allow(clippy::type_complexity)]
     pub(crate) fn load_model(
         &self,
         dry_run: bool,
-    ) -> Result<(OrgModel, usize, Vec<crate::crm::RowProblem>), EngineError> {
+    ) -> Result<
+        (
+            OrgModel,
+            usize,
+            Vec<crate::crm::RowProblem>,
+            Option<super::affected::MirrorDelta>,
+        ),
+        EngineError,
+    > {
         let crm = self.crm.borrow();
         if !dry_run {
             let refresh = mirror::refresh(self.state, crm.as_ref())?;
             let model = self.state.load_org_model()?;
-            return Ok((model, refresh.update.applied, refresh.problems));
+            return Ok((
+                model,
+                refresh.update.applied,
+                refresh.problems,
+                refresh.delta,
+            ));
         }
         mirror::verify_identity(self.state, crm.as_ref())?;
         let mut model = self.state.load_org_model()?;
@@ -435,7 +484,54 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 break;
             }
         }
-        Ok((model, applied, problems))
+        Ok((model, applied, problems, None))
+    }
+
+    /// Moves the users a mirror update (from `from` to the mirror's cursor now, naming
+    /// `delta`) cannot affect forward with it: their last complete plan still stands, so
+    /// their next pass may be quiet. Nobody moves when telling would cost about as much as
+    /// planning them: a change to who may read what (the model as it was before is gone),
+    /// more changed records than `sync::affected` checks one by one, or a delta too large
+    /// to name.
+    fn advance_unaffected(
+        &self,
+        from: crate::crm::Cursor,
+        access: &Access<'_>,
+        delta: Option<&super::affected::MirrorDelta>,
+    ) -> Result<(), EngineError> {
+        use super::affected::{by_mirror, touched_records, MirrorInputs};
+        let to = self.state.crm_cursor()?;
+        let Some(delta) = delta.filter(|d| from != to && !d.security_model_changed()) else {
+            return Ok(());
+        };
+        let model = access.model();
+        let touched = touched_records(None, model, delta);
+        if !super::affected::checked_one_by_one(&touched) {
+            return Ok(());
+        }
+        let holders = self.state.link_holders(&touched)?;
+        let overrides = self.state.all_scope_overrides()?;
+        let scopes = scope::resolve_all(&self.config.scope, model, &overrides)
+            .into_iter()
+            .filter_map(|(user, r)| r.ok().map(|r| (user, r.scope)))
+            .collect();
+        let affected = by_mirror(&MirrorInputs {
+            before: None,
+            after: access,
+            delta,
+            touched: &touched,
+            holders: &holders,
+            scopes: &scopes,
+            now: self.now,
+        });
+        let users: BTreeSet<UserId> = affected.users.into_keys().collect();
+        let moved = self.state.advance_planned(from, to, &users)?;
+        tracing::debug!(
+            affected = users.len(),
+            moved,
+            "users the mirror update leaves as planned"
+        );
+        Ok(())
     }
 
     pub(crate) async fn user_pass(
@@ -503,7 +599,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             )
             .await;
         match result {
-            Ok(()) => {
+            Ok(planned) => {
                 if !options.dry_run {
                     let error = (!report.errors.is_empty())
                         .then(|| format!("{} item(s) failed", report.errors.len()));
@@ -521,7 +617,15 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                         error.as_deref(),
                         (!failed).then_some(resolved.fingerprint.as_str()),
                     )?;
+                    // A plan carried out completely: the next pass may find this user quiet.
+                    if let Planned::Full { cursor } = planned {
+                        if report.status == UserStatus::Synced && report.errors.is_empty() {
+                            let at = self.now.to_rfc3339();
+                            self.state.set_planned(&user.id, Some((cursor, &at)))?;
+                        }
+                    }
                 }
+                report.quiet = matches!(planned, Planned::Quiet);
                 Ok(report)
             }
             Err(e) => Err(e),
@@ -560,7 +664,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         options: &SyncOptions,
         run_id: &str,
         report: &mut UserReport,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Planned, EngineError> {
         let sync_user = self.state.sync_user(&user.id)?;
         // 1. The dedicated calendar and contact group.
         let known_calendar = sync_user.as_ref().and_then(|s| s.calendar_id.clone());
@@ -582,29 +686,23 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                     }
                 },
             };
-            let group = match self
-                .remote
-                .ensure_group(
-                    google_user,
-                    &self.config.google.contact_group_name,
-                    known_group.as_deref(),
-                )
-                .await
-            {
-                Ok(g) => g,
-                Err(e) => {
-                    return self.fail(
-                        report,
-                        format!("cannot reach the user's contact group: {e}"),
-                    )
-                }
+            // A known group is not fetched either: a deleted group shows in the contact
+            // listing as our contacts losing their membership (checked below).
+            let group = match &known_group {
+                Some(known) => known.clone(),
+                None => match self
+                    .ensure_group_recorded(google_user, None, &calendar)
+                    .await?
+                {
+                    Ok(g) => g,
+                    Err(e) => {
+                        return self.fail(
+                            report,
+                            format!("cannot reach the user's contact group: {e}"),
+                        )
+                    }
+                },
             };
-            if known_group.as_deref() != Some(group.as_str()) {
-                if known_group.is_some() {
-                    self.state.clear_sync_token(&user.id, ObjectKind::Contact)?;
-                }
-                self.state.set_containers(&user.id, &calendar, &group)?;
-            }
             (Some(calendar), Some(group))
         };
         // Events are listed first: a calendar deleted on the phone is found (404), recreated
@@ -661,7 +759,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                     if let Some(why) = acl.paused {
                         report.status = UserStatus::Refused;
                         report.message = Some(why);
-                        return Ok(());
+                        return Ok(Planned::Early);
                     }
                 }
                 Err(e) => {
@@ -670,14 +768,105 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             }
         }
         let sync_user = self.state.sync_user(&user.id)?;
+        // 2. The contact listing (from scratch while contact creates or links are pending:
+        //    their outcome is found in it).
+        let pending_contacts = self
+            .state
+            .has_pending_links(&user.id, Some(ObjectKind::Contact))?;
+        let contact_token = sync_user
+            .as_ref()
+            .and_then(|s| s.contacts_sync_token.clone())
+            .filter(|_| !pending_contacts);
+        let mut contact_listing = match &group {
+            Some(g) => match self
+                .listing::<SyncedContact>(google_user, g, contact_token)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => return self.fail(report, format!("listing contacts: {e}")),
+            },
+            None => empty_listing(),
+        };
+        // Our contacts outside our group (the group was deleted, or they were taken out of
+        // it), or a last pass with failures: the group is checked, and found again by its
+        // marker or recreated; a different group is listed from scratch.
+        let lost_members = contact_listing.changes.iter().any(
+            |c| matches!(c, RemoteChange::Present(it) if it.crm_id.is_some() && !it.in_container),
+        );
+        let last_failed = sync_user.as_ref().is_some_and(|s| s.last_error.is_some());
+        let group = match (&group, &calendar) {
+            (Some(known), Some(c)) if !options.dry_run && (lost_members || last_failed) => {
+                match self
+                    .ensure_group_recorded(google_user, Some(known), c)
+                    .await?
+                {
+                    Ok(g) if &g == known => Some(g),
+                    Ok(g) => {
+                        contact_listing = match self
+                            .listing::<SyncedContact>(google_user, &g, None)
+                            .await
+                        {
+                            Ok(l) => l,
+                            Err(e) => return self.fail(report, format!("listing contacts: {e}")),
+                        };
+                        Some(g)
+                    }
+                    Err(e) => {
+                        return self.fail(
+                            report,
+                            format!("cannot reach the user's contact group: {e}"),
+                        )
+                    }
+                }
+            }
+            _ => group,
+        };
+
+        // 3. Nothing to plan: the listings hold only the echoes of our own writes, the
+        //    mirror changed nothing for this user since their last complete plan, same
+        //    scope, nothing pending. Only the new sync tokens are kept.
+        if !options.dry_run
+            && self.quiet(
+                user,
+                sync_user.as_ref(),
+                resolved,
+                &event_listing,
+                &contact_listing,
+            )?
+        {
+            self.state.write(|w| {
+                for (kind, token) in [
+                    (ObjectKind::Event, event_listing.next_sync_token.as_deref()),
+                    (
+                        ObjectKind::Contact,
+                        contact_listing.next_sync_token.as_deref(),
+                    ),
+                ] {
+                    let stored = sync_user.as_ref().and_then(|s| match kind {
+                        ObjectKind::Event => s.events_sync_token.as_deref(),
+                        _ => s.contacts_sync_token.as_deref(),
+                    });
+                    if token.is_some() && token != stored {
+                        w.set_sync_token(&user.id, kind, token)?;
+                    }
+                }
+                Ok(())
+            })?;
+            return Ok(Planned::Quiet);
+        }
+
+        // 4. Links, desired sets and plans for both kinds. Until this plan is carried out
+        //    completely, the user is planned in full again.
+        let cursor = self.state.crm_cursor()?;
+        if !options.dry_run {
+            self.state.set_planned(&user.id, None)?;
+        }
         let may_create_contact = access
             .may_create(&user.id, ObjectKind::Contact)
             .unwrap_or(false);
         let may_create_event = access
             .may_create(&user.id, ObjectKind::Event)
             .unwrap_or(false);
-
-        // 2. Listings, desired sets and plans for both kinds.
         let contact_links: BTreeMap<CrmId, Link<SyncedContact>> =
             self.state.links(&user.id, ObjectKind::Contact)?;
         let event_links: BTreeMap<CrmId, Link<SyncedEvent>> =
@@ -696,22 +885,6 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let (contact_sets, event_sets) = match sets {
             Ok(sets) => sets,
             Err(e) => return self.fail(report, format!("desired sets: {e}")),
-        };
-        let pending_contacts = contact_links.values().any(|l| l.state.is_pending());
-        let contact_token = sync_user
-            .as_ref()
-            .and_then(|s| s.contacts_sync_token.clone())
-            .filter(|_| !pending_contacts);
-
-        let contact_listing = match &group {
-            Some(g) => match self
-                .listing::<SyncedContact>(google_user, g, contact_token)
-                .await
-            {
-                Ok(l) => l,
-                Err(e) => return self.fail(report, format!("listing contacts: {e}")),
-            },
-            None => empty_listing(),
         };
 
         // Duplicates already in Google go before anything is planned (full listings only).
@@ -800,7 +973,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                                 &serde_json::json!({"kind": kind, "deletions": deletions, "linked": linked}))
                         })?;
                     }
-                    return Ok(());
+                    return Ok(Planned::Early);
                 }
             }
         }
@@ -811,7 +984,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             report.plan.extend(plan_lines(&e_plan));
             report.contacts = planned_counts(&c_plan);
             report.events = planned_counts(&e_plan);
-            return Ok(());
+            return Ok(Planned::Early);
         }
 
         // 4. Execute: contacts then events, each committed with its sync token.
@@ -895,7 +1068,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 .into_iter()
                 .map(|id| RecordRef::new(ObjectKind::Event, id)),
         );
-        Ok(())
+        Ok(Planned::Full { cursor })
     }
 
     /// Finds or creates the user's calendar (`known` is the id on record, if any) and records
@@ -946,10 +1119,112 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         Ok(Ok(calendar))
     }
 
-    fn fail(&self, report: &mut UserReport, message: String) -> Result<(), EngineError> {
+    /// Finds or creates the user's contact group (`known` is the one on record, if any) and
+    /// records it. A different group than the one on record is listed from scratch: the
+    /// contact token is dropped.
+    async fn ensure_group_recorded(
+        &self,
+        google_user: &GoogleUser,
+        known: Option<&str>,
+        calendar: &str,
+    ) -> Result<Result<String, super::remote::RemoteError>, EngineError> {
+        let user = &google_user.user;
+        let group = match self
+            .remote
+            .ensure_group(google_user, &self.config.google.contact_group_name, known)
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(e)),
+        };
+        if known != Some(group.as_str()) {
+            if known.is_some() {
+                self.state.clear_sync_token(user, ObjectKind::Contact)?;
+                self.state.set_planned(user, None)?;
+            }
+            self.state.set_containers(user, calendar, &group)?;
+        }
+        Ok(Ok(group))
+    }
+
+    /// Whether `user`'s pass has nothing to plan: their last complete plan was made from the
+    /// mirror as it is now (users a mirror update does not affect are moved forward with it),
+    /// recently enough for the event window, under the same scope, with nothing pending and
+    /// no failure since; and both listings are incremental and hold only the echoes of our
+    /// own writes (items at the etag we last synced, deletions of items we hold no record of).
+    fn quiet(
+        &self,
+        user: &User,
+        row: Option<&crate::store::SyncUser>,
+        resolved: &ResolvedScope,
+        events: &Listing<SyncedEvent>,
+        contacts: &Listing<SyncedContact>,
+    ) -> Result<bool, StoreError> {
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let planned_now = row.planned_cursor == Some(self.state.crm_cursor()?.0);
+        let recent = row
+            .planned_at
+            .as_deref()
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.with_timezone(&Utc))
+            .is_some_and(|at| at <= self.now && self.now - at < REPLAN_AFTER);
+        if !user.active
+            || !planned_now
+            || !recent
+            || events.full
+            || contacts.full
+            || row.revoked_at.is_some()
+            || row.last_error.is_some()
+            || row.scope_fingerprint.as_deref() != Some(resolved.fingerprint.as_str())
+            || self.state.has_pending_links(&user.id, None)?
+        {
+            return Ok(false);
+        }
+        Ok(self.echoes_only(&user.id, events)? && self.echoes_only(&user.id, contacts)?)
+    }
+
+    /// Whether every change of `listing` is the echo of our own write: an item at the etag
+    /// its link was last synced at (in our container), or the deletion of an item we hold no
+    /// link or index entry for.
+    fn echoes_only<T: RemoteKind>(
+        &self,
+        user: &UserId,
+        listing: &Listing<T>,
+    ) -> Result<bool, StoreError> {
+        if listing.changes.is_empty() {
+            return Ok(true);
+        }
+        let ids = listing.changes.iter().map(|c| match c {
+            RemoteChange::Present(it) => it.google_id.as_str(),
+            RemoteChange::Deleted { google_id } => google_id.as_str(),
+        });
+        let links = self.state.link_etags(user, T::KIND, ids)?;
+        for change in &listing.changes {
+            let echo = match change {
+                RemoteChange::Present(it) => {
+                    it.in_container
+                        && links.get(&it.google_id).is_some_and(|(state, etag)| {
+                            *state == LinkState::Linked && etag.as_deref() == Some(it.etag.as_str())
+                        })
+                }
+                RemoteChange::Deleted { google_id } => {
+                    !links.contains_key(google_id)
+                        && !self.state.is_indexed_unlinked(user, T::KIND, google_id)?
+                }
+            };
+            if !echo {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn fail(&self, report: &mut UserReport, message: String) -> Result<Planned, EngineError> {
         report.status = UserStatus::Failed;
         report.message = Some(message);
-        Ok(())
+        Ok(Planned::Early)
     }
 
     /// Lists a kind: incrementally with the token, fully without one or when Google says the

@@ -80,6 +80,10 @@ pub struct Outgoing<T> {
     pub crm_id: CrmId,
     pub step: GoogleStep<T>,
     pub pre_link: Option<serde_json::Value>,
+    /// An update of an item whose link is linked at the etag the update is conditional on:
+    /// the item carries our marker and container membership, so only the synced fields
+    /// need writing.
+    pub marked: bool,
 }
 
 impl RemoteKind for SyncedEvent {
@@ -179,6 +183,7 @@ impl RemoteKind for SyncedContact {
                 etag: etag.clone(),
                 crm_id: out.crm_id.clone(),
                 data: data.clone(),
+                marked: out.marked,
             },
             GoogleStep::Delete { google_id, .. } => ContactOp::Delete {
                 resource: google_id.clone(),
@@ -646,10 +651,23 @@ fn outgoing<T: Synced, R>(
         GoogleStep::Release { .. } => ctx.state.pre_link(ctx.user(), T::KIND, &crm_id)?,
         GoogleStep::Create { .. } | GoogleStep::Update { .. } | GoogleStep::Delete { .. } => None,
     };
+    let marked = match &step {
+        GoogleStep::Update {
+            google_id, etag, ..
+        } => ctx
+            .state
+            .link_etags(ctx.user(), T::KIND, [google_id.as_str()])?
+            .get(google_id)
+            .is_some_and(|(state, at)| {
+                *state == LinkState::Linked && at.as_deref() == Some(etag.as_str())
+            }),
+        _ => false,
+    };
     Ok(Some(Outgoing {
         crm_id,
         step,
         pre_link,
+        marked,
     }))
 }
 

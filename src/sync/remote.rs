@@ -144,6 +144,10 @@ pub enum ContactOp {
         etag: String,
         crm_id: CrmId,
         data: SyncedContact,
+        /// The contact is known to carry our marker and group membership at `etag` (its
+        /// link is linked at that etag): only the synced fields are written, without
+        /// reading the contact first; Google's etag check still refuses a stale write.
+        marked: bool,
     },
     /// Delete the contact.
     Delete { resource: String },

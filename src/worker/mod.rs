@@ -179,6 +179,8 @@ pub struct Worker<R> {
 struct Feed {
     batches: Vec<ChangeBatch>,
     delta: MirrorDelta,
+    /// Where this feed starts (the worker's cursor).
+    from: Cursor,
     /// Where the mirror stood before this cycle.
     mirror_at: Cursor,
     /// Where the feed ended.
@@ -415,6 +417,7 @@ impl<R: Remote + Offboarding> Worker<R> {
         Ok(Feed {
             batches,
             delta,
+            from,
             mirror_at,
             end: cursor,
             first_run,
@@ -503,7 +506,7 @@ impl<R: Remote + Offboarding> Worker<R> {
                 let holders = state.link_holders(&touched)?;
                 let after_access = Access::build(&after);
                 let before_access = before.as_ref().map(Access::build);
-                owed.merge(by_mirror(&MirrorInputs {
+                let mirror = by_mirror(&MirrorInputs {
                     before: before_access.as_ref(),
                     after: &after_access,
                     delta: &feed.delta,
@@ -511,7 +514,14 @@ impl<R: Remote + Offboarding> Worker<R> {
                     holders: &holders,
                     scopes: &scopes,
                     now,
-                }));
+                });
+                // Whom the update leaves alone keeps their last complete plan (their next
+                // pass may be quiet).
+                if !feed.first_run {
+                    let users: BTreeSet<UserId> = mirror.ids().cloned().collect();
+                    state.advance_planned(feed.from, feed.end, &users)?;
+                }
+                owed.merge(mirror);
             }
             if feed.first_run {
                 owed.merge(everyone(&after, Reason::Startup));

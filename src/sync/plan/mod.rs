@@ -955,7 +955,64 @@ fn pull_back_step<T: Synced>(l: &Link<T>, google_id: String) -> GoogleStep<T> {
     }
 }
 
+/// Linked and desired. An item of ours found outside our container (the user's crmsync
+/// group was deleted on the phone, or the contact taken out of it) is put back: whatever
+/// the row plans, the item gets a Google write, which restores the membership (it is not
+/// at the etag its link was synced at, so the write reads the contact first).
 fn plan_linked<T: Synced>(
+    input: &PlanInput<'_, T>,
+    plan: RecordPlan<T>,
+    crm_id: &CrmId,
+    d: &DesiredItem<T>,
+    l: &Link<T>,
+    remote: RemoteState<'_, T>,
+) -> Option<RecordPlan<T>> {
+    let outside = match remote {
+        RemoteState::Present(item) if !item.in_container => Some(item),
+        RemoteState::Present(_) | RemoteState::Unchanged | RemoteState::Deleted => None,
+    };
+    let fallback = outside.map(|_| plan.clone());
+    let planned = plan_linked_row(input, plan, crm_id, d, l, remote);
+    let Some(item) = outside else {
+        return planned;
+    };
+    let mut p = match planned {
+        Some(p)
+            if p.google.is_some() || matches!(p.link, LinkStep::Unlinked | LinkStep::Remove) =>
+        {
+            return Some(p)
+        }
+        Some(p) => p,
+        None => fallback?,
+    };
+    // What Google should hold after the row: the base it settles on, or the item as it is.
+    let data = match &p.link {
+        LinkStep::Linked { base, .. } => base.clone(),
+        LinkStep::Keep | LinkStep::Etag { .. } | LinkStep::Remove | LinkStep::Unlinked => {
+            item.data.clone()
+        }
+    };
+    if p.case == Case::Echo || matches!(p.link, LinkStep::Keep | LinkStep::Etag { .. }) {
+        p.case = Case::Push;
+    }
+    p.google = Some(GoogleStep::Update {
+        google_id: item.google_id.clone(),
+        etag: item.etag.clone(),
+        data: data.clone(),
+    });
+    if !matches!(p.link, LinkStep::Linked { .. }) {
+        p.link = LinkStep::Linked {
+            google_id: None,
+            etag: None,
+            base: data,
+            origin: l.origin,
+            pre_link: None,
+        };
+    }
+    Some(p)
+}
+
+fn plan_linked_row<T: Synced>(
     input: &PlanInput<'_, T>,
     mut plan: RecordPlan<T>,
     crm_id: &CrmId,

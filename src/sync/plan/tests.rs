@@ -279,6 +279,53 @@ fn echo_of_our_own_write_only_moves_the_etag() {
 }
 
 #[test]
+fn our_contact_outside_our_group_is_put_back() {
+    let c = contact("Ada", "ada@x.example", "");
+    // Unchanged content (the group was deleted on the phone): back into the group.
+    let mut outside = item("people/c1", "e2", c.clone());
+    outside.in_container = false;
+    let p = World::new()
+        .want("c1", desired(c.clone()))
+        .linked(link("c1", "people/c1", c.clone()))
+        .listed(RemoteChange::Present(outside.clone()))
+        .only();
+    assert_eq!(p.case, Case::Push);
+    assert_eq!(
+        p.google,
+        Some(GoogleStep::Update {
+            google_id: "people/c1".into(),
+            etag: "e2".into(),
+            data: c.clone(),
+        })
+    );
+    assert!(matches!(p.link, LinkStep::Linked { ref base, .. } if *base == c));
+
+    // Edited on the phone too: written back, and the phone's version goes back in.
+    let mut edited = c.clone();
+    edited.notes = "from the phone".into();
+    let mut outside = item("people/c1", "e3", edited.clone());
+    outside.in_container = false;
+    let p = World::new()
+        .want("c1", desired(c.clone()))
+        .linked(link("c1", "people/c1", c.clone()))
+        .listed(RemoteChange::Present(outside))
+        .only();
+    assert!(p.crm.is_some(), "written back");
+    assert!(matches!(
+        p.google,
+        Some(GoogleStep::Update { ref data, .. }) if *data == edited
+    ));
+
+    // Inside the group, nothing changes: the steady state plans nothing.
+    let p = World::new()
+        .want("c1", desired(c.clone()))
+        .linked(link("c1", "people/c1", c.clone()))
+        .listed(RemoteChange::Present(item("people/c1", "e1", c)))
+        .plan();
+    assert!(p.records.iter().all(|r| r.google.is_none()), "{p:?}");
+}
+
+#[test]
 fn crm_change_is_pushed_with_the_etag() {
     let p = World::new()
         .want("c1", desired(contact("Ada", "ada@new.example", "")))

@@ -1,0 +1,273 @@
+//! Incremental passes (issue 12): a pass plans a user only when something the plan depends on
+//! may have changed, and otherwise makes the three listing calls and nothing else — without
+//! ever missing a phone edit, a CRM change, a scope change, a deleted contact group or the
+//! event window moving on, and without trusting a plan a failure interrupted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod sync_support;
+
+use crmsync::emulator::{FaultKind, FaultMatch, FaultRule, FaultTrigger};
+use crmsync::model::{ObjectKind, UserId};
+use crmsync::scope::{ScopeLayer, SelectionMode};
+use crmsync::sync::engine::{RunReport, UserStatus};
+use std::collections::BTreeMap;
+use sync_support::*;
+
+const USERS: [&str; 4] = ["alice", "erin", "frank", "hank"];
+
+fn quiet_users(report: &RunReport) -> Vec<String> {
+    report
+        .users
+        .iter()
+        .filter(|u| u.quiet)
+        .map(|u| u.user.to_string())
+        .collect()
+}
+
+/// Calls by endpoint since `before`.
+fn calls_since(h: &Harness, before: &crmsync::emulator::Counters) -> BTreeMap<String, u64> {
+    h.emu
+        .counters()
+        .by_endpoint
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.by_endpoint.get(k).unwrap_or(&0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn holds(h: &Harness, user: &str, kind: ObjectKind, id: &str) -> bool {
+    match kind {
+        ObjectKind::Contact => h
+            .link_of::<crmsync::model::SyncedContact>(user, kind, id)
+            .is_some(),
+        _ => h
+            .link_of::<crmsync::model::SyncedEvent>(user, kind, id)
+            .is_some(),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_first_pass_after_a_full_sync_is_quiet_and_makes_only_the_listing_calls() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    let before = h.emu.counters();
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    // The listings hold the echoes of the first pass's own writes: still nothing to plan.
+    assert_eq!(quiet_users(&report), USERS);
+    assert!(is_quiet(&report));
+    let calls = calls_since(&h, &before);
+    let users = USERS.len() as u64;
+    assert_eq!(
+        calls,
+        BTreeMap::from([
+            ("calendar.acl.list".to_owned(), users),
+            ("calendar.events.list".to_owned(), users),
+            ("people.people.connections.list".to_owned(), users),
+        ]),
+        "a quiet pass lists events, contacts and the calendar's sharing, nothing else"
+    );
+    // And it stays quiet.
+    let report = h.sync().await;
+    assert_eq!(quiet_users(&report), USERS);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_crm_change_plans_exactly_the_users_holding_what_it_touches() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    h.sync().await;
+    let mut doc = org();
+    let c2 = doc["contacts"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["id"] == "c2")
+        .unwrap();
+    c2["title"] = serde_json::json!("Head of Purchasing");
+    h.load(&doc);
+    let before = h.emu.counters();
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    let quiet = quiet_users(&report);
+    for user in USERS {
+        // c2 itself, and e2, which lists c2 as attendee and parent.
+        let touched =
+            holds(&h, user, ObjectKind::Contact, "c2") || holds(&h, user, ObjectKind::Event, "e2");
+        assert_eq!(
+            quiet.contains(&user.to_owned()),
+            !touched,
+            "{user}: quiet users {quiet:?}"
+        );
+    }
+    assert!(!quiet.is_empty(), "someone cannot see c2 and is left alone");
+    let holders: Vec<&str> = USERS
+        .into_iter()
+        .filter(|u| holds(&h, u, ObjectKind::Contact, "c2"))
+        .collect();
+    assert!(!holders.is_empty());
+    for user in &holders {
+        let on_phone = h.phone_contact(user, "c2").await.unwrap();
+        assert_eq!(on_phone.title, "Head of Purchasing", "{user}");
+    }
+    // The update of a contact known to be ours is written without reading it first.
+    let calls = calls_since(&h, &before);
+    assert_eq!(calls.get("people.people.getBatchGet"), None, "{calls:?}");
+    assert_eq!(calls.get("people.contactGroups.get"), None, "{calls:?}");
+    // Everyone is quiet again afterwards.
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_phone_edit_is_never_lost_to_a_quiet_pass() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+    h.phone_edit_contact("frank", "c1", |c| c.title = "Edited on the phone".into())
+        .await;
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    assert!(
+        !quiet_users(&report).contains(&"frank".to_owned()),
+        "the phone edit is in frank's listing"
+    );
+    assert_eq!(
+        crm_contact(&h, "c1").unwrap().title,
+        "Edited on the phone",
+        "written back"
+    );
+    for user in USERS {
+        if holds(&h, user, ObjectKind::Contact, "c1") {
+            assert_eq!(
+                h.phone_contact(user, "c1").await.unwrap().title,
+                "Edited on the phone",
+                "{user} got the write-back in the same run"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_scope_change_and_the_moving_event_window_are_planned() {
+    let mut h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+    h.set_scope(
+        "hank",
+        &ScopeLayer {
+            contact: Some(SelectionMode::Mine),
+            ..ScopeLayer::default()
+        },
+    );
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    assert_eq!(quiet_users(&report), ["alice", "erin", "frank"]);
+    assert!(!holds(&h, "hank", ObjectKind::Contact, "c1"), "narrowed");
+
+    // Time moves on: a plan older than an hour is made again (events enter the window).
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+    h.now += chrono::Duration::minutes(59);
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+    h.now += chrono::Duration::minutes(2);
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    assert!(quiet_users(&report).is_empty());
+    assert!(is_quiet(&report), "replanned, and nothing to do");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_contact_group_deleted_on_the_phone_is_noticed_from_the_listing() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+    let old = h.group_of("hank");
+    let before: Vec<String> = ids(&h.contacts("hank"));
+    assert!(!before.is_empty());
+    let (status, body) = h
+        .raw(
+            "hank",
+            reqwest::Method::DELETE,
+            &format!("/v1/{old}?deleteContacts=false"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    let new = h.group_of("hank");
+    assert_ne!(new, old, "a new group");
+    assert_eq!(ids(&h.contacts("hank")), before, "every contact back in it");
+    h.assert_no_duplicates();
+    let dump = h.emu.dump_user("hank@acme.example").unwrap();
+    let in_new_group = dump
+        .live_contacts()
+        .into_iter()
+        .filter(|p| {
+            p.memberships.iter().flatten().any(|m| {
+                m.contact_group_membership
+                    .as_ref()
+                    .and_then(|g| g.contact_group_resource_name.as_deref())
+                    == Some(new.as_str())
+            })
+        })
+        .count();
+    assert_eq!(in_new_group, before.len());
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_pass_cut_short_by_failures_is_planned_again_until_it_completes() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    h.sync().await;
+    let mut doc = org();
+    for c in doc["contacts"].as_array_mut().unwrap() {
+        c["notes"] = serde_json::json!("changed in the CRM");
+    }
+    h.load(&doc);
+    h.emu.add_fault(FaultRule {
+        matches: FaultMatch {
+            endpoint: Some("people.people.batchUpdateContacts".into()),
+            ..Default::default()
+        },
+        trigger: FaultTrigger::Always,
+        fault: FaultKind::Status {
+            code: 500,
+            retry_after_secs: None,
+        },
+    });
+    let report = h.sync().await;
+    assert!(report
+        .users
+        .iter()
+        .any(|u| matches!(u.status, UserStatus::Partial | UserStatus::Failed)));
+    h.emu.clear_faults();
+    // Nothing changed since in the CRM or on the phones, yet the interrupted plans are made
+    // again: their users are not quiet, and the changes arrive.
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    for u in &report.users {
+        if u.contacts.updated > 0 {
+            assert!(!u.quiet);
+        }
+    }
+    for user in USERS {
+        let planned = h
+            .state
+            .sync_user(&UserId::new(user).unwrap())
+            .unwrap()
+            .unwrap()
+            .planned_cursor;
+        assert!(planned.is_some(), "{user} completed a plan");
+        for (id, _) in h.contacts(user) {
+            let id = id.unwrap();
+            assert_eq!(
+                h.phone_contact(user, &id).await.unwrap().notes,
+                "changed in the CRM",
+                "{user} {id}"
+            );
+        }
+    }
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+}
