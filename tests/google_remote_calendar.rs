@@ -461,7 +461,14 @@ async fn updates_switch_between_timed_and_all_day_and_keep_phone_settings() {
         .unwrap();
     let item = written(&updated[0]);
     assert_eq!(item.data, canonical_event(&whole_day));
-    assert_eq!(item.raw["colorId"], "5");
+    // The phone's colour stays on the event (the update patches the synced fields only).
+    let stored = emu.dump_user(ALICE).unwrap();
+    let event = stored
+        .live_events(&cal)
+        .into_iter()
+        .find(|e| e.id.as_deref() == Some("crmshift0001"))
+        .unwrap();
+    assert_eq!(event.color_id.as_deref(), Some("5"));
     let back = remote
         .event_ops(
             &alice,

@@ -477,6 +477,7 @@ pub fn event_from_google(event: &Event) -> RemoteChange<SyncedEvent> {
         attendees,
     };
     let crm_id = private_property(event, MARKER_ID).and_then(|id| CrmId::new(id).ok());
+    let raw = unmarked_snapshot(crm_id.as_ref(), event);
     RemoteChange::Present(RemoteItem {
         google_id,
         etag: event.etag.clone().unwrap_or_default(),
@@ -487,7 +488,7 @@ pub fn event_from_google(event: &Event) -> RemoteChange<SyncedEvent> {
         previous_ids: Vec::new(),
         recurring_parent: event.recurring_event_id.clone(),
         updated: event.updated,
-        raw: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
+        raw,
     })
 }
 
@@ -724,6 +725,16 @@ pub fn contact_fields(person: &Person) -> SyncedContact {
 /// Maps a person read from Google. `metadata.deleted` → `Deleted`; otherwise `Present`
 /// with the synced fields, our marker, whether it is in `group`, and its previous
 /// resource names.
+/// The whole item as Google returned it, kept for items without our marker only: the
+/// pre-link snapshot of a phone item crmsync links or imports. An item carrying our marker
+/// never needs one, and most listed items carry it (the echoes of our own writes above all).
+fn unmarked_snapshot<T: serde::Serialize>(marker: Option<&CrmId>, item: &T) -> serde_json::Value {
+    match marker {
+        Some(_) => serde_json::Value::Null,
+        None => serde_json::to_value(item).unwrap_or(serde_json::Value::Null),
+    }
+}
+
 pub fn contact_from_google(person: &Person, group: &str) -> RemoteChange<SyncedContact> {
     let google_id = person.resource_name.clone().unwrap_or_default();
     let metadata = person.metadata.as_ref();
@@ -739,10 +750,12 @@ pub fn contact_from_google(person: &Person, group: &str) -> RemoteChange<SyncedC
                 .find_map(|s| s.update_time)
                 .or_else(|| sources.iter().find_map(|s| s.update_time))
         });
+    let crm_id = person_marker(person);
+    let raw = unmarked_snapshot(crm_id.as_ref(), person);
     RemoteChange::Present(RemoteItem {
         google_id,
         etag: person.etag.clone().unwrap_or_default(),
-        crm_id: person_marker(person),
+        crm_id,
         created_by_us: person_created_by_us(person),
         data: contact_fields(person),
         in_container: person_groups(person).iter().any(|g| g == group),
@@ -751,7 +764,7 @@ pub fn contact_from_google(person: &Person, group: &str) -> RemoteChange<SyncedC
             .unwrap_or_default(),
         recurring_parent: None,
         updated,
-        raw: serde_json::to_value(person).unwrap_or(serde_json::Value::Null),
+        raw,
     })
 }
 

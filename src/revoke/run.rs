@@ -929,7 +929,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
     /// stops the user here), then the normal pass.
     pub async fn user_task(
         &self,
-        access: &crate::security::Access<'_>,
+        lazy: &crate::sync::pass_model::PassModel<'_>,
         task: &UserTask<'_>,
         options: &SyncOptions,
         run_id: &str,
@@ -989,9 +989,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             ));
             return Ok(report);
         }
-        let pass = self
-            .observed_user_pass(access, user, options, run_id)
-            .await?;
+        let pass = self.observed_user_pass(lazy, user, options, run_id).await?;
         Ok(report.then(pass))
     }
 }

@@ -412,10 +412,24 @@ impl StateDb {
 
     /// The mirrored CRM, typed.
     pub fn load_org_model(&self) -> Result<OrgModel, StoreError> {
+        self.load_model_where("")
+    }
+
+    /// The security model alone, as mirrored: the org settings, org-wide sharing, users,
+    /// roles, profiles, teams and sharing rules — no records, no reader lists. Small at any
+    /// org size: who is synced, into which account, under which scope, is decided from it.
+    pub fn load_security_model(&self) -> Result<OrgModel, StoreError> {
+        self.load_model_where(
+            "WHERE kind IN ('org', 'org_wide_sharing', 'user', 'role', 'profile', 'team', \
+             'sharing_rule')",
+        )
+    }
+
+    fn load_model_where(&self, filter: &str) -> Result<OrgModel, StoreError> {
         let mut model = OrgModel::default();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT kind, id, version, body FROM mirror_entities")?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT kind, id, version, body FROM mirror_entities {filter}"
+        ))?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let kind: String = row.get(0)?;

@@ -5,6 +5,7 @@
 use super::desired;
 use super::execute::{execute_kind, Counts, Hooks, ItemError, RemoteKind, UserCtx};
 use super::merge::ConflictPolicy;
+use super::pass_model::PassModel;
 use super::plan::{
     breaker_trips, plan, CrmMatch, CrmStep, Direction, GoogleDeletePolicy, KindPlan, Link,
     LinkState, PlanInput, Policies, RecordPlan, RemoteView,
@@ -21,7 +22,7 @@ use crate::store::{StateDb, StoreError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What to sync and how.
@@ -300,20 +301,30 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         } else {
             Some(self.state.crm_cursor()?)
         };
-        let (model, crm_changes, crm_problems, delta) =
-            if control.mirror_refreshed && !options.dry_run {
-                (self.state.load_org_model()?, 0, Vec::new(), None)
+        // The security model now; the records and the access index once a user needs a
+        // plan (a dry run overlays the CRM's pending changes on the whole model up front).
+        let (whole, access_cell) = (OnceCell::new(), OnceCell::new());
+        let security_model;
+        let (model, crm_changes, crm_problems, delta) = if options.dry_run {
+            let (overlaid, applied, problems, _) = self.load_model(true)?;
+            (whole.get_or_init(|| overlaid), applied, problems, None)
+        } else {
+            let (applied, problems, delta) = if control.mirror_refreshed {
+                (0, Vec::new(), None)
             } else {
-                self.load_model(options.dry_run)?
+                self.refresh_mirror()?
             };
+            security_model = self.state.load_security_model()?;
+            (&security_model, applied, problems, delta)
+        };
+        let lazy = PassModel::new(model, &whole, &access_cell, self.state);
         if !options.dry_run {
             // Users inactive or gone from the CRM lose their ICS feeds (the feeds already
             // answer 404 from the refreshed mirror; this deletes their secrets).
-            crate::ics::revoke_departed_feeds(self.state, &model, &run_id)?;
+            crate::ics::revoke_departed_feeds(self.state, model, &run_id)?;
         }
-        let access = Access::build(&model);
         if let Some(from) = mirror_from {
-            self.advance_unaffected(from, &access, delta.as_ref())?;
+            self.advance_unaffected(from, &lazy, delta.as_ref())?;
         }
         for u in &options.users {
             if !model.users.contains_key(u) && self.state.sync_user(u)?.is_none() {
@@ -322,8 +333,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         }
         // Offboarding first: whose data must leave which account (deactivated, removed from
         // the CRM, account changed or cleared), held by the mass-offboarding guard or not.
-        let open = self.offboard(&model, options, &run_id)?;
-        let tasks = self.user_tasks(&model, &open, options)?;
+        let open = self.offboard(model, options, &run_id)?;
+        let tasks = self.user_tasks(model, &open, options)?;
         let eligible: BTreeSet<UserId> = tasks
             .iter()
             .filter_map(|t| t.pass.map(|u| u.id.clone()))
@@ -335,7 +346,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             // Users not started when `stop` says so are left out (in-flight ones finish).
             .take_while(|_| futures::future::ready(!stop()))
             .map(|task| async {
-                let pass = self.user_task(&access, task, options, &run_id).await;
+                let pass = self.user_task(&lazy, task, options, &run_id).await;
                 if let Ok(report) = &pass {
                     progress(Progress::UserDone(report));
                 }
@@ -387,9 +398,12 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             return Ok(());
         }
         let from = self.state.crm_cursor()?;
-        let (model, _, _, delta) = self.load_model(false)?;
-        let access = Access::build(&model);
-        self.advance_unaffected(from, &access, delta.as_ref())?;
+        let (loaded, _, _, delta) = self.load_model(false)?;
+        let (whole, access_cell) = (OnceCell::new(), OnceCell::new());
+        let model = whole.get_or_init(|| loaded);
+        let lazy = PassModel::new(model, &whole, &access_cell, self.state);
+        let access = lazy.access()?;
+        self.advance_unaffected(from, &lazy, delta.as_ref())?;
         let mut again = Vec::new();
         for report in reports.iter() {
             let Some(user) = model
@@ -422,7 +436,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         }
         let concurrency = self.config.sync.concurrency.max(1);
         let passes = futures::stream::iter(again)
-            .map(|u| self.observed_user_pass(&access, u, options, run_id))
+            .map(|u| self.observed_user_pass(&lazy, u, options, run_id))
             .buffer_unordered(concurrency)
             .collect::<Vec<_>>()
             .await;
@@ -437,6 +451,24 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
 
     /// Refreshes the mirror (or, in a dry run, reads it and overlays pending CRM changes in
     /// memory) and returns the typed model.
+    /// Refreshes the mirror: how many changes it took, the rows the CRM could not read, and
+    /// which entities changed (`None`: too many to name).
+    #[allow(clippy::type_complexity)]
+    fn refresh_mirror(
+        &self,
+    ) -> Result<
+        (
+            usize,
+            Vec<crate::crm::RowProblem>,
+            Option<super::affected::MirrorDelta>,
+        ),
+        EngineError,
+    > {
+        let crm = self.crm.borrow();
+        let refresh = mirror::refresh(self.state, crm.as_ref())?;
+        Ok((refresh.update.applied, refresh.problems, refresh.delta))
+    }
+
     /// What the refresh changed is named too (`None`: too much to name, or a dry run).
     #[allow(clippy::type_complexity)]
     pub(crate) fn load_model(
@@ -451,17 +483,11 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         ),
         EngineError,
     > {
-        let crm = self.crm.borrow();
         if !dry_run {
-            let refresh = mirror::refresh(self.state, crm.as_ref())?;
-            let model = self.state.load_org_model()?;
-            return Ok((
-                model,
-                refresh.update.applied,
-                refresh.problems,
-                refresh.delta,
-            ));
+            let (applied, problems, delta) = self.refresh_mirror()?;
+            return Ok((self.state.load_org_model()?, applied, problems, delta));
         }
+        let crm = self.crm.borrow();
         mirror::verify_identity(self.state, crm.as_ref())?;
         let mut model = self.state.load_org_model()?;
         let mut cursor = self.state.crm_cursor()?;
@@ -496,7 +522,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
     fn advance_unaffected(
         &self,
         from: crate::crm::Cursor,
-        access: &Access<'_>,
+        lazy: &PassModel<'_>,
         delta: Option<&super::affected::MirrorDelta>,
     ) -> Result<(), EngineError> {
         use super::affected::{by_mirror, touched_records, MirrorInputs};
@@ -504,6 +530,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let Some(delta) = delta.filter(|d| from != to && !d.security_model_changed()) else {
             return Ok(());
         };
+        let access = lazy.access()?;
         let model = access.model();
         let touched = touched_records(None, model, delta);
         if !super::affected::checked_one_by_one(&touched) {
@@ -536,19 +563,19 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
 
     pub(crate) async fn user_pass(
         &self,
-        access: &Access<'_>,
+        lazy: &PassModel<'_>,
         user: &User,
         options: &SyncOptions,
         run_id: &str,
     ) -> Result<UserReport, EngineError> {
         let account = user.google_account.clone().unwrap_or_default();
         let mut report = UserReport::new(user, &account);
-        if let Some(why) = self.account_refused(access.model(), &account) {
+        if let Some(why) = self.account_refused(lazy.security(), &account) {
             report.status = UserStatus::Refused;
             report.message = Some(why);
             return Ok(report);
         }
-        let resolved = match self.scope_of(access.model(), &user.id) {
+        let resolved = match self.scope_of(lazy.security(), &user.id) {
             Ok(r) => r,
             // An inactive user gets nothing whatever the scope says: pull everything back.
             Err(_) if !user.active => ResolvedScope {
@@ -589,7 +616,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         }
         let result = self
             .user_pass_inner(
-                access,
+                lazy,
                 user,
                 &google_user,
                 &resolved,
@@ -657,7 +684,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
     #[allow(clippy::too_many_arguments)]
     async fn user_pass_inner(
         &self,
-        access: &Access<'_>,
+        lazy: &PassModel<'_>,
         user: &User,
         google_user: &GoogleUser,
         resolved: &ResolvedScope,
@@ -861,6 +888,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         if !options.dry_run {
             self.state.set_planned(&user.id, None)?;
         }
+        let access = lazy.access()?;
         let may_create_contact = access
             .may_create(&user.id, ObjectKind::Contact)
             .unwrap_or(false);

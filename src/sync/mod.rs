@@ -7,6 +7,7 @@ pub mod engine;
 pub mod execute;
 pub mod merge;
 pub mod observe;
+pub mod pass_model;
 pub mod plan;
 pub mod remote;
 pub mod report;

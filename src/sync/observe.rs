@@ -9,7 +9,6 @@
 use super::engine::{Engine, EngineError, RunReport, SyncOptions, UserReport, UserStatus};
 use super::remote::Remote;
 use crate::model::{ObjectKind, User, UserId};
-use crate::security::Access;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -91,7 +90,7 @@ impl<R: Remote + crate::revoke::remote::Offboarding> Engine<'_, R> {
     /// One user's pass inside a `user_pass` span, with its end logged.
     pub(crate) async fn observed_user_pass(
         &self,
-        access: &Access<'_>,
+        lazy: &crate::sync::pass_model::PassModel<'_>,
         user: &User,
         options: &SyncOptions,
         run_id: &str,
@@ -99,7 +98,7 @@ impl<R: Remote + crate::revoke::remote::Offboarding> Engine<'_, R> {
         let span = tracing::info_span!("user_pass", user = %user.id, run_id);
         async {
             let started = Instant::now();
-            let pass = self.user_pass(access, user, options, run_id).await;
+            let pass = self.user_pass(lazy, user, options, run_id).await;
             match &pass {
                 Ok(report) => user_pass_finished(report, started.elapsed()),
                 Err(e) => tracing::error!(

@@ -82,7 +82,8 @@ pub struct RemoteItem<T> {
     /// Events: the series this item is an exception (single edited instance) of.
     pub recurring_parent: Option<String>,
     pub updated: Option<DateTime<Utc>>,
-    /// The whole item as Google returned it (pre-link snapshots, audit).
+    /// The whole item as Google returned it (pre-link snapshots, audit), for items without
+    /// our marker; `Null` for items carrying it.
     pub raw: serde_json::Value,
     /// The item carries crmsync's own-creation marker: a contact crmsync created (clientData
     /// `crmsync_origin` = `created`; a pre-existing contact crmsync linked, or a phone-made

@@ -1,0 +1,58 @@
+//! The mirror as one pass reads it: the security model (users, roles, profiles, teams,
+//! sharing rules, org settings) always — it is small, and who is synced, into which account,
+//! under which scope is decided from it — and the records with the access index only once a
+//! user's pass needs a plan. A quiet pass over a large org never loads them.
+
+use crate::crm::OrgModel;
+use crate::security::Access;
+use crate::store::{StateDb, StoreError};
+use std::cell::OnceCell;
+
+/// One pass's view of the mirror. The cells live in the pass's frame (the access index
+/// borrows the model), so both outlive every user's pass.
+pub struct PassModel<'c> {
+    security: &'c OrgModel,
+    model: &'c OnceCell<OrgModel>,
+    access: &'c OnceCell<Access<'c>>,
+    state: &'c StateDb,
+}
+
+impl<'c> PassModel<'c> {
+    /// `security` is the security model (or the whole model, when the caller has it);
+    /// `model` may already hold the whole model, else it is loaded from `state` when first
+    /// needed.
+    pub fn new(
+        security: &'c OrgModel,
+        model: &'c OnceCell<OrgModel>,
+        access: &'c OnceCell<Access<'c>>,
+        state: &'c StateDb,
+    ) -> Self {
+        Self {
+            security,
+            model,
+            access,
+            state,
+        }
+    }
+
+    /// Users, roles, profiles, teams, sharing rules and org settings.
+    pub fn security(&self) -> &'c OrgModel {
+        self.security
+    }
+
+    /// The access index over the whole model, which is read from the mirror the first time
+    /// it is asked for (the mirror does not change within a pass: the writer lock is held).
+    pub fn access(&self) -> Result<&'c Access<'c>, StoreError> {
+        if let Some(access) = self.access.get() {
+            return Ok(access);
+        }
+        let model = match self.model.get() {
+            Some(model) => model,
+            None => {
+                let loaded = self.state.load_org_model()?;
+                self.model.get_or_init(|| loaded)
+            }
+        };
+        Ok(self.access.get_or_init(|| Access::build(model)))
+    }
+}
