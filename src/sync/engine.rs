@@ -235,6 +235,9 @@ pub struct PassControl<'c> {
     /// Asked before each user's pass starts: once it says stop, no further user starts
     /// (those are left out of the report) and in-flight users finish.
     pub stop: Option<&'c dyn Fn() -> bool>,
+    /// The access index over the whole model, as the caller built it from the mirror the
+    /// pass reads (with `mirror_refreshed`): the pass uses it instead of loading its own.
+    pub access: Option<&'c Access<'c>>,
 }
 
 /// How far a user's pass went.
@@ -314,10 +317,18 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             } else {
                 self.refresh_mirror()?
             };
-            security_model = self.state.load_security_model()?;
-            (&security_model, applied, problems, delta)
+            match control.access.filter(|_| control.mirror_refreshed) {
+                Some(access) => (access.model(), applied, problems, delta),
+                None => {
+                    security_model = self.state.load_security_model()?;
+                    (&security_model, applied, problems, delta)
+                }
+            }
         };
-        let lazy = PassModel::new(model, &whole, &access_cell, self.state);
+        let given = control
+            .access
+            .filter(|_| control.mirror_refreshed && !options.dry_run);
+        let lazy = PassModel::new(model, &whole, &access_cell, self.state).with_access(given);
         if !options.dry_run {
             // Users inactive or gone from the CRM lose their ICS feeds (the feeds already
             // answer 404 from the refreshed mirror; this deletes their secrets).

@@ -14,6 +14,7 @@ pub struct PassModel<'c> {
     security: &'c OrgModel,
     model: &'c OnceCell<OrgModel>,
     access: &'c OnceCell<Access<'c>>,
+    given: Option<&'c Access<'c>>,
     state: &'c StateDb,
 }
 
@@ -31,8 +32,16 @@ impl<'c> PassModel<'c> {
             security,
             model,
             access,
+            given: None,
             state,
         }
+    }
+
+    /// Uses `access` (built by the caller over the whole model as mirrored now) instead of
+    /// loading one.
+    pub fn with_access(mut self, access: Option<&'c Access<'c>>) -> Self {
+        self.given = access;
+        self
     }
 
     /// Users, roles, profiles, teams, sharing rules and org settings.
@@ -43,7 +52,7 @@ impl<'c> PassModel<'c> {
     /// The access index over the whole model, which is read from the mirror the first time
     /// it is asked for (the mirror does not change within a pass: the writer lock is held).
     pub fn access(&self) -> Result<&'c Access<'c>, StoreError> {
-        if let Some(access) = self.access.get() {
+        if let Some(access) = self.given.or_else(|| self.access.get()) {
             return Ok(access);
         }
         let model = match self.model.get() {

@@ -488,10 +488,21 @@ impl<R: Remote + Offboarding> Worker<R> {
             .iter()
             .filter_map(|r| UserId::new(r.user_id.as_str()).ok())
             .collect();
-        if need_model {
-            let after = state.load_org_model()?;
+        // The whole model when the mirror changed (who a change affects is decided on it,
+        // and the pass below plans from the same index); the security model is enough to
+        // resolve scopes otherwise.
+        let after_model = match (need_model, feed.delta.is_empty()) {
+            (false, _) => None,
+            (true, true) => Some(state.load_security_model()?),
+            (true, false) => Some(state.load_org_model()?),
+        };
+        let after_access = after_model
+            .as_ref()
+            .filter(|_| !feed.delta.is_empty())
+            .map(Access::build);
+        if let Some(after) = &after_model {
             known.extend(after.users.keys().cloned());
-            let resolved = crate::scope::resolve_all(&self.config.scope, &after, &overrides);
+            let resolved = crate::scope::resolve_all(&self.config.scope, after, &overrides);
             let mut scopes: BTreeMap<UserId, EffectiveScope> = BTreeMap::new();
             let mut effective: BTreeMap<UserId, String> = BTreeMap::new();
             for (user, r) in resolved {
@@ -501,14 +512,13 @@ impl<R: Remote + Offboarding> Worker<R> {
                 }
             }
             owed.merge(by_scope(&state.stored_scope_fingerprints()?, &effective));
-            if !feed.delta.is_empty() {
-                let touched = touched_records(before.as_ref(), &after, &feed.delta);
+            if let Some(after_access) = &after_access {
+                let touched = touched_records(before.as_ref(), after, &feed.delta);
                 let holders = state.link_holders(&touched)?;
-                let after_access = Access::build(&after);
                 let before_access = before.as_ref().map(Access::build);
                 let mirror = by_mirror(&MirrorInputs {
                     before: before_access.as_ref(),
-                    after: &after_access,
+                    after: after_access,
                     delta: &feed.delta,
                     touched: &touched,
                     holders: &holders,
@@ -524,7 +534,7 @@ impl<R: Remote + Offboarding> Worker<R> {
                 owed.merge(mirror);
             }
             if feed.first_run {
-                owed.merge(everyone(&after, Reason::Startup));
+                owed.merge(everyone(after, Reason::Startup));
             }
         } else {
             known.extend(state.mirrored_user_ids()?);
@@ -648,6 +658,7 @@ impl<R: Remote + Offboarding> Worker<R> {
         let control = PassControl {
             mirror_refreshed: true,
             stop: Some(&stop),
+            access: after_access.as_ref(),
         };
         let result = engine.sync_once_controlled(&options, &control).await;
         *slot = Some(engine.crm.into_inner());
