@@ -317,6 +317,7 @@ async fn a_feed_holds_exactly_the_engines_desired_events_for_that_user() {
             &scope,
             feed_now(f.h.now),
             std::iter::empty(),
+            None,
         )
         .unwrap();
         let engine: BTreeSet<String> = sets

@@ -102,6 +102,13 @@ async fn a_crm_change_plans_exactly_the_users_holding_what_it_touches() {
         );
     }
     assert!(!quiet.is_empty(), "someone cannot see c2 and is left alone");
+    for u in report.users.iter().filter(|u| !u.quiet) {
+        assert!(
+            u.changes_only,
+            "{}: only what the change touched is planned",
+            u.user
+        );
+    }
     let holders: Vec<&str> = USERS
         .into_iter()
         .filter(|u| holds(&h, u, ObjectKind::Contact, "c2"))
@@ -269,5 +276,53 @@ async fn a_pass_cut_short_by_failures_is_planned_again_until_it_completes() {
             );
         }
     }
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn records_created_and_deleted_in_the_crm_are_planned_alone_and_reach_every_phone() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    h.sync().await;
+    let mut doc = org();
+    let contacts = doc["contacts"].as_array_mut().unwrap();
+    let mut c6 = contacts.iter().find(|c| c["id"] == "c5").unwrap().clone();
+    c6["id"] = serde_json::json!("c6");
+    c6["first_name"] = serde_json::json!("Nina");
+    c6["emails"] = serde_json::json!([{"address": "nina@initech.example", "label": "work"}]);
+    contacts.push(c6);
+    let holders_c5: Vec<&str> = USERS
+        .into_iter()
+        .filter(|u| holds(&h, u, ObjectKind::Contact, "c5"))
+        .collect();
+    assert!(!holders_c5.is_empty());
+    contacts.retain(|c| c["id"] != "c5");
+    h.load(&doc);
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    for u in &report.users {
+        assert!(u.quiet || u.changes_only, "{}: {u:?}", u.user);
+    }
+    // Whoever held c5 (same owner, same readers) now holds c6 instead.
+    for user in USERS {
+        let had = holders_c5.contains(&user);
+        assert!(
+            !holds(&h, user, ObjectKind::Contact, "c5"),
+            "{user}: c5 pulled back"
+        );
+        assert_eq!(
+            holds(&h, user, ObjectKind::Contact, "c6"),
+            had,
+            "{user}: c6"
+        );
+        assert!(!ids(&h.contacts(user)).contains(&"c5".to_owned()), "{user}");
+        if had {
+            assert_eq!(
+                h.phone_contact(user, "c6").await.unwrap().first_name,
+                "Nina"
+            );
+        }
+    }
+    h.assert_no_duplicates();
     assert_eq!(quiet_users(&h.sync().await), USERS);
 }

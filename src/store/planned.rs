@@ -92,6 +92,22 @@ impl StateDb {
         Ok(out)
     }
 
+    /// The Google ids `user`'s links of `kind` hold (without reading their bases).
+    pub fn linked_google_ids(
+        &self,
+        user: &UserId,
+        kind: ObjectKind,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT google_id FROM links
+             WHERE user_id = ?1 AND kind = ?2 AND google_id IS NOT NULL",
+        )?;
+        let rows = stmt.query_map(params![user.as_str(), kind.as_str()], |r| {
+            r.get::<_, String>(0)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Whether `google_id` is in `user`'s index of unlinked Google items of `kind`.
     pub fn is_indexed_unlinked(
         &self,

@@ -129,6 +129,30 @@ fn origin_from(s: &str) -> Result<LinkOrigin, StoreError> {
     }
 }
 
+/// A link row (`crm_id, state, google_id, etag, generation, base, crm_version, origin`).
+fn link_from_row<T: DeserializeOwned>(
+    row: &Row<'_>,
+    kind: ObjectKind,
+) -> Result<Link<T>, StoreError> {
+    let crm_id: String = row.get(0)?;
+    let crm_id = CrmId::new(crm_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let state: String = row.get(1)?;
+    let base: Option<String> = row.get(5)?;
+    let origin: String = row.get(7)?;
+    Ok(Link {
+        state: state_from(&state)?,
+        google_id: row.get(2)?,
+        etag: row.get(3)?,
+        generation: row.get(4)?,
+        base: base
+            .map(|b| parse_json(&format!("base of {kind}:{crm_id}"), &b))
+            .transpose()?,
+        crm_version: row.get(6)?,
+        origin: origin_from(&origin)?,
+        crm_id,
+    })
+}
+
 impl StateDb {
     /// The user's sync row, if the user was ever synced.
     pub fn sync_user(&self, user: &UserId) -> Result<Option<SyncUser>, StoreError> {
@@ -263,26 +287,42 @@ impl StateDb {
         let mut rows = stmt.query(params![user.as_str(), kind_str(kind)])?;
         let mut out = BTreeMap::new();
         while let Some(row) = rows.next()? {
-            let crm_id: String = row.get(0)?;
-            let crm_id = CrmId::new(crm_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let state: String = row.get(1)?;
-            let base: Option<String> = row.get(5)?;
-            let origin: String = row.get(7)?;
-            let link = Link {
-                crm_id: crm_id.clone(),
-                state: state_from(&state)?,
-                google_id: row.get(2)?,
-                etag: row.get(3)?,
-                generation: row.get(4)?,
-                base: base
-                    .map(|b| parse_json(&format!("base of {kind}:{crm_id}"), &b))
-                    .transpose()?,
-                crm_version: row.get(6)?,
-                origin: origin_from(&origin)?,
-            };
-            out.insert(crm_id, link);
+            let link = link_from_row(row, kind)?;
+            out.insert(link.crm_id.clone(), link);
         }
         Ok(out)
+    }
+
+    /// The user's links of one kind to the records `ids` (those that have one).
+    pub fn links_for<'i, T: DeserializeOwned>(
+        &self,
+        user: &UserId,
+        kind: ObjectKind,
+        ids: impl IntoIterator<Item = &'i CrmId>,
+    ) -> Result<BTreeMap<CrmId, Link<T>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT crm_id, state, google_id, etag, generation, base, crm_version, origin
+             FROM links WHERE user_id = ?1 AND kind = ?2 AND crm_id = ?3",
+        )?;
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let mut rows = stmt.query(params![user.as_str(), kind_str(kind), id.as_str()])?;
+            if let Some(row) = rows.next()? {
+                let link = link_from_row(row, kind)?;
+                out.insert(link.crm_id.clone(), link);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many of the user's links of one kind are not unlinked (what the delete breaker
+    /// weighs a plan's deletions against).
+    pub fn live_link_count(&self, user: &UserId, kind: ObjectKind) -> Result<usize, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT count(*) FROM links WHERE user_id = ?1 AND kind = ?2 AND state != 'unlinked'",
+        )?;
+        let n: i64 = stmt.query_row(params![user.as_str(), kind_str(kind)], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Counts of links per state for a user (status reports).

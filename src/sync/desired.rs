@@ -201,18 +201,24 @@ fn item<T>(
     }
 }
 
-/// The contact sets of `user`; `linked` are the records currently linked for them.
+/// The contact sets of `user`; `linked` are the records currently linked for them. With
+/// `only`, the sets are restricted to those records (a pass that plans just what changed).
 pub fn contact_sets<'a>(
     access: &Access<'_>,
     user: &User,
     scope: &EffectiveScope,
     now: DateTime<Utc>,
     linked: impl Iterator<Item = &'a CrmId>,
+    only: Option<&BTreeSet<CrmId>>,
 ) -> Result<UserSets<SyncedContact>, AccessError> {
     let model = access.model();
     let mut sets = UserSets::default();
+    let wanted = |id: &CrmId| only.is_none_or(|o| o.contains(id));
     if user.active {
         for id in desired_set(access, &user.id, scope, ObjectKind::Contact, now)?.iter() {
+            if !wanted(id) {
+                continue;
+            }
             if let Some(c) = model.contacts.get(id) {
                 let data = project_contact(model, c);
                 let d = item(
@@ -239,20 +245,26 @@ pub fn contact_sets<'a>(
     Ok(sets)
 }
 
-/// The event sets of `user` (events outside the window are retained, not lost).
+/// The event sets of `user` (events outside the window are retained, not lost); `only` as
+/// for [`contact_sets`].
 pub fn event_sets<'a>(
     access: &Access<'_>,
     user: &User,
     scope: &EffectiveScope,
     now: DateTime<Utc>,
     linked: impl Iterator<Item = &'a CrmId>,
+    only: Option<&BTreeSet<CrmId>>,
 ) -> Result<UserSets<SyncedEvent>, AccessError> {
     let model = access.model();
     let mut sets = UserSets::default();
+    let wanted = |id: &CrmId| only.is_none_or(|o| o.contains(id));
     if user.active {
         let in_window = desired_set(access, &user.id, scope, ObjectKind::Event, now)?;
         let selected = scoped_set(access, &user.id, scope, ObjectKind::Event)?;
         for id in selected.iter() {
+            if !wanted(id) {
+                continue;
+            }
             let Some(e) = model.events.get(id) else {
                 continue;
             };

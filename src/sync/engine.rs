@@ -5,7 +5,7 @@
 use super::desired;
 use super::execute::{execute_kind, Counts, Hooks, ItemError, RemoteKind, UserCtx};
 use super::merge::ConflictPolicy;
-use super::pass_model::PassModel;
+use super::pass_model::{Changed, PassModel};
 use super::plan::{
     breaker_trips, plan, CrmMatch, CrmStep, Direction, GoogleDeletePolicy, KindPlan, Link,
     LinkState, PlanInput, Policies, RecordPlan, RemoteView,
@@ -96,6 +96,9 @@ pub struct UserReport {
     /// The pass found nothing to plan (listings quiet, nothing changed for the user since
     /// their last complete plan): it made the listing calls and nothing else.
     pub quiet: bool,
+    /// The pass planned only the records the CRM change touched (the user's last complete
+    /// plan was made just before it, and nothing else changed for them).
+    pub changes_only: bool,
 }
 
 impl UserReport {
@@ -117,6 +120,7 @@ impl UserReport {
             crm_changed: Vec::new(),
             revocations: Vec::new(),
             quiet: false,
+            changes_only: false,
         }
     }
 
@@ -131,6 +135,7 @@ impl UserReport {
         self.status = pass.status;
         self.message = pass.message;
         self.quiet = pass.quiet;
+        self.changes_only = pass.changes_only;
         self
     }
 
@@ -141,6 +146,7 @@ impl UserReport {
         self.errors.extend(later.errors);
         self.crm_changed.extend(later.crm_changed);
         self.quiet &= later.quiet;
+        self.changes_only &= later.changes_only;
         let rank = |s: UserStatus| match s {
             UserStatus::Synced | UserStatus::Planned | UserStatus::Revoked => 0,
             UserStatus::Partial => 1,
@@ -238,6 +244,9 @@ pub struct PassControl<'c> {
     /// The access index over the whole model, as the caller built it from the mirror the
     /// pass reads (with `mirror_refreshed`): the pass uses it instead of loading its own.
     pub access: Option<&'c Access<'c>>,
+    /// What the caller's mirror update changed (with `mirror_refreshed`): users whose last
+    /// complete plan was made just before it have only those records planned.
+    pub changed: Option<&'c Changed>,
 }
 
 /// How far a user's pass went.
@@ -247,9 +256,23 @@ enum Planned {
     Early,
     /// Nothing to plan: the listings' tokens were kept, nothing else.
     Quiet,
-    /// Planned in full from the mirror at `cursor` (and carried out, unless the report
-    /// says otherwise).
-    Full { cursor: crate::crm::Cursor },
+    /// Planned from the mirror at `cursor` (and carried out, unless the report says
+    /// otherwise): every record, or only those the mirror update touched.
+    Full {
+        cursor: crate::crm::Cursor,
+        changes_only: bool,
+    },
+}
+
+/// What a user's pass plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode<'p> {
+    /// Every record: something beyond a known mirror update may have changed.
+    Full,
+    /// Nothing: the last complete plan stands.
+    Quiet,
+    /// The records the mirror update touched: the last complete plan was made just before.
+    Changes(&'p Changed),
 }
 
 /// How long a user's last complete plan stands in for a new one: the event window moves
@@ -334,9 +357,12 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             // answer 404 from the refreshed mirror; this deletes their secrets).
             crate::ics::revoke_departed_feeds(self.state, model, &run_id)?;
         }
-        if let Some(from) = mirror_from {
-            self.advance_unaffected(from, &lazy, delta.as_ref())?;
-        }
+        let changed = match mirror_from {
+            Some(from) => self.advance_unaffected(from, &lazy, delta.as_ref())?,
+            None if control.mirror_refreshed && !options.dry_run => control.changed.cloned(),
+            None => None,
+        };
+        let lazy = lazy.with_changed(changed);
         for u in &options.users {
             if !model.users.contains_key(u) && self.state.sync_user(u)?.is_none() {
                 return Err(EngineError::UnknownUser(u.clone()));
@@ -414,7 +440,10 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let model = whole.get_or_init(|| loaded);
         let lazy = PassModel::new(model, &whole, &access_cell, self.state);
         let access = lazy.access()?;
-        self.advance_unaffected(from, &lazy, delta.as_ref())?;
+        let changed = self.advance_unaffected(from, &lazy, delta.as_ref())?;
+        let lazy = lazy.with_changed(changed);
+        let written: BTreeSet<RecordRef> = writers.keys().cloned().collect();
+        let holders = self.state.link_holders(&written)?;
         let mut again = Vec::new();
         for report in reports.iter() {
             let Some(user) = model
@@ -427,16 +456,10 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             if !matches!(report.status, UserStatus::Synced | UserStatus::Partial) {
                 continue;
             }
-            let mut linked = BTreeSet::new();
-            for kind in [ObjectKind::Contact, ObjectKind::Event] {
-                let links: BTreeMap<CrmId, Link<serde_json::Value>> =
-                    self.state.links(&user.id, kind)?;
-                linked.extend(links.into_keys().map(|id| RecordRef::new(kind, id)));
-            }
             // The writers too: what they wrote can show in their other items (a contact's
             // name in an event's attendee lines).
             let concerned = writers.keys().any(|record| {
-                linked.contains(record)
+                holders.get(record).is_some_and(|h| h.contains(&user.id))
                     || access
                         .may(&user.id, record, Operation::Read)
                         .unwrap_or(false)
@@ -529,23 +552,24 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
     /// their next pass may be quiet. Nobody moves when telling would cost about as much as
     /// planning them: a change to who may read what (the model as it was before is gone),
     /// more changed records than `sync::affected` checks one by one, or a delta too large
-    /// to name.
+    /// to name. Returns what the update changed (for users planned just before it, only
+    /// those records need planning), unless it changed who may read what.
     fn advance_unaffected(
         &self,
         from: crate::crm::Cursor,
         lazy: &PassModel<'_>,
         delta: Option<&super::affected::MirrorDelta>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<Changed>, EngineError> {
         use super::affected::{by_mirror, touched_records, MirrorInputs};
         let to = self.state.crm_cursor()?;
         let Some(delta) = delta.filter(|d| from != to && !d.security_model_changed()) else {
-            return Ok(());
+            return Ok(None);
         };
         let access = lazy.access()?;
         let model = access.model();
         let touched = touched_records(None, model, delta);
         if !super::affected::checked_one_by_one(&touched) {
-            return Ok(());
+            return Ok(Some(Changed { from, touched }));
         }
         let holders = self.state.link_holders(&touched)?;
         let overrides = self.state.all_scope_overrides()?;
@@ -569,7 +593,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             moved,
             "users the mirror update leaves as planned"
         );
-        Ok(())
+        Ok(Some(Changed { from, touched }))
     }
 
     pub(crate) async fn user_pass(
@@ -656,7 +680,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                         (!failed).then_some(resolved.fingerprint.as_str()),
                     )?;
                     // A plan carried out completely: the next pass may find this user quiet.
-                    if let Planned::Full { cursor } = planned {
+                    if let Planned::Full { cursor, .. } = planned {
                         if report.status == UserStatus::Synced && report.errors.is_empty() {
                             let at = self.now.to_rfc3339();
                             self.state.set_planned(&user.id, Some((cursor, &at)))?;
@@ -664,6 +688,13 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                     }
                 }
                 report.quiet = matches!(planned, Planned::Quiet);
+                report.changes_only = matches!(
+                    planned,
+                    Planned::Full {
+                        changes_only: true,
+                        ..
+                    }
+                );
                 Ok(report)
             }
             Err(e) => Err(e),
@@ -862,16 +893,21 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
 
         // 3. Nothing to plan: the listings hold only the echoes of our own writes, the
         //    mirror changed nothing for this user since their last complete plan, same
-        //    scope, nothing pending. Only the new sync tokens are kept.
-        if !options.dry_run
-            && self.quiet(
+        //    scope, nothing pending. Only the new sync tokens are kept. (Or only what the
+        //    mirror update touched needs planning.)
+        let mode = if options.dry_run {
+            Mode::Full
+        } else {
+            self.plan_mode(
+                lazy,
                 user,
                 sync_user.as_ref(),
                 resolved,
                 &event_listing,
                 &contact_listing,
             )?
-        {
+        };
+        if mode == Mode::Quiet {
             self.state.write(|w| {
                 for (kind, token) in [
                     (ObjectKind::Event, event_listing.next_sync_token.as_deref()),
@@ -906,20 +942,45 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let may_create_event = access
             .may_create(&user.id, ObjectKind::Event)
             .unwrap_or(false);
-        let contact_links: BTreeMap<CrmId, Link<SyncedContact>> =
-            self.state.links(&user.id, ObjectKind::Contact)?;
-        let event_links: BTreeMap<CrmId, Link<SyncedEvent>> =
-            self.state.links(&user.id, ObjectKind::Event)?;
+        let only = match mode {
+            Mode::Changes(changed) => Some((
+                changed.ids(ObjectKind::Contact),
+                changed.ids(ObjectKind::Event),
+            )),
+            Mode::Full | Mode::Quiet => None,
+        };
+        let (contact_links, event_links): (
+            BTreeMap<CrmId, Link<SyncedContact>>,
+            BTreeMap<CrmId, Link<SyncedEvent>>,
+        ) = match &only {
+            Some((contacts, events)) => (
+                self.state
+                    .links_for(&user.id, ObjectKind::Contact, contacts)?,
+                self.state.links_for(&user.id, ObjectKind::Event, events)?,
+            ),
+            None => (
+                self.state.links(&user.id, ObjectKind::Contact)?,
+                self.state.links(&user.id, ObjectKind::Event)?,
+            ),
+        };
         let sets = desired::contact_sets(
             access,
             user,
             &resolved.scope,
             self.now,
             contact_links.keys(),
+            only.as_ref().map(|o| &o.0),
         )
         .and_then(|c| {
-            desired::event_sets(access, user, &resolved.scope, self.now, event_links.keys())
-                .map(|e| (c, e))
+            desired::event_sets(
+                access,
+                user,
+                &resolved.scope,
+                self.now,
+                event_links.keys(),
+                only.as_ref().map(|o| &o.1),
+            )
+            .map(|e| (c, e))
         });
         let (contact_sets, event_sets) = match sets {
             Ok(sets) => sets,
@@ -943,11 +1004,30 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let user_id = user.id.clone();
         let import_id_fn = move |g: &str| import_id(&user_id, g);
 
-        let (c_unlinked, c_reported) =
-            self.unlinked::<SyncedContact>(&user.id, &contact_listing)?;
-        let (e_unlinked, e_reported) = self.unlinked::<SyncedEvent>(&user.id, &event_listing)?;
-        let c_view = RemoteView::from_changes(&contact_listing.changes, contact_listing.full);
-        let e_view = RemoteView::from_changes(&event_listing.changes, event_listing.full);
+        // Planning only what changed: the listings hold nothing but echoes of linked items
+        // (checked), and the links outside the touched records are not loaded, so none of
+        // the listings is shown to the planner (it would take those items for unlinked ones).
+        let (c_unlinked, c_reported) = if only.is_some() {
+            self.unlinked::<SyncedContact>(&user.id, &incremental_nothing())?
+        } else {
+            self.unlinked::<SyncedContact>(&user.id, &contact_listing)?
+        };
+        let (e_unlinked, e_reported) = if only.is_some() {
+            self.unlinked::<SyncedEvent>(&user.id, &incremental_nothing())?
+        } else {
+            self.unlinked::<SyncedEvent>(&user.id, &event_listing)?
+        };
+        let (c_view, e_view) = if only.is_some() {
+            (
+                RemoteView::from_changes(&[], false),
+                RemoteView::from_changes(&[], false),
+            )
+        } else {
+            (
+                RemoteView::from_changes(&contact_listing.changes, contact_listing.full),
+                RemoteView::from_changes(&event_listing.changes, event_listing.full),
+            )
+        };
         let c_input = PlanInput {
             desired: &contact_sets.desired,
             retained: &contact_sets.retained,
@@ -974,8 +1054,13 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             event_id: &event_id_fn,
             import_id: &import_id_fn,
         };
-        let c_plan = plan(&c_input);
-        let e_plan = plan(&e_input);
+        let mut c_plan = plan(&c_input);
+        let mut e_plan = plan(&e_input);
+        if only.is_some() {
+            // The breaker weighs deletions against everything linked, not the part planned.
+            c_plan.linked_before = self.state.live_link_count(&user.id, ObjectKind::Contact)?;
+            e_plan.linked_before = self.state.live_link_count(&user.id, ObjectKind::Event)?;
+        }
 
         // 3. The breaker: a plan that pulls back too much is refused (not for inactive users,
         //    whose revocation is the point).
@@ -1107,7 +1192,10 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 .into_iter()
                 .map(|id| RecordRef::new(ObjectKind::Event, id)),
         );
-        Ok(Planned::Full { cursor })
+        Ok(Planned::Full {
+            cursor,
+            changes_only: only.is_some(),
+        })
     }
 
     /// Finds or creates the user's calendar (`known` is the id on record, if any) and records
@@ -1186,23 +1274,29 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         Ok(Ok(group))
     }
 
-    /// Whether `user`'s pass has nothing to plan: their last complete plan was made from the
-    /// mirror as it is now (users a mirror update does not affect are moved forward with it),
-    /// recently enough for the event window, under the same scope, with nothing pending and
-    /// no failure since; and both listings are incremental and hold only the echoes of our
-    /// own writes (items at the etag we last synced, deletions of items we hold no record of).
-    fn quiet(
+    /// What `user`'s pass must plan. Nothing (quiet) when their last complete plan was made
+    /// from the mirror as it is now (users a mirror update does not affect are moved forward
+    /// with it), recently enough for the event window, under the same scope, with nothing
+    /// pending and no failure since, and both listings are incremental and hold only the
+    /// echoes of our own writes (items at the etag we last synced, deletions of items we
+    /// hold no record of). Only the touched records when all that holds but the plan was
+    /// made just before this pass's mirror update (which changed no permission). Everything
+    /// otherwise.
+    fn plan_mode<'p>(
         &self,
+        lazy: &'p PassModel<'_>,
         user: &User,
         row: Option<&crate::store::SyncUser>,
         resolved: &ResolvedScope,
         events: &Listing<SyncedEvent>,
         contacts: &Listing<SyncedContact>,
-    ) -> Result<bool, StoreError> {
-        let Some(row) = row else {
-            return Ok(false);
+    ) -> Result<Mode<'p>, StoreError> {
+        let Some(planned) = row.and_then(|r| r.planned_cursor) else {
+            return Ok(Mode::Full);
         };
-        let planned_now = row.planned_cursor == Some(self.state.crm_cursor()?.0);
+        let Some(row) = row else {
+            return Ok(Mode::Full);
+        };
         let recent = row
             .planned_at
             .as_deref()
@@ -1210,7 +1304,6 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             .map(|at| at.with_timezone(&Utc))
             .is_some_and(|at| at <= self.now && self.now - at < REPLAN_AFTER);
         if !user.active
-            || !planned_now
             || !recent
             || events.full
             || contacts.full
@@ -1219,9 +1312,18 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             || row.scope_fingerprint.as_deref() != Some(resolved.fingerprint.as_str())
             || self.state.has_pending_links(&user.id, None)?
         {
-            return Ok(false);
+            return Ok(Mode::Full);
         }
-        Ok(self.echoes_only(&user.id, events)? && self.echoes_only(&user.id, contacts)?)
+        if !(self.echoes_only(&user.id, events)? && self.echoes_only(&user.id, contacts)?) {
+            return Ok(Mode::Full);
+        }
+        if planned == self.state.crm_cursor()?.0 {
+            return Ok(Mode::Quiet);
+        }
+        Ok(match lazy.changed().filter(|c| c.from.0 == planned) {
+            Some(changed) => Mode::Changes(changed),
+            None => Mode::Full,
+        })
     }
 
     /// Whether every change of `listing` is the echo of our own write: an item at the etag
@@ -1323,6 +1425,15 @@ impl<T> StepKind for CrmStep<T> {
             CrmStep::Create { .. } => Operation::Create,
             CrmStep::Delete { .. } => Operation::Delete,
         }
+    }
+}
+
+/// A listing that changes nothing (the stored index of unlinked items stands as it is).
+fn incremental_nothing<T>() -> Listing<T> {
+    Listing {
+        changes: Vec::new(),
+        next_sync_token: None,
+        full: false,
     }
 }
 

@@ -593,7 +593,7 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 .collect();
             w.retain_unlinked(&user, kind, &present)?;
         }
-        let links_now = linked_google_ids(ctx.state, &user, kind)?;
+        let links_now = ctx.state.linked_google_ids(&user, kind)?;
         for change in &listing.changes {
             match change {
                 RemoteChange::Present(it) => {
@@ -617,15 +617,6 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
     })?;
     outcome.token_saved = complete;
     Ok(outcome)
-}
-
-fn linked_google_ids(
-    state: &StateDb,
-    user: &UserId,
-    kind: ObjectKind,
-) -> Result<BTreeSet<String>, StoreError> {
-    let links: BTreeMap<CrmId, Link<serde_json::Value>> = state.links(user, kind)?;
-    Ok(links.into_values().filter_map(|l| l.google_id).collect())
 }
 
 /// Contacts created from phone items have their CRM id only after the CRM create.

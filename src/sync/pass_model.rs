@@ -3,10 +3,33 @@
 //! under which scope is decided from it — and the records with the access index only once a
 //! user's pass needs a plan. A quiet pass over a large org never loads them.
 
-use crate::crm::OrgModel;
+use crate::crm::{Cursor, OrgModel};
+use crate::model::{CrmId, ObjectKind, RecordRef};
 use crate::security::Access;
 use crate::store::{StateDb, StoreError};
 use std::cell::OnceCell;
+use std::collections::BTreeSet;
+
+/// What the mirror update at the start of a pass changed: the records whose synced form or
+/// selection may differ (`sync::affected::touched_records`), when the update changed no
+/// security-model entity. A user whose last complete plan was made at `from` needs only
+/// these records planned again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub from: Cursor,
+    pub touched: BTreeSet<RecordRef>,
+}
+
+impl Changed {
+    /// The touched records of `kind`.
+    pub fn ids(&self, kind: ObjectKind) -> BTreeSet<CrmId> {
+        self.touched
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.id.clone())
+            .collect()
+    }
+}
 
 /// One pass's view of the mirror. The cells live in the pass's frame (the access index
 /// borrows the model), so both outlive every user's pass.
@@ -15,6 +38,7 @@ pub struct PassModel<'c> {
     model: &'c OnceCell<OrgModel>,
     access: &'c OnceCell<Access<'c>>,
     given: Option<&'c Access<'c>>,
+    changed: Option<Changed>,
     state: &'c StateDb,
 }
 
@@ -33,8 +57,20 @@ impl<'c> PassModel<'c> {
             model,
             access,
             given: None,
+            changed: None,
             state,
         }
+    }
+
+    /// Records what the mirror update at the start of the pass changed.
+    pub fn with_changed(mut self, changed: Option<Changed>) -> Self {
+        self.changed = changed;
+        self
+    }
+
+    /// What the mirror update at the start of the pass changed, when it is known.
+    pub fn changed(&self) -> Option<&Changed> {
+        self.changed.as_ref()
     }
 
     /// Uses `access` (built by the caller over the whole model as mirrored now) instead of

@@ -54,6 +54,7 @@ use crate::sync::affected::{
     MirrorInputs, Reason,
 };
 use crate::sync::engine::{Engine, EngineError, PassControl, RunReport, SyncOptions, UserStatus};
+use crate::sync::pass_model::Changed;
 use crate::sync::remote::Remote;
 use chrono::{DateTime, Utc};
 use metrics::{CycleOutcome, Metrics};
@@ -500,6 +501,7 @@ impl<R: Remote + Offboarding> Worker<R> {
             .as_ref()
             .filter(|_| !feed.delta.is_empty())
             .map(Access::build);
+        let mut mirror_changed = None;
         if let Some(after) = &after_model {
             known.extend(after.users.keys().cloned());
             let resolved = crate::scope::resolve_all(&self.config.scope, after, &overrides);
@@ -530,6 +532,12 @@ impl<R: Remote + Offboarding> Worker<R> {
                 if !feed.first_run {
                     let users: BTreeSet<UserId> = mirror.ids().cloned().collect();
                     state.advance_planned(feed.from, feed.end, &users)?;
+                    if !feed.delta.security_model_changed() {
+                        mirror_changed = Some(Changed {
+                            from: feed.from,
+                            touched,
+                        });
+                    }
                 }
                 owed.merge(mirror);
             }
@@ -659,6 +667,7 @@ impl<R: Remote + Offboarding> Worker<R> {
             mirror_refreshed: true,
             stop: Some(&stop),
             access: after_access.as_ref(),
+            changed: mirror_changed.as_ref(),
         };
         let result = engine.sync_once_controlled(&options, &control).await;
         *slot = Some(engine.crm.into_inner());
