@@ -1,17 +1,21 @@
 //! Sync pass benchmark and growth table: a seeded synthetic org synced through the real Google
-//! clients to `crmsync emulator` running as a separate process on 127.0.0.1 (so the engine's
-//! memory is measured alone) — a full first pass, the first quiet pass after it, a pass after
-//! 1 % of the contacts changed in the CRM, a pass after a role move, and a later quiet pass —
-//! reporting wall time, process CPU, Google API calls (as the emulator counts them: every batch
-//! part is one call), the lower bound of calls for the work done, how many users were quiet
-//! (listings only), and the peak RSS of the engine and of the emulator.
+//! clients to `crmsync emulator` — a full first pass, the first quiet pass after it, a pass
+//! after 1 % of the contacts changed in the CRM, a pass after a role move, and a later quiet
+//! pass — reporting wall time, the engine's CPU, Google API calls (as the emulator counts
+//! them: every batch part is one call), the lower bound of calls for the work done, how many
+//! users were quiet (listings only) or had only the changed records planned, and peak RSS.
+//!
+//! Three processes per scale, so that each is measured alone: this one generates the org,
+//! loads it into the embedded CRM and changes the CRM between passes; `crmsync emulator`
+//! plays Google on 127.0.0.1; and a child of this binary is the engine, which runs each pass
+//! when told to (one line on its stdin) and answers with its figures (one line on stdout).
 //!
 //! `cargo bench --bench sync_passes` runs scales 0.01 and 0.1; `CRMSYNC_SYNC_BENCH_SCALES`
 //! takes a comma-separated list (scale 1.0: 2,000 users, 200,000 contacts, 100,000 events).
-//! Each scale runs in a child process of its own, so its peak RSS is its own. At most
-//! `CRMSYNC_SYNC_BENCH_MAX_USERS` users (default 200) are synced: the whole org is mirrored
-//! and indexed at every scale, but the emulator keeps every synced item of every user in
-//! memory, and 2,000 users with team scopes would not fit in this machine or in 10 minutes.
+//! At most `CRMSYNC_SYNC_BENCH_MAX_USERS` users (default 200) are synced: the whole org is
+//! mirrored, indexed and planned from at every scale, but the emulator keeps every synced
+//! item in memory (1 GiB for 188 users at scale 0.1), so 2,000 Google accounts would not fit
+//! in this machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,7 +40,7 @@ use std::time::{Duration, Instant};
 /// Listings every pass makes per user: events, contacts, the calendar's ACL (the leak guard).
 const LISTINGS_PER_USER: u64 = 3;
 
-/// One pass of one scale, as the child reports it to the parent.
+/// One pass of one scale.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PassRow {
     scale: f64,
@@ -51,6 +55,7 @@ struct PassRow {
     lower_bound: u64,
     items: usize,
     quiet_users: usize,
+    changes_only_users: usize,
     errors: usize,
     /// Calls by endpoint (quiet passes only: what a quiet pass spends its calls on).
     endpoints: BTreeMap<String, u64>,
@@ -125,42 +130,26 @@ fn scales() -> Vec<f64> {
 }
 
 fn main() {
-    if let Some(scale) = std::env::var("CRMSYNC_SYNC_BENCH_ONE")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-    {
+    if let Ok(dir) = std::env::var("CRMSYNC_SYNC_BENCH_ENGINE") {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        for row in rt.block_on(run(scale)) {
-            println!("RESULT {}", serde_json::to_string(&row).unwrap());
-        }
+        rt.block_on(engine(PathBuf::from(dir)));
         return;
     }
-    let me = std::env::current_exe().unwrap();
     let mut rows: Vec<PassRow> = Vec::new();
     for scale in scales() {
-        let out = Command::new(&me)
-            .env("CRMSYNC_SYNC_BENCH_ONE", scale.to_string())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        for line in text.lines() {
-            match line.strip_prefix("RESULT ") {
-                Some(json) => rows.push(serde_json::from_str(json).unwrap()),
-                None => println!("{line}"),
-            }
-        }
-        assert!(out.status.success(), "scale {scale} failed");
+        rows.extend(drive(scale));
     }
     print_growth(&rows);
 }
 
 fn print_growth(rows: &[PassRow]) {
     println!();
-    println!("growth table (wall s / process CPU s / API calls, ratio to the lower bound):");
+    println!(
+        "growth table (wall s, the engine's CPU s, API calls and their ratio to the lower bound, users quiet / planned for the changes only):"
+    );
     let mut scales: Vec<f64> = rows.iter().map(|r| r.scale).collect();
     scales.dedup();
     println!(
@@ -192,12 +181,13 @@ fn print_growth(rows: &[PassRow]) {
                     .map_or("-".into(), |r| {
                         let per_user = r.cpu_seconds * 1000.0 / r.synced_users.max(1) as f64;
                         format!(
-                            "{:.2} s, CPU {:.2} s ({per_user:.2} ms/user), {} calls ({:.2}×), {} quiet",
+                            "{:.2} s, CPU {:.2} s ({per_user:.2} ms/user), {} calls ({:.2}×), {} quiet, {} changes only",
                             r.seconds,
                             r.cpu_seconds,
                             r.calls,
                             r.calls as f64 / r.lower_bound.max(1) as f64,
-                            r.quiet_users
+                            r.quiet_users,
+                            r.changes_only_users
                         )
                     })
             })
@@ -207,25 +197,30 @@ fn print_growth(rows: &[PassRow]) {
     let rss: Vec<String> = scales
         .iter()
         .map(|s| {
-            let r = rows.iter().rfind(|r| r.scale == *s).unwrap();
+            let of = |f: fn(&PassRow) -> f64| {
+                rows.iter()
+                    .filter(|r| r.scale == *s)
+                    .map(f)
+                    .fold(0.0, f64::max)
+            };
             format!(
                 "engine {:.0} MiB, emulator {:.0} MiB",
-                r.engine_rss_mib, r.emulator_rss_mib
+                of(|r| r.engine_rss_mib),
+                of(|r| r.emulator_rss_mib)
             )
         })
         .collect();
     println!("| peak RSS | {} |", rss.join(" | "));
 }
 
-/// `crmsync emulator` on a free loopback port, with unlimited quota.
+/// `crmsync emulator` on a free loopback port.
 struct Emulator {
     child: Child,
     base: String,
-    http: reqwest::Client,
 }
 
 impl Emulator {
-    async fn start() -> Self {
+    fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -237,45 +232,18 @@ impl Emulator {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let mut up = false;
-        for _ in 0..200 {
-            if http
-                .get(format!("{base}/_emulator/settings"))
-                .send()
-                .await
-                .is_ok()
-            {
-                up = true;
-                break;
+        let up = (0..200).any(|_| {
+            let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if !ok {
+                std::thread::sleep(Duration::from_millis(50));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            ok
+        });
         assert!(up, "the emulator did not start");
-        let settings = EmulatorSettings {
-            quota: QuotaConfig::unlimited(),
-            ..EmulatorSettings::default()
-        };
-        let put = http
-            .put(format!("{base}/_emulator/settings"))
-            .json(&settings)
-            .send()
-            .await
-            .unwrap();
-        assert!(put.status().is_success());
-        Self { child, base, http }
-    }
-
-    async fn counters(&self) -> Counters {
-        self.http
-            .get(format!("{}/_emulator/counters", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     fn rss_mib(&self) -> f64 {
@@ -290,18 +258,43 @@ impl Drop for Emulator {
     }
 }
 
-async fn run(scale: f64) -> Vec<PassRow> {
+/// The engine child: its stdin names the passes to run, its stdout answers each.
+struct EngineChild {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl EngineChild {
+    fn pass(&mut self, label: &str) -> PassRow {
+        use std::io::Write;
+        writeln!(self.stdin, "{label}").unwrap();
+        self.stdin.flush().unwrap();
+        for line in self.stdout.by_ref() {
+            let line = line.unwrap();
+            match line.strip_prefix("RESULT ") {
+                Some(json) => return serde_json::from_str(json).unwrap(),
+                None => println!("{line}"),
+            }
+        }
+        panic!("the engine child ended before answering {label:?}");
+    }
+}
+
+/// One scale: the org, the CRM and its changes here; Google and the engine in processes of
+/// their own.
+fn drive(scale: f64) -> Vec<PassRow> {
     let max_users: usize = std::env::var("CRMSYNC_SYNC_BENCH_MAX_USERS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     let spec = SyntheticSpec::scaled(scale);
     let mut model = generate(&spec);
-    let synced: Vec<UserId> = model
+    let synced: Vec<String> = model
         .users
         .values()
         .filter(|u| u.active && u.google_account.is_some())
-        .map(|u| u.id.clone())
+        .map(|u| u.id.to_string())
         .take(max_users)
         .collect();
     println!(
@@ -312,15 +305,146 @@ async fn run(scale: f64) -> Vec<PassRow> {
         model.events.len()
     );
     let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start().await;
+    let crm_path = dir.path().join("crm.db");
+    let load = |model: &crmsync::crm::OrgModel| {
+        SqliteCrm::open(&crm_path).unwrap().load(model).unwrap();
+    };
+    load(&model);
+    let emu = Emulator::start();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("CRMSYNC_SYNC_BENCH_ENGINE", dir.path())
+        .env("CRMSYNC_SYNC_BENCH_EMULATOR", &emu.base)
+        .env("CRMSYNC_SYNC_BENCH_USERS", synced.join(","))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut engine = EngineChild {
+        child,
+        stdin,
+        stdout,
+    };
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>6} {:>7} {:>6} {:>8}",
+        "pass",
+        "wall s",
+        "cpu s",
+        "calls",
+        "items",
+        "bound",
+        "ratio",
+        "quiet",
+        "changes",
+        "errors",
+        "rss MiB"
+    );
+    let (org_users, contacts, events) =
+        (model.users.len(), model.contacts.len(), model.events.len());
+    let mut rows = Vec::new();
+    let mut pass = |label: &str, engine: &mut EngineChild| {
+        let mut row = engine.pass(label);
+        row.scale = scale;
+        row.org_users = org_users;
+        row.contacts = contacts;
+        row.events = events;
+        row.emulator_rss_mib = emu.rss_mib();
+        println!(
+            "{:<22} {:>9.2} {:>9.2} {:>9} {:>8} {:>8} {:>6.2}x {:>6} {:>7} {:>6} {:>8.0}",
+            row.pass,
+            row.seconds,
+            row.cpu_seconds,
+            row.calls,
+            row.items,
+            row.lower_bound,
+            row.calls as f64 / row.lower_bound.max(1) as f64,
+            row.quiet_users,
+            row.changes_only_users,
+            row.errors,
+            row.engine_rss_mib
+        );
+        if !row.endpoints.is_empty() {
+            println!("  calls by endpoint: {:?}", row.endpoints);
+        }
+        rows.push(row);
+    };
+    pass("full (first) pass", &mut engine);
+    pass("first quiet pass", &mut engine);
+
+    // 1 % of the contacts change in the CRM.
+    let ids: Vec<_> = model.contacts.keys().cloned().collect();
+    for id in ids.iter().step_by(100) {
+        if let Some(c) = model.contacts.get_mut(id) {
+            c.title = format!("{} (promoted)", c.title);
+        }
+    }
+    load(&model);
+    pass("1 % contacts changed", &mut engine);
+
+    // A permission change: a synced user with a role moves to another role.
+    let mover = synced
+        .iter()
+        .filter_map(|u| model.users.get(&UserId::new(u.as_str()).unwrap()))
+        .filter(|u| u.role.is_some() && !u.admin)
+        .nth(3)
+        .map(|u| u.id.clone())
+        .unwrap();
+    let other_role = model.roles.keys().nth(2).cloned();
+    if let Some(u) = model.users.get_mut(&mover) {
+        u.role = other_role;
+    }
+    load(&model);
+    pass("role move (1 user)", &mut engine);
+    pass("later quiet pass", &mut engine);
+    drop(engine.stdin);
+    engine.child.wait().unwrap();
+    println!(
+        "peak RSS: engine {:.0} MiB, emulator {:.0} MiB",
+        rows.iter().map(|r| r.engine_rss_mib).fold(0.0, f64::max),
+        emu.rss_mib()
+    );
+    rows
+}
+
+/// The engine child: runs a pass for every line on stdin, answers with a `RESULT` line.
+async fn engine(dir: PathBuf) {
+    let base = std::env::var("CRMSYNC_SYNC_BENCH_EMULATOR").unwrap();
+    let synced: Vec<UserId> = std::env::var("CRMSYNC_SYNC_BENCH_USERS")
+        .unwrap()
+        .split(',')
+        .map(|u| UserId::new(u).unwrap())
+        .collect();
+    let http = reqwest::Client::new();
+    let settings = EmulatorSettings {
+        quota: QuotaConfig::unlimited(),
+        ..EmulatorSettings::default()
+    };
+    let put = http
+        .put(format!("{base}/_emulator/settings"))
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let counters = async || -> Counters {
+        http.get(format!("{base}/_emulator/counters"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
     let key =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/emulator-service-account.json");
     let mut config = Config::default();
-    config.state.path = dir.path().join("state.db");
-    config.crm.path = dir.path().join("crm.db");
-    config.google.base_url = format!("{}/", emu.base);
+    config.state.path = dir.join("state.db");
+    config.crm.path = dir.join("crm.db");
+    config.google.base_url = format!("{base}/");
     config.google.service_account_key = key.clone();
-    config.google.token_uri = Some(format!("{}/token", emu.base));
+    config.google.token_uri = Some(format!("{base}/token"));
     config.sync.concurrency = 8;
     config.scope.org = ScopeLayer {
         contact: Some(SelectionMode::Team),
@@ -329,15 +453,11 @@ async fn run(scale: f64) -> Vec<PassRow> {
         ..ScopeLayer::default()
     };
     let state = StateDb::create(&config.state.path).unwrap();
-    SqliteCrm::open(&config.crm.path)
-        .unwrap()
-        .load(&model)
-        .unwrap();
     let remote = GoogleRemote::new(GoogleRemoteConfig {
-        calendar_root: emu.base.clone(),
-        people_root: emu.base.clone(),
+        calendar_root: base.clone(),
+        people_root: base.clone(),
         service_account_key: key,
-        token_uri: Some(format!("{}/token", emu.base)),
+        token_uri: Some(format!("{base}/token")),
         calendar_requests_per_minute: 1_000_000,
         people_reads_per_minute: 1_000_000,
         people_writes_per_minute: 1_000_000,
@@ -356,15 +476,13 @@ async fn run(scale: f64) -> Vec<PassRow> {
     .await
     .unwrap();
     let now = Utc.with_ymd_and_hms(2026, 6, 1, 9, 0, 0).unwrap();
-    let (org_users, contacts, events) =
-        (model.users.len(), model.contacts.len(), model.events.len());
-    let mut rows = Vec::new();
-    println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>6} {:>6}",
-        "pass", "wall s", "cpu s", "calls", "items", "bound", "ratio", "quiet", "errors"
-    );
-    let mut pass = async |label: &str| {
-        let before = emu.counters().await;
+    let stdin = std::io::stdin();
+    for line in std::io::BufRead::lines(stdin.lock()) {
+        let label = line.unwrap();
+        if label.is_empty() {
+            break;
+        }
+        let before = counters().await;
         let engine = Engine {
             config: &config,
             state: &state,
@@ -382,21 +500,21 @@ async fn run(scale: f64) -> Vec<PassRow> {
             .await
             .unwrap();
         let (seconds, cpu_seconds) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-        let after = emu.counters().await;
-        let calls = after.api_calls - before.api_calls;
+        let after = counters().await;
         let row = PassRow {
-            scale,
-            pass: label.to_owned(),
-            org_users,
+            scale: 0.0,
+            pass: label.clone(),
+            org_users: 0,
             synced_users: synced.len(),
-            contacts,
-            events,
+            contacts: 0,
+            events: 0,
             seconds,
             cpu_seconds,
-            calls,
+            calls: after.api_calls - before.api_calls,
             lower_bound: lower_bound(&report),
             items: changed(&report),
             quiet_users: report.users.iter().filter(|u| u.quiet).count(),
+            changes_only_users: report.users.iter().filter(|u| u.changes_only).count(),
             errors: report.users.iter().map(|u| u.errors.len()).sum(),
             endpoints: if label.contains("quiet") {
                 after
@@ -409,63 +527,8 @@ async fn run(scale: f64) -> Vec<PassRow> {
                 BTreeMap::new()
             },
             engine_rss_mib: peak_rss_mib("self"),
-            emulator_rss_mib: emu.rss_mib(),
+            emulator_rss_mib: 0.0,
         };
-        println!(
-            "{:<22} {:>9.2} {:>9.2} {:>9} {:>8} {:>8} {:>6.2}x {:>6} {:>6}",
-            row.pass,
-            row.seconds,
-            row.cpu_seconds,
-            row.calls,
-            row.items,
-            row.lower_bound,
-            row.calls as f64 / row.lower_bound.max(1) as f64,
-            row.quiet_users,
-            row.errors
-        );
-        if !row.endpoints.is_empty() {
-            println!("  calls by endpoint: {:?}", row.endpoints);
-        }
-        rows.push(row);
-    };
-    pass("full (first) pass").await;
-    pass("first quiet pass").await;
-
-    // 1 % of the contacts change in the CRM.
-    let ids: Vec<_> = model.contacts.keys().cloned().collect();
-    for id in ids.iter().step_by(100) {
-        if let Some(c) = model.contacts.get_mut(id) {
-            c.title = format!("{} (promoted)", c.title);
-        }
+        println!("RESULT {}", serde_json::to_string(&row).unwrap());
     }
-    SqliteCrm::open(&config.crm.path)
-        .unwrap()
-        .load(&model)
-        .unwrap();
-    pass("1 % contacts changed").await;
-
-    // A permission change: a synced user with a role moves to another role.
-    let mover = synced
-        .iter()
-        .filter_map(|u| model.users.get(u))
-        .filter(|u| u.role.is_some() && !u.admin)
-        .nth(3)
-        .map(|u| u.id.clone())
-        .unwrap();
-    let other_role = model.roles.keys().nth(2).cloned();
-    if let Some(u) = model.users.get_mut(&mover) {
-        u.role = other_role;
-    }
-    SqliteCrm::open(&config.crm.path)
-        .unwrap()
-        .load(&model)
-        .unwrap();
-    pass("role move (1 user)").await;
-    pass("later quiet pass").await;
-    println!(
-        "peak RSS: engine {:.0} MiB, emulator {:.0} MiB",
-        peak_rss_mib("self"),
-        emu.rss_mib()
-    );
-    rows
 }

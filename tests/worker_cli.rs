@@ -188,6 +188,60 @@ async fn sigterm_mid_pass_drains_and_a_restart_converges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_pass_ends_at_the_drain_timeout_or_a_second_signal_and_a_restart_converges() {
+    let emu = TestEmulator::start(emulator_options()).await.unwrap();
+    let mut gate = Gate::start(emu.addr()).await;
+    let env = BinEnv::new(
+        &emu,
+        Some(gate.token_uri()),
+        &WORKER.replace("drain_timeout_secs = 30", "drain_timeout_secs = 1"),
+    );
+    with_concurrency_one(&env);
+    env.load(&org_with(10)).await;
+    ok(&env.run(&["init"]).await);
+
+    // Google never answers the user in flight: one signal waits out the drain timeout.
+    let mut first = Running::start(&env, &["-v", "--log-format", "json", "run"], false);
+    first.address();
+    gate.arrivals.recv().await.unwrap();
+    let signalled = std::time::Instant::now();
+    first.signal("TERM");
+    let (code, stderr) = first.finish();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("drain timeout"), "{stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(20),
+        "bounded by the drain timeout, not by Google"
+    );
+
+    // A second signal does not wait at all.
+    let mut second = Running::start(&env, &["-v", "--log-format", "json", "run"], false);
+    second.address();
+    gate.arrivals.recv().await.unwrap();
+    second.signal("TERM");
+    second.wait_for("the first signal taken", |l| l.contains("stopping after"));
+    second.signal("TERM");
+    let (code, stderr) = second.finish();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+    GoogleCounts::of(&emu).assert_no_duplicates("after the abandoned passes");
+
+    // Google answers again: a restart syncs everyone, once.
+    gate.open();
+    let mut third = Running::start(&env, &["-v", "--log-format", "json", "run"], false);
+    third.address();
+    third.wait_for_quiet_cycle();
+    third.signal("INT");
+    let (code, stderr) = third.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    let converged = GoogleCounts::of(&emu);
+    converged.assert_no_duplicates("after the restart");
+    for user in USERS {
+        assert!(!converged.markers[user].is_empty(), "{user} was synced");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_logs_hold_no_token_key_or_contact_data_at_any_verbosity() {
     let emu = TestEmulator::start(emulator_options()).await.unwrap();
     let env = BinEnv::new(&emu, None, WORKER);

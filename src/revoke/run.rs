@@ -518,6 +518,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             crm_match: &no_match,
             event_id: &no_event_id,
             import_id: &import_id,
+            marked: Default::default(),
         };
         let mut records = plan(&input).records;
         // Unmarked phone items in our group are the user's own: the group's deletion only

@@ -1040,6 +1040,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             crm_match: &contact_match,
             event_id: &event_id_fn,
             import_id: &import_id_fn,
+            marked: Default::default(),
         };
         let e_input = PlanInput {
             desired: &event_sets.desired,
@@ -1053,6 +1054,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             crm_match: &no_match,
             event_id: &event_id_fn,
             import_id: &import_id_fn,
+            marked: Default::default(),
         };
         let mut c_plan = plan(&c_input);
         let mut e_plan = plan(&e_input);

@@ -22,8 +22,12 @@
 //! **A quiet cycle** (no CRM change, nobody due) costs: the lock, opening the state DB,
 //! one read of the CRM's change feed (one indexed query on the embedded CRM), a few small
 //! state-DB queries (scope overrides, pending work, sync rows), and no Google call and no
-//! model load. Phone polls are the steady cost: ~4 Google calls per polled user (the two
-//! incremental listings, the ACL listing, the contact group check).
+//! model load. Phone polls are the steady cost: 3 Google calls per polled user (the two
+//! incremental listings and the ACL listing; a user with nothing new is not planned, and
+//! the records are not loaded unless someone is). A cycle with CRM changes loads the
+//! model and builds the access index once (twice for permission changes: before and
+//! after); the pass plans from that index, and users whose last plan was made just before
+//! the change have only the touched records planned.
 //!
 //! **Stopping.** On SIGINT/SIGTERM no further user starts; users in flight finish within
 //! `drain_timeout_secs` (else the worker exits anyway: every write is crash-safe and the

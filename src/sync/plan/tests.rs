@@ -148,6 +148,7 @@ impl<T: Synced> World<T> {
             crm_match: &crm_match,
             event_id: &event_id,
             import_id: &import_id,
+            marked: Default::default(),
         })
     }
 
