@@ -63,15 +63,38 @@ pub enum ChangeCause {
     ReaderGate,
 }
 
-/// The users whose readable sets may have changed, each with why.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct AffectedUsers {
-    pub users: BTreeMap<UserId, BTreeSet<ChangeCause>>,
+/// Users, each with the reasons (`R`) they are named for: who a change affects and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ByUser<R: Ord> {
+    pub users: BTreeMap<UserId, BTreeSet<R>>,
 }
 
-impl AffectedUsers {
+impl<R: Ord> Default for ByUser<R> {
+    fn default() -> Self {
+        Self {
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+impl<R: Ord> ByUser<R> {
+    pub fn add(&mut self, user: &UserId, reason: R) {
+        self.users.entry(user.clone()).or_default().insert(reason);
+    }
+
+    /// Every user of `other` with their reasons, added to these.
+    pub fn merge(&mut self, other: ByUser<R>) {
+        for (user, reasons) in other.users {
+            self.users.entry(user).or_default().extend(reasons);
+        }
+    }
+
     pub fn contains(&self, user: &UserId) -> bool {
         self.users.contains_key(user)
+    }
+
+    pub fn reasons(&self, user: &UserId) -> Option<&BTreeSet<R>> {
+        self.users.get(user)
     }
 
     pub fn len(&self) -> usize {
@@ -85,11 +108,10 @@ impl AffectedUsers {
     pub fn ids(&self) -> impl Iterator<Item = &UserId> {
         self.users.keys()
     }
-
-    fn add(&mut self, user: &UserId, cause: ChangeCause) {
-        self.users.entry(user.clone()).or_default().insert(cause);
-    }
 }
+
+/// The users whose readable sets may have changed, each with why.
+pub type AffectedUsers = ByUser<ChangeCause>;
 
 type Digest = [u8; 32];
 

@@ -47,7 +47,7 @@ mod readable;
 pub mod synthetic;
 
 pub use bits::Bits;
-pub use changes::{affected_users, affected_users_between, AffectedUsers, ChangeCause};
+pub use changes::{affected_users, affected_users_between, AffectedUsers, ByUser, ChangeCause};
 pub use index::Access;
 pub use readable::RecordSet;
 

@@ -34,6 +34,7 @@
 use crate::crm::{Change, EntityKind, OrgModel};
 use crate::model::{Attendee, CrmId, ObjectKind, ParentLink, RecordRef, RoleId, UserId};
 use crate::scope::{desired_set, sync_verdict, EffectiveScope, SelectionMode};
+use crate::security::ByUser;
 use crate::security::{affected_users, ChangeCause};
 use crate::security::{Access, Operation};
 use chrono::{DateTime, Utc};
@@ -114,43 +115,9 @@ impl Reason {
 }
 
 /// The affected users, each with why.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Affected {
-    pub users: BTreeMap<UserId, BTreeSet<Reason>>,
-}
+pub type Affected = ByUser<Reason>;
 
-impl Affected {
-    pub fn add(&mut self, user: &UserId, reason: Reason) {
-        self.users.entry(user.clone()).or_default().insert(reason);
-    }
-
-    /// Every user of `other` with their reasons, added to these.
-    pub fn merge(&mut self, other: Affected) {
-        for (user, reasons) in other.users {
-            self.users.entry(user).or_default().extend(reasons);
-        }
-    }
-
-    pub fn contains(&self, user: &UserId) -> bool {
-        self.users.contains_key(user)
-    }
-
-    pub fn reasons(&self, user: &UserId) -> Option<&BTreeSet<Reason>> {
-        self.users.get(user)
-    }
-
-    pub fn len(&self) -> usize {
-        self.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
-
-    pub fn ids(&self) -> impl Iterator<Item = &UserId> {
-        self.users.keys()
-    }
-
+impl ByUser<Reason> {
     /// How many users have each reason (by [`Reason::label`]).
     pub fn count_by_reason(&self) -> BTreeMap<&'static str, usize> {
         let mut out = BTreeMap::new();
