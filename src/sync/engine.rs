@@ -65,6 +65,20 @@ pub enum UserStatus {
     Revoked,
 }
 
+impl UserStatus {
+    /// The status as one word (reports, metric labels; the same as its JSON form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Synced => "synced",
+            UserStatus::Partial => "partial",
+            UserStatus::Refused => "refused",
+            UserStatus::Failed => "failed",
+            UserStatus::Planned => "planned",
+            UserStatus::Revoked => "revoked",
+        }
+    }
+}
+
 /// One line of a dry-run plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanLine {
@@ -1293,10 +1307,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         events: &Listing<SyncedEvent>,
         contacts: &Listing<SyncedContact>,
     ) -> Result<Mode<'p>, StoreError> {
-        let Some(planned) = row.and_then(|r| r.planned_cursor) else {
-            return Ok(Mode::Full);
-        };
-        let Some(row) = row else {
+        let Some((row, planned)) = row.and_then(|r| r.planned_cursor.map(|p| (r, p))) else {
             return Ok(Mode::Full);
         };
         let recent = row

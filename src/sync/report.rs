@@ -4,17 +4,6 @@ use super::engine::{RunReport, UserStatus};
 use crate::revoke::run::RevocationOutcome;
 use std::fmt::Write;
 
-fn status_word(s: UserStatus) -> &'static str {
-    match s {
-        UserStatus::Synced => "synced",
-        UserStatus::Partial => "partial",
-        UserStatus::Refused => "refused",
-        UserStatus::Failed => "failed",
-        UserStatus::Planned => "planned",
-        UserStatus::Revoked => "revoked",
-    }
-}
-
 /// A table of users with what happened to each, then messages, errors and (dry runs) plans.
 pub fn render(report: &RunReport) -> String {
     let mut out = String::new();
@@ -49,7 +38,7 @@ pub fn render(report: &RunReport) -> String {
             out,
             "{:<10} {:<8} {:>7} {:>7} {:>7} {:>6} {:>7} {:>8} {:>8} {:>9} {:>6}",
             u.user.as_str(),
-            status_word(u.status),
+            UserStatus::as_str(u.status),
             t.created,
             t.updated,
             t.deleted,

@@ -6,7 +6,7 @@
 
 use crate::model::UserId;
 use crate::sync::affected::Affected;
-use crate::sync::engine::{RunReport, UserStatus};
+use crate::sync::engine::RunReport;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -221,14 +221,7 @@ impl Metrics {
     pub fn run(&self, report: &RunReport) {
         self.with(|s| {
             for user in &report.users {
-                let status = match user.status {
-                    UserStatus::Synced => "synced",
-                    UserStatus::Partial => "partial",
-                    UserStatus::Refused => "refused",
-                    UserStatus::Failed => "failed",
-                    UserStatus::Planned => "planned",
-                    UserStatus::Revoked => "revoked",
-                };
+                let status = user.status.as_str();
                 *s.passes.entry(status).or_default() += 1;
                 for (kind, c) in [("contact", &user.contacts), ("event", &user.events)] {
                     for (action, n) in [
