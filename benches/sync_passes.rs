@@ -311,7 +311,14 @@ fn drive(scale: f64) -> Vec<PassRow> {
     };
     load(&model);
     let emu = Emulator::start();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    // `CRMSYNC_SYNC_BENCH_WRAP="heaptrack -o /tmp/engine"` runs the engine child under a
+    // profiler (words split on spaces, the bench binary appended).
+    let exe = std::env::current_exe().unwrap();
+    let wrap = std::env::var("CRMSYNC_SYNC_BENCH_WRAP").unwrap_or_default();
+    let mut words: Vec<&std::ffi::OsStr> = wrap.split_whitespace().map(AsRef::as_ref).collect();
+    words.push(exe.as_os_str());
+    let mut child = Command::new(words[0])
+        .args(&words[1..])
         .env("CRMSYNC_SYNC_BENCH_ENGINE", dir.path())
         .env("CRMSYNC_SYNC_BENCH_EMULATOR", &emu.base)
         .env("CRMSYNC_SYNC_BENCH_USERS", synced.join(","))

@@ -326,3 +326,102 @@ async fn records_created_and_deleted_in_the_crm_are_planned_alone_and_reach_ever
     h.assert_no_duplicates();
     assert_eq!(quiet_users(&h.sync().await), USERS);
 }
+
+/// `org()` with `n` more contacts owned by alice.
+fn org_with_bulk(n: usize) -> serde_json::Value {
+    let mut doc = org();
+    let contacts = doc["contacts"].as_array_mut().unwrap();
+    let base = contacts[0].clone();
+    for i in 0..n {
+        let mut c = base.clone();
+        c["id"] = serde_json::json!(format!("bulk{i}"));
+        c["owner"] = serde_json::json!("alice");
+        c["first_name"] = serde_json::json!(format!("Bulk{i}"));
+        c["emails"] =
+            serde_json::json!([{"address": format!("bulk{i}@initech.example"), "label": "work"}]);
+        contacts.push(c);
+    }
+    doc
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_pass_that_wrote_much_takes_in_its_own_echoes() {
+    use crmsync::sync::remote::Remote;
+    let h = Harness::start(org_with_bulk(120)).await;
+    assert_all_synced(&h.sync().await);
+    let alice = UserId::new("alice").unwrap();
+    let token = h
+        .state
+        .sync_user(&alice)
+        .unwrap()
+        .unwrap()
+        .contacts_sync_token
+        .unwrap();
+    let listing = h
+        .remote
+        .list_contacts(&h.google_user("alice"), &h.group_of("alice"), Some(&token))
+        .await
+        .unwrap();
+    assert!(
+        !listing.full && listing.changes.is_empty(),
+        "the token kept is past the 120+ creates: {} changes",
+        listing.changes.len()
+    );
+    // The next pass reads one empty page for alice.
+    let before = h.emu.counters();
+    let report = h.sync().await;
+    assert_eq!(quiet_users(&report), USERS);
+    let account = h.google_user("alice").account;
+    let after = h.emu.counters();
+    let listed = |c: &crmsync::emulator::Counters| {
+        c.by_user_endpoint
+            .get(&account)
+            .and_then(|e| e.get("people.people.connections.list"))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(listed(&after) - listed(&before), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_phone_edit_made_while_the_echoes_are_listed_is_not_skipped() {
+    let h = Harness::start(org_with_bulk(120)).await;
+    let account = h.google_user("alice").account;
+    // Alice's second contact listing of the pass is the echo listing: it is held back while
+    // the phone edits a contact the pass just created.
+    let fault = h.emu.add_fault(FaultRule {
+        matches: FaultMatch {
+            endpoint: Some("people.people.connections.list".into()),
+            user: Some(account),
+            ..Default::default()
+        },
+        trigger: FaultTrigger::Nth { n: 2, times: 1 },
+        fault: FaultKind::Delay { ms: 1_500 },
+    });
+    let edit = async {
+        for _ in 0..500 {
+            let seen = h
+                .emu
+                .faults()
+                .iter()
+                .find(|f| f.id == fault)
+                .map_or(0, |f| f.seen);
+            if seen >= 2 {
+                h.phone_edit_contact("alice", "bulk7", |c| c.title = "Edited meanwhile".into())
+                    .await;
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    };
+    let (report, edited) = tokio::join!(h.sync(), edit);
+    assert!(edited, "the echo listing was made");
+    assert_all_synced(&report);
+    // The edit is not among the echoes: the token stays before it, and the next pass
+    // writes it back.
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    assert!(!quiet_users(&report).contains(&"alice".to_owned()));
+    assert_eq!(crm_contact(&h, "bulk7").unwrap().title, "Edited meanwhile");
+}

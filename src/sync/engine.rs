@@ -294,6 +294,11 @@ enum Mode<'p> {
 /// often even when nothing changed.
 const REPLAN_AFTER: chrono::Duration = chrono::Duration::hours(1);
 
+/// From this many Google writes to one collection in a pass, the pass lists the collection
+/// once more to take in their echoes (see [`Engine::absorb_echoes`]); fewer come back in the
+/// next pass's listing page at no extra call.
+const ABSORB_ECHOES_FROM: usize = 100;
+
 /// What a running pass tells a progress display.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'r> {
@@ -1176,6 +1181,10 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         )
         .await?;
         report.contacts.add(&outcome.counts);
+        if absorbs(&outcome) {
+            self.absorb_echoes::<SyncedContact>(google_user, &group)
+                .await?;
+        }
         report.errors.extend(outcome.errors);
         report.crm_changed.extend(
             outcome
@@ -1200,6 +1209,10 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         )
         .await?;
         report.events.add(&outcome.counts);
+        if absorbs(&outcome) {
+            self.absorb_echoes::<SyncedEvent>(google_user, &calendar)
+                .await?;
+        }
         report.errors.extend(outcome.errors);
 
         report.crm_changed.extend(
@@ -1375,6 +1388,43 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         Ok(true)
     }
 
+    /// Lists `container` once more from the token this pass just saved, after many writes
+    /// to it: when the listing holds nothing but the echoes of those writes, its token is
+    /// kept, so the next pass does not download and check them again (the first pass after
+    /// a full sync would otherwise read every item back). Anything else in it (a phone edit
+    /// made meanwhile), or a failed listing, leaves the saved token: the next pass lists
+    /// from there as it would have anyway.
+    async fn absorb_echoes<T: RemoteKind>(
+        &self,
+        google_user: &GoogleUser,
+        container: &str,
+    ) -> Result<(), StoreError> {
+        let user = &google_user.user;
+        if self.state.has_pending_links(user, Some(T::KIND))? {
+            return Ok(());
+        }
+        let Some(token) = self.state.sync_user(user)?.and_then(|s| match T::KIND {
+            ObjectKind::Event => s.events_sync_token,
+            _ => s.contacts_sync_token,
+        }) else {
+            return Ok(());
+        };
+        let listing = match T::list(self.remote, google_user, container, Some(&token)).await {
+            Ok(listing) if !listing.full => listing,
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(user = %user, kind = %T::KIND, error = %e, "echo listing failed; the next pass lists them");
+                return Ok(());
+            }
+        };
+        match listing.next_sync_token {
+            Some(next) if self.echoes_only(user, &listing)? => self
+                .state
+                .write(|w| w.set_sync_token(user, T::KIND, Some(&next))),
+            _ => Ok(()),
+        }
+    }
+
     fn fail(&self, report: &mut UserReport, message: String) -> Result<Planned, EngineError> {
         report.status = UserStatus::Failed;
         report.message = Some(message);
@@ -1442,6 +1492,13 @@ impl<T> StepKind for CrmStep<T> {
 }
 
 /// A listing that changes nothing (the stored index of unlinked items stands as it is).
+/// Whether a kind's execution wrote enough, and completely, to take in its echoes now.
+fn absorbs(outcome: &super::execute::KindOutcome) -> bool {
+    outcome.token_saved
+        && outcome.errors.is_empty()
+        && outcome.counts.google_writes() >= ABSORB_ECHOES_FROM
+}
+
 fn incremental_nothing<T>() -> Listing<T> {
     Listing {
         changes: Vec::new(),

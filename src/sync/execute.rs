@@ -227,6 +227,17 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Writes to Google items (each comes back once in the next incremental listing).
+    pub fn google_writes(&self) -> usize {
+        self.created
+            + self.updated
+            + self.deleted
+            + self.released
+            + self.linked
+            + self.reverted
+            + self.duplicates_removed
+    }
+
     pub fn add(&mut self, other: &Counts) {
         self.created += other.created;
         self.updated += other.updated;
