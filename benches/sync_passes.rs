@@ -57,6 +57,8 @@ struct PassRow {
     quiet_users: usize,
     changes_only_users: usize,
     errors: usize,
+    /// A few of the item errors, distinct by message (what to look into when there are any).
+    error_samples: Vec<String>,
     /// Calls by endpoint (quiet passes only: what a quiet pass spends its calls on).
     endpoints: BTreeMap<String, u64>,
     engine_rss_mib: f64,
@@ -375,6 +377,9 @@ fn drive(scale: f64) -> Vec<PassRow> {
         if !row.endpoints.is_empty() {
             println!("  calls by endpoint: {:?}", row.endpoints);
         }
+        for sample in &row.error_samples {
+            println!("  error: {sample}");
+        }
         rows.push(row);
     };
     pass("full (first) pass", &mut engine);
@@ -523,6 +528,15 @@ async fn engine(dir: PathBuf) {
             quiet_users: report.users.iter().filter(|u| u.quiet).count(),
             changes_only_users: report.users.iter().filter(|u| u.changes_only).count(),
             errors: report.users.iter().map(|u| u.errors.len()).sum(),
+            error_samples: report
+                .users
+                .iter()
+                .flat_map(|u| &u.errors)
+                .map(|e| e.error.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .take(5)
+                .collect(),
             endpoints: if label.contains("quiet") {
                 after
                     .by_endpoint

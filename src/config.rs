@@ -183,6 +183,10 @@ impl Default for GoogleConfig {
 pub struct SyncConfig {
     /// Users synced at the same time.
     pub concurrency: usize,
+    /// Records being planned and written at once across the users synced at the same time
+    /// (what bounds a pass's memory: a user's plan holds a few KiB per record). A user
+    /// larger than this runs alone.
+    pub max_records_in_flight: usize,
     /// A pass that would delete more than this fraction of a user's linked items is refused
     /// (outside revocation) unless forced.
     pub max_delete_fraction: f64,
@@ -204,6 +208,7 @@ impl Default for SyncConfig {
     fn default() -> Self {
         Self {
             concurrency: 4,
+            max_records_in_flight: 20_000,
             max_delete_fraction: 0.5,
             requests_per_minute: 500,
             max_attempts: 6,
@@ -287,6 +292,12 @@ impl Config {
             return fail(
                 "sync.concurrency",
                 format!("{} is not in 1..=256", s.concurrency),
+            );
+        }
+        if !(100..=10_000_000).contains(&s.max_records_in_flight) {
+            return fail(
+                "sync.max_records_in_flight",
+                format!("{} is not in 100..=10000000", s.max_records_in_flight),
             );
         }
         if s.requests_per_minute == 0 || s.requests_per_minute > 600 {

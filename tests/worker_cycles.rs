@@ -549,3 +549,85 @@ async fn health_readiness_and_metrics_answer_over_http() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// `crmsync_model_loads_total` as the worker's metrics show it.
+fn model_loads(w: &Worker<GoogleRemote>, clock: &ManualClock) -> u64 {
+    w.metrics()
+        .render(clock.now())
+        .lines()
+        .find_map(|l| l.strip_prefix("crmsync_model_loads_total "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_worker_keeps_its_model_and_applies_the_crm_changes_to_it() {
+    let h = Harness::start(org()).await;
+    let clock = ManualClock::new();
+    let w = worker(&h, &clock, |_| {}).await;
+    w.cycle().await.unwrap();
+    assert_eq!(model_loads(&w, &clock), 1, "read once at the start");
+    assert!(sync_support::ids(&h.contacts("erin")).contains(&"c3".to_owned()));
+
+    // An edit, a delete, a create and a permission change, one cycle each: all taken into
+    // the kept model (no second read), and the phones follow each of them.
+    let mut doc = org();
+    contact_mut(&mut doc, "c5")["title"] = json!("Head of Purchasing");
+    h.load(&doc);
+    w.cycle().await.unwrap();
+    assert_eq!(
+        h.phone_contact("hank", "c5").await.unwrap().title,
+        "Head of Purchasing"
+    );
+    doc["contacts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c["id"] != "c3");
+    h.load(&doc);
+    w.cycle().await.unwrap();
+    assert!(
+        !sync_support::ids(&h.contacts("erin")).contains(&"c3".to_owned()),
+        "pulled back"
+    );
+    let mut c6 = contact_mut(&mut doc, "c4").clone();
+    c6["id"] = json!("c6");
+    c6["first_name"] = json!("Nina");
+    c6["emails"] = json!([{"address": "nina@initech.example", "label": "work"}]);
+    doc["contacts"].as_array_mut().unwrap().push(c6);
+    h.load(&doc);
+    w.cycle().await.unwrap();
+    assert_eq!(
+        h.phone_contact("frank", "c6").await.unwrap().first_name,
+        "Nina"
+    );
+    doc["users"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|u| u["id"] == "hank")
+        .unwrap()["role"] = json!("rep_east");
+    h.load(&doc);
+    w.cycle().await.unwrap();
+    assert!(sync_support::ids(&h.events("erin")).contains(&"e2".to_owned()));
+    assert_eq!(
+        model_loads(&w, &clock),
+        1,
+        "changes applied to the kept model"
+    );
+    h.assert_nothing_leaks();
+
+    // Another command moves the mirror on (a one-shot sync): the worker reads it afresh,
+    // and syncs from what it read.
+    contact_mut(&mut doc, "c5")["title"] = json!("VP Purchasing");
+    h.load(&doc);
+    h.sync().await;
+    contact_mut(&mut doc, "c6")["title"] = json!("Buyer");
+    h.load(&doc);
+    w.cycle().await.unwrap();
+    assert_eq!(model_loads(&w, &clock), 2);
+    assert_eq!(h.phone_contact("frank", "c6").await.unwrap().title, "Buyer");
+    h.assert_nothing_leaks();
+    h.assert_no_duplicates();
+}

@@ -157,6 +157,10 @@ fn canonical_attendee(a: &AttendeeLine) -> AttendeeLine {
 /// The canonical form of an event: trimmed text, whole-second local times normalised in
 /// the event's zone ([`normalize_local_time`]), `all_day` following the shape of `start`,
 /// canonical recurrence lines and attendee lines (single-line names, lower-case e-mails).
+/// A timed end that falls before the start once both are read in the zone (a start in a
+/// DST gap moves forward past an end just after the gap: 01:30–02:00 on a spring-forward
+/// night in London) becomes the start: Google refuses an empty range, and a zero-length
+/// event at the real start is what such a record can show. The CRM record is left as is.
 pub fn canonical_event(v: &SyncedEvent) -> SyncedEvent {
     let time_zone = v.time_zone.trim().to_owned();
     let zone = normalize::time_zone(&time_zone).ok();
@@ -165,12 +169,18 @@ pub fn canonical_event(v: &SyncedEvent) -> SyncedEvent {
         (EventTime::DateTime(dt), None) => EventTime::DateTime(dt.with_nanosecond(0).unwrap_or(dt)),
         (date, _) => date,
     };
+    let (start, mut end) = (time(v.start), time(v.end));
+    if let (EventTime::DateTime(s), EventTime::DateTime(e), Some(z)) = (start, end, zone) {
+        if local_to_utc(e, z) < local_to_utc(s, z) {
+            end = start;
+        }
+    }
     SyncedEvent {
         title: v.title.trim().to_owned(),
         description: v.description.trim().to_owned(),
         location: v.location.trim().to_owned(),
-        start: time(v.start),
-        end: time(v.end),
+        start,
+        end,
         all_day: matches!(v.start, EventTime::Date(_)),
         time_zone,
         recurrence: canonical_recurrence(&v.recurrence),

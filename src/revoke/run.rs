@@ -519,6 +519,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             event_id: &no_event_id,
             import_id: &import_id,
             marked: Default::default(),
+            explain: false,
         };
         let mut records = plan(&input).records;
         // Unmarked phone items in our group are the user's own: the group's deletion only

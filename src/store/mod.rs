@@ -441,6 +441,7 @@ impl StateDb {
                 .map_err(|e| StoreError::Corrupt(format!("mirror {kind}:{id}: {e}")))?;
             model.insert(entity, version);
         }
+        model.pack();
         Ok(model)
     }
 }

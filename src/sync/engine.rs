@@ -261,6 +261,9 @@ pub struct PassControl<'c> {
     /// What the caller's mirror update changed (with `mirror_refreshed`): users whose last
     /// complete plan was made just before it have only those records planned.
     pub changed: Option<&'c Changed>,
+    /// The whole model as mirrored now, kept by the caller (with `mirror_refreshed`): the
+    /// pass reads it instead of the mirror.
+    pub model: Option<&'c OrgModel>,
 }
 
 /// How far a user's pass went.
@@ -359,8 +362,13 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             } else {
                 self.refresh_mirror()?
             };
-            match control.access.filter(|_| control.mirror_refreshed) {
-                Some(access) => (access.model(), applied, problems, delta),
+            let kept = control
+                .access
+                .map(Access::model)
+                .or(control.model)
+                .filter(|_| control.mirror_refreshed);
+            match kept {
+                Some(model) => (model, applied, problems, delta),
                 None => {
                     security_model = self.state.load_security_model()?;
                     (&security_model, applied, problems, delta)
@@ -370,7 +378,14 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let given = control
             .access
             .filter(|_| control.mirror_refreshed && !options.dry_run);
-        let lazy = PassModel::new(model, &whole, &access_cell, self.state).with_access(given);
+        let lazy = PassModel::new(model, &whole, &access_cell, self.state)
+            .with_access(given)
+            .with_model(
+                control
+                    .model
+                    .filter(|_| control.mirror_refreshed && !options.dry_run),
+            )
+            .with_records_in_flight(self.config.sync.max_records_in_flight);
         if !options.dry_run {
             // Users inactive or gone from the CRM lose their ICS feeds (the feeds already
             // answer 404 from the refreshed mirror; this deletes their secrets).
@@ -457,7 +472,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let (loaded, _, _, delta) = self.load_model(false)?;
         let (whole, access_cell) = (OnceCell::new(), OnceCell::new());
         let model = whole.get_or_init(|| loaded);
-        let lazy = PassModel::new(model, &whole, &access_cell, self.state);
+        let lazy = PassModel::new(model, &whole, &access_cell, self.state)
+            .with_records_in_flight(self.config.sync.max_records_in_flight);
         let access = lazy.access()?;
         let changed = self.advance_unaffected(from, &lazy, delta.as_ref())?;
         let lazy = lazy.with_changed(changed);
@@ -552,10 +568,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 .map_err(mirror::RefreshError::from)?;
             for change in batch.changes {
                 applied += 1;
-                match change.entity {
-                    Some(e) => model.insert(e, change.version),
-                    None => remove_entity(&mut model, change.kind, &change.id),
-                }
+                model.apply(change);
             }
             problems.extend(batch.problems);
             cursor = batch.next_cursor;
@@ -955,6 +968,24 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             self.state.set_planned(&user.id, None)?;
         }
         let access = lazy.access()?;
+        // What the plan will hold in memory until it is carried out grows with its records:
+        // the pass's budget of records in flight is taken before any of it is built.
+        let records = match mode {
+            Mode::Changes(changed) => changed.touched.len(),
+            Mode::Full | Mode::Quiet => {
+                let mut records = 0;
+                for kind in [ObjectKind::Contact, ObjectKind::Event] {
+                    records += self.state.live_link_count(&user.id, kind)?;
+                    if user.active {
+                        records +=
+                            crate::scope::scoped_set(access, &user.id, &resolved.scope, kind)
+                                .map_or(0, |set| set.len());
+                    }
+                }
+                records
+            }
+        };
+        let _records = lazy.records(records).await;
         let may_create_contact = access
             .may_create(&user.id, ObjectKind::Contact)
             .unwrap_or(false);
@@ -1060,6 +1091,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             event_id: &event_id_fn,
             import_id: &import_id_fn,
             marked: Default::default(),
+            explain: options.dry_run,
         };
         let e_input = PlanInput {
             desired: &event_sets.desired,
@@ -1074,6 +1106,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             event_id: &event_id_fn,
             import_id: &import_id_fn,
             marked: Default::default(),
+            explain: options.dry_run,
         };
         let mut c_plan = plan(&c_input);
         let mut e_plan = plan(&e_input);
@@ -1515,49 +1548,6 @@ fn empty_listing<T>() -> Listing<T> {
     }
 }
 
-fn remove_entity(model: &mut OrgModel, kind: crate::crm::EntityKind, id: &str) {
-    use crate::crm::EntityKind as K;
-    let Ok(crm_id) = CrmId::new(id) else { return };
-    match kind {
-        K::Contact => {
-            model.contacts.remove(&crm_id);
-        }
-        K::Event => {
-            model.events.remove(&crm_id);
-        }
-        K::Organization => {
-            model.organizations.remove(&crm_id);
-        }
-        K::User => {
-            if let Ok(u) = UserId::new(id) {
-                model.users.remove(&u);
-            }
-        }
-        K::Role => {
-            if let Ok(r) = id.parse() {
-                model.roles.remove(&r);
-            }
-        }
-        K::Profile => {
-            if let Ok(p) = id.parse() {
-                model.profiles.remove(&p);
-            }
-        }
-        K::Team => {
-            if let Ok(t) = id.parse() {
-                model.teams.remove(&t);
-            }
-        }
-        K::SharingRule => {
-            if let Ok(r) = id.parse() {
-                model.sharing_rules.remove(&r);
-            }
-        }
-        K::Org | K::OrgWideSharing => {}
-        K::RecordReaders => model.remove(kind, id),
-    }
-}
-
 /// Matches a phone contact against the CRM: readable records first; a match among hidden
 /// records is reported, never linked.
 fn crm_contact_match(access: &Access<'_>, user: &UserId, data: &SyncedContact) -> CrmMatch {
@@ -1642,7 +1632,12 @@ fn plan_line<T: super::plan::Synced>(kind: ObjectKind, r: &RecordPlan<T>) -> Pla
     });
     let mut diff = Vec::new();
     if let (Some(base), Some(GoogleStep::Update { data, .. })) = (&r.base, &r.google) {
-        diff.extend(field_diffs(base, data, "google now", "google after"));
+        diff.extend(field_diffs(
+            base.as_ref(),
+            data,
+            "google now",
+            "google after",
+        ));
     }
     if let (Some(before), Some(CrmStep::Update { fields, .. })) = (&r.before, &r.crm) {
         if let Ok(mut after) = serde_json::to_value(before) {

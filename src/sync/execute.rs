@@ -1258,3 +1258,22 @@ mod tests {
             .all(|(_, r)| r.as_ref().unwrap_err().message.contains("same item")));
     }
 }
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        use crate::model::{SyncedContact, SyncedEvent};
+        use std::mem::size_of;
+        eprintln!(
+            "SIZES contact {} event {} plan_c {} plan_e {} work_c {} work_e {} item_c {} item_e {}",
+            size_of::<SyncedContact>(),
+            size_of::<SyncedEvent>(),
+            size_of::<crate::sync::plan::RecordPlan<SyncedContact>>(),
+            size_of::<crate::sync::plan::RecordPlan<SyncedEvent>>(),
+            size_of::<super::Work<SyncedContact>>(),
+            size_of::<super::Work<SyncedEvent>>(),
+            size_of::<crate::sync::remote::RemoteItem<SyncedContact>>(),
+            size_of::<crate::sync::remote::RemoteItem<SyncedEvent>>()
+        );
+    }
+}

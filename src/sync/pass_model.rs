@@ -38,8 +38,12 @@ pub struct PassModel<'c> {
     model: &'c OnceCell<OrgModel>,
     access: &'c OnceCell<Access<'c>>,
     given: Option<&'c Access<'c>>,
+    given_model: Option<&'c OrgModel>,
     changed: Option<Changed>,
     state: &'c StateDb,
+    /// Records in flight (see [`PassModel::records`]).
+    records: tokio::sync::Semaphore,
+    records_budget: usize,
 }
 
 impl<'c> PassModel<'c> {
@@ -52,14 +56,37 @@ impl<'c> PassModel<'c> {
         access: &'c OnceCell<Access<'c>>,
         state: &'c StateDb,
     ) -> Self {
+        let default_budget = crate::config::SyncConfig::default().max_records_in_flight;
         Self {
             security,
             model,
             access,
             given: None,
+            given_model: None,
             changed: None,
             state,
+            records: tokio::sync::Semaphore::new(default_budget),
+            records_budget: default_budget,
         }
+    }
+
+    /// At most `budget` records planned and written at once across the pass's users.
+    pub fn with_records_in_flight(mut self, budget: usize) -> Self {
+        let budget = budget.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        self.records = tokio::sync::Semaphore::new(budget);
+        self.records_budget = budget;
+        self
+    }
+
+    /// Waits until `records` more records may be planned and written (a plan larger than
+    /// the whole budget waits for all of it: it runs alone). The permit is held until the
+    /// plan is carried out; what a plan holds in memory grows with its records, so this
+    /// bounds the pass's memory whatever the number of users synced at once.
+    pub async fn records(&self, records: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let wanted = records.clamp(1, self.records_budget);
+        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
+        // Never closed: `None` would only let the plan go ahead unbounded.
+        self.records.acquire_many(wanted).await.ok()
     }
 
     /// Records what the mirror update at the start of the pass changed.
@@ -80,6 +107,13 @@ impl<'c> PassModel<'c> {
         self
     }
 
+    /// Uses `model` (the whole model as mirrored now, kept by the caller) instead of loading
+    /// it when the access index is first needed.
+    pub fn with_model(mut self, model: Option<&'c OrgModel>) -> Self {
+        self.given_model = model;
+        self
+    }
+
     /// Users, roles, profiles, teams, sharing rules and org settings.
     pub fn security(&self) -> &'c OrgModel {
         self.security
@@ -91,7 +125,7 @@ impl<'c> PassModel<'c> {
         if let Some(access) = self.given.or_else(|| self.access.get()) {
             return Ok(access);
         }
-        let model = match self.model.get() {
+        let model = match self.given_model.or_else(|| self.model.get()) {
             Some(model) => model,
             None => {
                 let loaded = self.state.load_org_model()?;

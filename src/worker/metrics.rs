@@ -67,6 +67,7 @@ struct State {
     other_holder: Option<(String, u32)>,
     mirror_refreshed_at: Option<DateTime<Utc>>,
     crm_changes: u64,
+    model_loads: u64,
     google_reachable: bool,
     started_at: Option<DateTime<Utc>>,
 }
@@ -180,6 +181,12 @@ impl Metrics {
             s.mirror_refreshed_at = Some(now);
             s.crm_changes += changes as u64;
         });
+    }
+
+    /// The worker read the whole model from the mirror (it keeps it between cycles and
+    /// applies the CRM's changes to it otherwise).
+    pub fn model_loaded(&self) {
+        self.with(|s| s.model_loads += 1);
     }
 
     pub fn affected(&self, affected: &Affected) {
@@ -475,6 +482,14 @@ impl Metrics {
                 "counter",
                 "CRM feed changes taken into the mirror by the worker.",
                 &[(none.clone(), s.crm_changes as f64)],
+            );
+            family(
+                &mut out,
+                "crmsync_model_loads_total",
+                "counter",
+                "Times the worker read the whole CRM model from the mirror (it keeps the model \
+                 between cycles and applies the CRM's changes to it).",
+                &[(none.clone(), s.model_loads as f64)],
             );
             family(
                 &mut out,

@@ -44,7 +44,7 @@ pub mod schedule;
 pub use config::WorkerConfig;
 
 use crate::config::Config;
-use crate::crm::{ChangeBatch, CrmError, Cursor, EntityKind, Source};
+use crate::crm::{ChangeBatch, CrmError, Cursor, EntityKind, OrgModel, Source};
 use crate::ics::serve::Clock;
 use crate::mirror::{self, RefreshError};
 use crate::model::UserId;
@@ -166,6 +166,19 @@ struct Memory {
     overrides: Option<BTreeMap<UserId, ScopeLayer>>,
     /// Consecutive cycles that found Google unreachable for everyone.
     outages: u32,
+    /// The whole model as the mirror held it after the last cycle: the next cycle applies
+    /// the CRM's changes to it instead of reading the mirror again.
+    model: Option<KeptModel>,
+}
+
+/// The mirror's model kept between cycles, for one CRM instance at one cursor.
+struct KeptModel {
+    instance: Option<String>,
+    at: Cursor,
+    /// When it was last read from the mirror: it is read afresh every reconcile period, so
+    /// whatever changed the mirror behind the cursor (a replaced mirror) is taken in.
+    loaded_at: DateTime<Utc>,
+    model: OrgModel,
 }
 
 /// The sync worker.
@@ -382,6 +395,15 @@ impl<R: Remote + Offboarding> Worker<R> {
         result
     }
 
+    /// Keeps `kept` for the next cycle if it is still the mirror's model (a pass that wrote
+    /// to the CRM refreshed the mirror past it: the next cycle reads it afresh).
+    fn keep_model(&self, state: &StateDb, kept: KeptModel) -> Result<(), WorkerError> {
+        if state.crm_cursor()? == kept.at {
+            self.memory.borrow_mut().model = Some(kept);
+        }
+        Ok(())
+    }
+
     /// Reads the feed from where the worker stopped; does not touch the mirror yet.
     fn read_feed(&self, state: &StateDb, crm: &dyn Source) -> Result<Feed, WorkerError> {
         mirror::check_identity(state, crm)?;
@@ -468,13 +490,38 @@ impl<R: Remote + Offboarding> Worker<R> {
             let crm = slot.as_deref().ok_or(WorkerError::CrmGone)?;
             self.read_feed(state, crm)?
         };
+        // The model kept from the last cycle, when the mirror is still where it left it.
+        let instance = state.crm_instance_id()?;
+        let reload = Duration::from_secs(self.config.worker.reconcile_minutes * 60);
+        let mut kept = self.memory.borrow_mut().model.take().filter(|k| {
+            k.at == feed.mirror_at
+                && k.instance == instance
+                && (reload.is_zero() || (now - k.loaded_at).to_std().is_ok_and(|age| age < reload))
+        });
         let before = if feed.delta.security_model_changed() && !feed.delta.before_incomplete {
-            Some(state.load_org_model()?)
+            Some(match &kept {
+                Some(k) => k.model.clone(),
+                None => state.load_org_model()?,
+            })
         } else {
             None
         };
         let crm_changes = Self::apply_feed(state, &feed)?;
         self.metrics.mirror_refreshed(now, crm_changes);
+        let mirror_now = state.crm_cursor()?;
+        if let Some(k) = &mut kept {
+            // What `apply_feed` took into the mirror, the same way.
+            for change in feed
+                .batches
+                .iter()
+                .filter(|b| b.next_cursor > feed.mirror_at)
+                .flat_map(|b| &b.changes)
+                .filter(|c| c.version > feed.mirror_at.0)
+            {
+                k.model.apply(change.clone());
+            }
+            k.at = mirror_now;
+        }
 
         // Who is owed a pass.
         let overrides = state.all_scope_overrides()?;
@@ -496,17 +543,26 @@ impl<R: Remote + Offboarding> Worker<R> {
         // The whole model when the mirror changed (who a change affects is decided on it,
         // and the pass below plans from the same index); the security model is enough to
         // resolve scopes otherwise.
-        let after_model = match (need_model, feed.delta.is_empty()) {
-            (false, _) => None,
-            (true, true) => Some(state.load_security_model()?),
-            (true, false) => Some(state.load_org_model()?),
+        // (The kept model serves as both; it is read from the mirror when there is none.)
+        let kept = match kept {
+            Some(k) => k,
+            None => {
+                let model = state.load_org_model()?;
+                self.metrics.model_loaded();
+                KeptModel {
+                    instance: instance.clone(),
+                    at: mirror_now,
+                    loaded_at: now,
+                    model,
+                }
+            }
         };
+        let after_model = Some(&kept.model).filter(|_| need_model);
         let after_access = after_model
-            .as_ref()
             .filter(|_| !feed.delta.is_empty())
             .map(Access::build);
         let mut mirror_changed = None;
-        if let Some(after) = &after_model {
+        if let Some(after) = after_model {
             known.extend(after.users.keys().cloned());
             let resolved = crate::scope::resolve_all(&self.config.scope, after, &overrides);
             let mut scopes: BTreeMap<UserId, EffectiveScope> = BTreeMap::new();
@@ -641,6 +697,7 @@ impl<R: Remote + Offboarding> Worker<R> {
             ..CycleReport::empty(CycleOutcome::Quiet)
         };
         if due.is_empty() {
+            self.keep_model(state, kept)?;
             self.save(state, &feed, &changed, &forget)?;
             self.metrics.backoffs(0, report.in_backoff.len());
             return Ok(report);
@@ -672,9 +729,11 @@ impl<R: Remote + Offboarding> Worker<R> {
             stop: Some(&stop),
             access: after_access.as_ref(),
             changed: mirror_changed.as_ref(),
+            model: Some(&kept.model),
         };
         let result = engine.sync_once_controlled(&options, &control).await;
         *slot = Some(engine.crm.into_inner());
+        self.keep_model(state, kept)?;
         let run = result?;
 
         // Outcomes.

@@ -717,3 +717,24 @@ proptest! {
         prop_assert!(item.in_container);
     }
 }
+
+#[test]
+fn an_end_the_gap_puts_before_the_start_becomes_the_start() {
+    // 01:30 does not exist in London on 2026-03-29 (01:00 → 02:00): it is 02:30 BST,
+    // after the 02:00 end. Google refuses an empty range; the event shows at its start.
+    let e = canonical_event(&timed_event(
+        dt(2026, 3, 29, 1, 30),
+        dt(2026, 3, 29, 2, 0),
+        "Europe/London",
+    ));
+    assert_eq!(e.start, EventTime::DateTime(dt(2026, 3, 29, 2, 30)));
+    assert_eq!(e.end, e.start);
+    assert_eq!(canonical_event(&e), e, "canonical twice is canonical once");
+    // An ordinary event keeps its end.
+    let e = canonical_event(&timed_event(
+        dt(2026, 3, 29, 3, 0),
+        dt(2026, 3, 29, 4, 0),
+        "Europe/London",
+    ));
+    assert_eq!(e.end, EventTime::DateTime(dt(2026, 3, 29, 4, 0)));
+}

@@ -380,12 +380,14 @@ pub struct RecordPlan<T> {
     pub link: LinkStep<T>,
     pub conflicts: Vec<FieldConflict>,
     pub notes: Vec<Note>,
-    /// The CRM data the plan was made from (for diffs in dry runs).
+    /// The CRM data the plan was made from (for diffs in dry runs; kept only when the
+    /// input asks to `explain`).
     #[serde(skip)]
-    pub before: Option<T>,
-    /// The base the plan was made against: what Google had when both sides last agreed.
+    pub before: Option<Box<T>>,
+    /// The base the plan was made against: what Google had when both sides last agreed
+    /// (kept only when the input asks to `explain`).
     #[serde(skip)]
-    pub base: Option<T>,
+    pub base: Option<Box<T>>,
 }
 
 impl<T> RecordPlan<T> {
@@ -509,6 +511,9 @@ pub struct PlanInput<'a, T> {
     /// The items of `unlinked` and `remote` carrying our marker, by the record they name
     /// (built on first use: one lookup per record instead of a scan of every item).
     pub marked: std::cell::OnceCell<BTreeMap<CrmId, Vec<&'a RemoteItem<T>>>>,
+    /// Keep in each record plan the data it was made from (`before`, `base`): a dry run
+    /// shows them as diffs; a real pass does not pay for the copies.
+    pub explain: bool,
 }
 
 /// The plan for one user and one kind.
@@ -663,8 +668,10 @@ pub fn plan_record<T: Synced>(
         .unwrap_or_else(|| crm_id.to_string());
     let google_id = link.and_then(|l| l.google_id.clone());
     let mut plan = RecordPlan::new(Case::New, Some(crm_id.clone()), google_id, label);
-    plan.before = desired.map(|d| d.data.clone());
-    plan.base = link.and_then(|l| l.base.clone());
+    if input.explain {
+        plan.before = desired.map(|d| Box::new(d.data.clone()));
+        plan.base = link.and_then(|l| l.base.clone()).map(Box::new);
+    }
 
     match (desired, link) {
         // ── not desired, nothing linked: nothing to do.

@@ -149,6 +149,7 @@ impl<T: Synced> World<T> {
             event_id: &event_id,
             import_id: &import_id,
             marked: Default::default(),
+            explain: true,
         })
     }
 
