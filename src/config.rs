@@ -499,6 +499,9 @@ mod tests {
         let err = Config::parse("c.toml", "[sync]\nconcurrency = \"four\"\n").unwrap_err();
         assert_eq!(err.key, "sync.concurrency");
 
+        let err = Config::parse("c.toml", "[sync]\nmax_records_in_flight = 10\n").unwrap_err();
+        assert_eq!(err.key, "sync.max_records_in_flight");
+
         let err = Config::parse("c.toml", "[sync]\nmax_delete_fraction = 1.5\n").unwrap_err();
         assert_eq!(err.key, "sync.max_delete_fraction");
         assert!(err

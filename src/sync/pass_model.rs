@@ -135,3 +135,32 @@ impl<'c> PassModel<'c> {
         Ok(self.access.get_or_init(|| Access::build(model)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[tokio::test]
+    async fn plans_beyond_the_budget_wait_for_those_in_flight() {
+        let state = StateDb::open_in_memory().unwrap();
+        let model = OrgModel::default();
+        let (whole, access) = (OnceCell::new(), OnceCell::new());
+        let pass = PassModel::new(&model, &whole, &access, &state).with_records_in_flight(10);
+        let first = pass.records(6).await;
+        assert!(first.is_some());
+        assert!(
+            pass.records(6).now_or_never().is_none(),
+            "6 + 6 records exceed the budget of 10: the second plan waits"
+        );
+        let small = pass.records(4).now_or_never().flatten();
+        assert!(small.is_some(), "6 + 4 fit");
+        drop((first, small));
+        // A plan larger than the whole budget takes all of it: it runs alone.
+        let big = pass.records(50).now_or_never().flatten();
+        assert!(big.is_some());
+        assert!(pass.records(1).now_or_never().is_none());
+        drop(big);
+        assert!(pass.records(1).now_or_never().flatten().is_some());
+    }
+}
