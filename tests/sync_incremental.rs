@@ -327,23 +327,6 @@ async fn records_created_and_deleted_in_the_crm_are_planned_alone_and_reach_ever
     assert_eq!(quiet_users(&h.sync().await), USERS);
 }
 
-/// `org()` with `n` more contacts owned by alice.
-fn org_with_bulk(n: usize) -> serde_json::Value {
-    let mut doc = org();
-    let contacts = doc["contacts"].as_array_mut().unwrap();
-    let base = contacts[0].clone();
-    for i in 0..n {
-        let mut c = base.clone();
-        c["id"] = serde_json::json!(format!("bulk{i}"));
-        c["owner"] = serde_json::json!("alice");
-        c["first_name"] = serde_json::json!(format!("Bulk{i}"));
-        c["emails"] =
-            serde_json::json!([{"address": format!("bulk{i}@initech.example"), "label": "work"}]);
-        contacts.push(c);
-    }
-    doc
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_pass_that_wrote_much_takes_in_its_own_echoes() {
     use crmsync::sync::remote::Remote;

@@ -583,7 +583,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 import_entity: &hooks_import,
                 project: &hooks_project,
             },
-            &listing,
+            crate::sync::execute::Commit::whole(&listing),
         )
         .await?;
         report.absorb_removed(outcome.removed);

@@ -6,7 +6,7 @@
 use super::sync::state_from;
 use super::{StateDb, StoreError};
 use crate::crm::Cursor;
-use crate::model::{ObjectKind, UserId};
+use crate::model::{CrmId, ObjectKind, UserId};
 use crate::sync::plan::LinkState;
 use rusqlite::{params, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,6 +93,29 @@ impl StateDb {
     }
 
     /// The Google ids `user`'s links of `kind` hold (without reading their bases).
+    /// The records `user` has a link row for, in any state.
+    pub fn linked_crm_ids(
+        &self,
+        user: &UserId,
+        kind: ObjectKind,
+    ) -> Result<BTreeSet<CrmId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT crm_id FROM links WHERE user_id = ?1 AND kind = ?2")?;
+        let rows = stmt.query_map(params![user.as_str(), kind.as_str()], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut ids = BTreeSet::new();
+        for id in rows {
+            let id = id?;
+            ids.insert(
+                CrmId::new(&id)
+                    .map_err(|e| StoreError::Corrupt(format!("link crm_id {id:?}: {e}")))?,
+            );
+        }
+        Ok(ids)
+    }
+
     pub fn linked_google_ids(
         &self,
         user: &UserId,

@@ -3,7 +3,7 @@
 //! breaker, execute and commit. The CLI, the daemon and the demo all call [`Engine::sync_once`].
 
 use super::desired;
-use super::execute::{execute_kind, Counts, Hooks, ItemError, RemoteKind, UserCtx};
+use super::execute::{execute_kind, Commit, Counts, Hooks, ItemError, RemoteKind, UserCtx};
 use super::merge::ConflictPolicy;
 use super::pass_model::{Changed, PassModel};
 use super::plan::{
@@ -113,6 +113,9 @@ pub struct UserReport {
     /// The pass planned only the records the CRM change touched (the user's last complete
     /// plan was made just before it, and nothing else changed for them).
     pub changes_only: bool,
+    /// The plan was made and carried out in this many parts (more records than a part:
+    /// `sync.max_records_in_flight` / `sync.concurrency`); 0 when made whole.
+    pub parts: usize,
 }
 
 impl UserReport {
@@ -135,6 +138,7 @@ impl UserReport {
             revocations: Vec::new(),
             quiet: false,
             changes_only: false,
+            parts: 0,
         }
     }
 
@@ -150,6 +154,7 @@ impl UserReport {
         self.message = pass.message;
         self.quiet = pass.quiet;
         self.changes_only = pass.changes_only;
+        self.parts = pass.parts;
         self
     }
 
@@ -161,6 +166,7 @@ impl UserReport {
         self.crm_changed.extend(later.crm_changed);
         self.quiet &= later.quiet;
         self.changes_only &= later.changes_only;
+        self.parts = self.parts.max(later.parts);
         let rank = |s: UserStatus| match s {
             UserStatus::Synced | UserStatus::Planned | UserStatus::Revoked => 0,
             UserStatus::Partial => 1,
@@ -295,6 +301,8 @@ enum Mode<'p> {
 /// How long a user's last complete plan stands in for a new one: the event window moves
 /// with time (events enter it at its far edge), so a user is planned in full at least this
 /// often even when nothing changed.
+mod parts;
+
 const REPLAN_AFTER: chrono::Duration = chrono::Duration::hours(1);
 
 /// From this many Google writes to one collection in a pass, the pass lists the collection
@@ -985,7 +993,29 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 records
             }
         };
-        let _records = lazy.records(records).await;
+        // A user with more records than a part is planned and carried out part by part.
+        let part = self.plan_part_size();
+        let in_parts = mode == Mode::Full && !options.dry_run && records > part;
+        let _records = lazy.records(if in_parts { part } else { records }).await;
+        if in_parts {
+            let (Some(calendar), Some(group)) = (&calendar, &group) else {
+                return self.fail(report, "no calendar or contact group".into());
+            };
+            return self
+                .plan_in_parts(
+                    access,
+                    user,
+                    google_user,
+                    resolved,
+                    options,
+                    run_id,
+                    report,
+                    (calendar, group),
+                    (contact_listing, event_listing),
+                    cursor,
+                )
+                .await;
+        }
         let may_create_contact = access
             .may_create(&user.id, ObjectKind::Contact)
             .unwrap_or(false);
@@ -1118,42 +1148,20 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
 
         // 3. The breaker: a plan that pulls back too much is refused (not for inactive users,
         //    whose revocation is the point).
-        if user.active && !options.force {
-            for (kind, deletions, linked) in [
-                (
-                    ObjectKind::Contact,
-                    c_plan.google_deletions(),
-                    c_plan.linked_before,
-                ),
-                (
-                    ObjectKind::Event,
-                    e_plan.google_deletions(),
-                    e_plan.linked_before,
-                ),
-            ] {
-                let crm_empty = match kind {
-                    ObjectKind::Contact => model.contacts.is_empty(),
-                    _ => model.events.is_empty(),
-                };
-                if breaker_trips(deletions, linked, self.config.sync.max_delete_fraction)
-                    || (crm_empty && linked > 0 && deletions > 0)
-                {
-                    super::observe::breaker_refused(&user.id, kind, deletions, linked);
-                    report.status = UserStatus::Refused;
-                    report.message = Some(format!(
-                        "refused: the plan would delete {deletions} of {linked} synced {kind}s \
-                         (max_delete_fraction {}); run with --force if this is intended",
-                        self.config.sync.max_delete_fraction
-                    ));
-                    if !options.dry_run {
-                        self.state.write(|w| {
-                            w.audit(run_id, Some(&user.id), None, "breaker_refused",
-                                &serde_json::json!({"kind": kind, "deletions": deletions, "linked": linked}))
-                        })?;
-                    }
-                    return Ok(Planned::Early);
-                }
-            }
+        let weighed = [
+            (
+                ObjectKind::Contact,
+                c_plan.google_deletions(),
+                c_plan.linked_before,
+            ),
+            (
+                ObjectKind::Event,
+                e_plan.google_deletions(),
+                e_plan.linked_before,
+            ),
+        ];
+        if self.breaker_refuses(model, user, options, run_id, report, weighed)? {
+            return Ok(Planned::Early);
         }
 
         if options.dry_run {
@@ -1210,7 +1218,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 import_entity: &import_c,
                 project: &project_c,
             },
-            &contact_listing,
+            Commit::whole(&contact_listing),
         )
         .await?;
         report.contacts.add(&outcome.counts);
@@ -1238,7 +1246,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 import_entity: &import_e,
                 project: &project_e,
             },
-            &event_listing,
+            Commit::whole(&event_listing),
         )
         .await?;
         report.events.add(&outcome.counts);
@@ -1419,6 +1427,54 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             }
         }
         Ok(true)
+    }
+
+    /// The breaker of DESIGN.md §3 over a plan's Google deletions and live links per kind:
+    /// refuses (and says so in the report and the audit) a plan that pulls back too much,
+    /// or anything while the CRM holds no record of a kind. Not for inactive users, whose
+    /// revocation is the point, nor when forced.
+    fn breaker_refuses(
+        &self,
+        model: &OrgModel,
+        user: &User,
+        options: &SyncOptions,
+        run_id: &str,
+        report: &mut UserReport,
+        weighed: [(ObjectKind, usize, usize); 2],
+    ) -> Result<bool, StoreError> {
+        if !user.active || options.force {
+            return Ok(false);
+        }
+        for (kind, deletions, linked) in weighed {
+            let crm_empty = match kind {
+                ObjectKind::Contact => model.contacts.is_empty(),
+                _ => model.events.is_empty(),
+            };
+            if breaker_trips(deletions, linked, self.config.sync.max_delete_fraction)
+                || (crm_empty && linked > 0 && deletions > 0)
+            {
+                super::observe::breaker_refused(&user.id, kind, deletions, linked);
+                report.status = UserStatus::Refused;
+                report.message = Some(format!(
+                    "refused: the plan would delete {deletions} of {linked} synced {kind}s \
+                     (max_delete_fraction {}); run with --force if this is intended",
+                    self.config.sync.max_delete_fraction
+                ));
+                if !options.dry_run {
+                    self.state.write(|w| {
+                        w.audit(
+                            run_id,
+                            Some(&user.id),
+                            None,
+                            "breaker_refused",
+                            &serde_json::json!({"kind": kind, "deletions": deletions, "linked": linked}),
+                        )
+                    })?;
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Lists `container` once more from the token this pass just saved, after many writes

@@ -271,6 +271,8 @@ pub struct KindOutcome {
     pub errors: Vec<ItemError>,
     /// Whether the sync token was advanced (every item went through).
     pub token_saved: bool,
+    /// Whether every item of this execution went through.
+    pub complete: bool,
     /// CRM records this execution wrote (write-backs, imports, deletes).
     pub crm_changed: Vec<CrmId>,
     /// Items taken off Google: deleted, or released (contacts crmsync did not create).
@@ -338,13 +340,37 @@ struct Work<T> {
     released: Option<Released>,
 }
 
-/// Carries out `plans` (made from `input`) and commits the result with `next_token`.
+/// What an execution commits besides its items' links and audit.
+#[derive(Clone, Copy)]
+pub enum Commit<'l, T> {
+    /// The whole plan, or the last part of one planned in parts: the index of unlinked
+    /// items is brought up to date from `listing`, and its sync token is saved when every
+    /// item went through (in the parts before too: `earlier_complete`).
+    Listing {
+        listing: &'l Listing<T>,
+        earlier_complete: bool,
+    },
+    /// A part of a plan: its links and audit only.
+    Part,
+}
+
+impl<'l, T> Commit<'l, T> {
+    /// The whole plan, committed with `listing`.
+    pub fn whole(listing: &'l Listing<T>) -> Self {
+        Commit::Listing {
+            listing,
+            earlier_complete: true,
+        }
+    }
+}
+
+/// Carries out `plans` (made from `input`) and commits the result (see [`Commit`]).
 pub async fn execute_kind<T: RemoteKind, R: Remote>(
     ctx: &UserCtx<'_, R>,
     input: &PlanInput<'_, T>,
     plans: Vec<RecordPlan<T>>,
     hooks: &Hooks<'_, T>,
-    listing: &Listing<T>,
+    commit: Commit<'_, T>,
 ) -> Result<KindOutcome, StoreError> {
     let kind = T::KIND;
     let user = ctx.user().clone();
@@ -490,7 +516,7 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
     let complete = work
         .iter()
         .all(|w| matches!(w.status, Status::Done | Status::Pending));
-    ctx.state.write(|w| {
+    let token_saved = ctx.state.write(|w| {
         let mut linked_ids: BTreeSet<String> = BTreeSet::new();
         let mut to_mark: Vec<String> = Vec::new();
         for item in &work {
@@ -591,6 +617,16 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 }
             }
         }
+        let Commit::Listing {
+            listing,
+            earlier_complete,
+        } = commit
+        else {
+            for google_id in &to_mark {
+                w.mark_reported(&user, kind, google_id)?;
+            }
+            return Ok(false);
+        };
         // Keep the index of unlinked Google items current from this listing; a full listing
         // is the whole truth, so items it does not show are gone.
         if listing.full {
@@ -621,12 +657,14 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
         for google_id in &to_mark {
             w.mark_reported(&user, kind, google_id)?;
         }
-        if complete {
+        let save = complete && earlier_complete;
+        if save {
             w.set_sync_token(&user, kind, listing.next_sync_token.as_deref())?;
         }
-        Ok(())
+        Ok(save)
     })?;
-    outcome.token_saved = complete;
+    outcome.token_saved = token_saved;
+    outcome.complete = complete;
     Ok(outcome)
 }
 

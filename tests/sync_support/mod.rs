@@ -65,6 +65,22 @@ pub fn org() -> Value {
     doc
 }
 
+/// `org()` with `n` more contacts owned by alice (`bulk0`, `bulk1`, ...).
+pub fn org_with_bulk(n: usize) -> Value {
+    let mut doc = org();
+    let contacts = doc["contacts"].as_array_mut().unwrap();
+    let base = contacts[0].clone();
+    for i in 0..n {
+        let mut c = base.clone();
+        c["id"] = json!(format!("bulk{i}"));
+        c["owner"] = json!("alice");
+        c["first_name"] = json!(format!("Bulk{i}"));
+        c["emails"] = json!([{"address": format!("bulk{i}@initech.example"), "label": "work"}]);
+        contacts.push(c);
+    }
+    doc
+}
+
 pub struct Harness {
     pub emu: TestEmulator,
     pub dir: tempfile::TempDir,

@@ -536,28 +536,11 @@ impl<T> KindPlan<T> {
 
 /// Plans one user's pass for one kind.
 pub fn plan<T: Synced>(input: &PlanInput<'_, T>) -> KindPlan<T> {
-    let mut records = Vec::new();
-    let mut claimed: BTreeSet<String> = input
-        .links
-        .values()
-        .filter_map(|l| l.google_id.clone())
-        .flat_map(|g| {
-            let renamed = input.remote.renamed.get(&g).cloned();
-            std::iter::once(g).chain(renamed)
-        })
-        .collect();
-    let ids: BTreeSet<&CrmId> = input.desired.keys().chain(input.links.keys()).collect();
-    for crm_id in ids {
-        let desired = input.desired.get(crm_id);
-        let link = input.links.get(crm_id);
-        let remote = link
-            .and_then(|l| l.google_id.as_deref())
-            .map(|g| input.remote.state_of(g))
-            .unwrap_or(RemoteState::Unchanged);
-        if let Some(p) = plan_record(input, crm_id, desired, link, remote, &mut claimed) {
-            records.push(p);
-        }
-    }
+    let mut claimed = claimed_by_links(
+        input.links.values().filter_map(|l| l.google_id.clone()),
+        input.remote,
+    );
+    let mut records = plan_records(input, &mut claimed);
     records.extend(plan_phone_new(input, &mut claimed));
     KindPlan {
         kind: T::KIND,
@@ -568,6 +551,44 @@ pub fn plan<T: Synced>(input: &PlanInput<'_, T>) -> KindPlan<T> {
             .filter(|l| l.state != LinkState::Unlinked)
             .count(),
     }
+}
+
+/// The Google items linked records hold (under their new ids too, when the listing shows
+/// them renamed): taken, never matched to another record or imported.
+pub fn claimed_by_links<T>(
+    google_ids: impl IntoIterator<Item = String>,
+    remote: &RemoteView<T>,
+) -> BTreeSet<String> {
+    google_ids
+        .into_iter()
+        .flat_map(|g| {
+            let renamed = remote.renamed.get(&g).cloned();
+            std::iter::once(g).chain(renamed)
+        })
+        .collect()
+}
+
+/// Plans the records of `input` (its desired set and links), in id order, taking the
+/// Google items they relink or match into `claimed`. With [`claimed_by_links`] over all of
+/// a user's links, records can be planned part by part (in id order) to the same result.
+pub fn plan_records<T: Synced>(
+    input: &PlanInput<'_, T>,
+    claimed: &mut BTreeSet<String>,
+) -> Vec<RecordPlan<T>> {
+    let mut records = Vec::new();
+    let ids: BTreeSet<&CrmId> = input.desired.keys().chain(input.links.keys()).collect();
+    for crm_id in ids {
+        let desired = input.desired.get(crm_id);
+        let link = input.links.get(crm_id);
+        let remote = link
+            .and_then(|l| l.google_id.as_deref())
+            .map(|g| input.remote.state_of(g))
+            .unwrap_or(RemoteState::Unchanged);
+        if let Some(p) = plan_record(input, crm_id, desired, link, remote, claimed) {
+            records.push(p);
+        }
+    }
+    records
 }
 
 /// Finds an unlinked Google item carrying our marker for `crm_id` (a create that went
@@ -1310,7 +1331,7 @@ fn pull_or_merge<T: Synced>(
 }
 
 /// Items on the phone that no record is linked to: phone-created items to import (or leave).
-fn plan_phone_new<T: Synced>(
+pub fn plan_phone_new<T: Synced>(
     input: &PlanInput<'_, T>,
     claimed: &mut BTreeSet<String>,
 ) -> Vec<RecordPlan<T>> {
