@@ -1177,30 +1177,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let (Some(calendar), Some(group)) = (calendar, group) else {
             return self.fail(report, "no calendar or contact group".into());
         };
-        let may_write = |kind: ObjectKind| {
-            move |step: &dyn StepKind, id: Option<&CrmId>| -> bool {
-                match (step.op(), id) {
-                    (Operation::Create, _) => access.may_create(&user.id, kind).unwrap_or(false),
-                    (op, Some(id)) => access
-                        .may(&user.id, &RecordRef::new(kind, id.clone()), op)
-                        .unwrap_or(false),
-                    (_, None) => false,
-                }
-            }
-        };
-        let may_contact = may_write(ObjectKind::Contact);
-        let may_event = may_write(ObjectKind::Event);
-        let contact_may = |s: &CrmStep<SyncedContact>, id: Option<&CrmId>| may_contact(s, id);
-        let event_may = |s: &CrmStep<SyncedEvent>, id: Option<&CrmId>| may_event(s, id);
-        let owner = user.id.clone();
-        let import_c =
-            |id: &CrmId, d: &SyncedContact| Some(desired::import_contact(access, &owner, id, d));
-        let import_e = |id: &CrmId, d: &SyncedEvent| Some(desired::import_event(&owner, id, d));
-        let project_c = |e: &crate::crm::Entity| desired::project_contact_entity(model, e);
-        let project_e = |e: &crate::crm::Entity| match e {
-            crate::crm::Entity::Event(ev) => Some(desired::project_event(access, &user.id, ev)),
-            _ => None,
-        };
+        let hooks = UserHooks::new(access, &user.id);
         let contact_ctx = UserCtx {
             remote: self.remote,
             state: self.state,
@@ -1213,26 +1190,12 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             &contact_ctx,
             &c_input,
             c_plan.records,
-            &Hooks {
-                may_write: &contact_may,
-                import_entity: &import_c,
-                project: &project_c,
-            },
+            &hooks.contacts(),
             Commit::whole(&contact_listing),
         )
         .await?;
-        report.contacts.add(&outcome.counts);
-        if absorbs(&outcome) {
-            self.absorb_echoes::<SyncedContact>(google_user, &group)
-                .await?;
-        }
-        report.errors.extend(outcome.errors);
-        report.crm_changed.extend(
-            outcome
-                .crm_changed
-                .into_iter()
-                .map(|id| RecordRef::new(ObjectKind::Contact, id)),
-        );
+        self.fold_outcome::<SyncedContact>(report, outcome, google_user, &group)
+            .await?;
         let event_ctx = UserCtx {
             container: &calendar,
             ..contact_ctx
@@ -1241,27 +1204,12 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             &event_ctx,
             &e_input,
             e_plan.records,
-            &Hooks {
-                may_write: &event_may,
-                import_entity: &import_e,
-                project: &project_e,
-            },
+            &hooks.events(),
             Commit::whole(&event_listing),
         )
         .await?;
-        report.events.add(&outcome.counts);
-        if absorbs(&outcome) {
-            self.absorb_echoes::<SyncedEvent>(google_user, &calendar)
-                .await?;
-        }
-        report.errors.extend(outcome.errors);
-
-        report.crm_changed.extend(
-            outcome
-                .crm_changed
-                .into_iter()
-                .map(|id| RecordRef::new(ObjectKind::Event, id)),
-        );
+        self.fold_outcome::<SyncedEvent>(report, outcome, google_user, &calendar)
+            .await?;
         Ok(Planned::Full {
             cursor,
             changes_only: only.is_some(),
@@ -1477,6 +1425,32 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         Ok(false)
     }
 
+    /// Takes one kind's execution into the user's report, and its echoes in when it wrote
+    /// enough to them (see [`Engine::absorb_echoes`]).
+    async fn fold_outcome<T: RemoteKind>(
+        &self,
+        report: &mut UserReport,
+        outcome: super::execute::KindOutcome,
+        google_user: &GoogleUser,
+        container: &str,
+    ) -> Result<(), StoreError> {
+        match T::KIND {
+            ObjectKind::Contact => report.contacts.add(&outcome.counts),
+            _ => report.events.add(&outcome.counts),
+        }
+        if absorbs(&outcome) {
+            self.absorb_echoes::<T>(google_user, container).await?;
+        }
+        report.errors.extend(outcome.errors);
+        report.crm_changed.extend(
+            outcome
+                .crm_changed
+                .into_iter()
+                .map(|id| RecordRef::new(T::KIND, id)),
+        );
+        Ok(())
+    }
+
     /// Lists `container` once more from the token this pass just saved, after many writes
     /// to it: when the listing holds nothing but the echoes of those writes, its token is
     /// kept, so the next pass does not download and check them again (the first pass after
@@ -1566,6 +1540,64 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
 }
 
 /// Which operation a CRM step needs the user to be allowed.
+/// What the executor asks of the CRM on a user's behalf, for both kinds: whether a write is
+/// still allowed (edit rights re-checked at execution time), what a phone item becomes when
+/// imported, and how a CRM entity shows on the phone.
+struct UserHooks<'a> {
+    contact_may: MayWrite<'a, SyncedContact>,
+    event_may: MayWrite<'a, SyncedEvent>,
+    import_contact: Import<'a, SyncedContact>,
+    import_event: Import<'a, SyncedEvent>,
+    project_contact: Project<'a, SyncedContact>,
+    project_event: Project<'a, SyncedEvent>,
+}
+
+type MayWrite<'a, T> = Box<dyn Fn(&CrmStep<T>, Option<&CrmId>) -> bool + 'a>;
+type Import<'a, T> = Box<dyn Fn(&CrmId, &T) -> Option<crate::crm::Entity> + 'a>;
+type Project<'a, T> = Box<dyn Fn(&crate::crm::Entity) -> Option<T> + 'a>;
+
+impl<'a> UserHooks<'a> {
+    fn new(access: &'a Access<'a>, user: &'a UserId) -> Self {
+        let may = move |kind: ObjectKind, op: Operation, id: Option<&CrmId>| match (op, id) {
+            (Operation::Create, _) => access.may_create(user, kind).unwrap_or(false),
+            (op, Some(id)) => access
+                .may(user, &RecordRef::new(kind, id.clone()), op)
+                .unwrap_or(false),
+            (_, None) => false,
+        };
+        let model = access.model();
+        Self {
+            contact_may: Box::new(move |s, id| may(ObjectKind::Contact, s.op(), id)),
+            event_may: Box::new(move |s, id| may(ObjectKind::Event, s.op(), id)),
+            import_contact: Box::new(move |id, d| {
+                Some(desired::import_contact(access, user, id, d))
+            }),
+            import_event: Box::new(move |id, d| Some(desired::import_event(user, id, d))),
+            project_contact: Box::new(move |e| desired::project_contact_entity(model, e)),
+            project_event: Box::new(move |e| match e {
+                crate::crm::Entity::Event(ev) => Some(desired::project_event(access, user, ev)),
+                _ => None,
+            }),
+        }
+    }
+
+    fn contacts(&self) -> Hooks<'_, SyncedContact> {
+        Hooks {
+            may_write: &*self.contact_may,
+            import_entity: &*self.import_contact,
+            project: &*self.project_contact,
+        }
+    }
+
+    fn events(&self) -> Hooks<'_, SyncedEvent> {
+        Hooks {
+            may_write: &*self.event_may,
+            import_entity: &*self.import_event,
+            project: &*self.project_event,
+        }
+    }
+}
+
 trait StepKind {
     fn op(&self) -> Operation;
 }

@@ -330,30 +330,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         }
 
         // The parts, carried out: contacts, then events.
-        let may_write = |kind: ObjectKind| {
-            move |step: &dyn StepKind, id: Option<&CrmId>| -> bool {
-                match (step.op(), id) {
-                    (Operation::Create, _) => access.may_create(&user.id, kind).unwrap_or(false),
-                    (op, Some(id)) => access
-                        .may(&user.id, &RecordRef::new(kind, id.clone()), op)
-                        .unwrap_or(false),
-                    (_, None) => false,
-                }
-            }
-        };
-        let may_contact = may_write(ObjectKind::Contact);
-        let may_event = may_write(ObjectKind::Event);
-        let contact_may = |s: &CrmStep<SyncedContact>, id: Option<&CrmId>| may_contact(s, id);
-        let event_may = |s: &CrmStep<SyncedEvent>, id: Option<&CrmId>| may_event(s, id);
-        let owner = user.id.clone();
-        let import_c =
-            |id: &CrmId, d: &SyncedContact| Some(desired::import_contact(access, &owner, id, d));
-        let import_e = |id: &CrmId, d: &SyncedEvent| Some(desired::import_event(&owner, id, d));
-        let project_c = |e: &crate::crm::Entity| desired::project_contact_entity(model, e);
-        let project_e = |e: &crate::crm::Entity| match e {
-            crate::crm::Entity::Event(ev) => Some(desired::project_event(access, &user.id, ev)),
-            _ => None,
-        };
+        let hooks = UserHooks::new(access, &user.id);
         let contact_ctx = UserCtx {
             remote: self.remote,
             state: self.state,
@@ -362,57 +339,31 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             container: group,
             run_id,
         };
-        let hooks = Hooks {
-            may_write: &contact_may,
-            import_entity: &import_c,
-            project: &project_c,
-        };
         report.parts = contacts.parts().len() + events.parts().len();
         let outcome = match settle(
             contacts
-                .execute(&contact_ctx, &hooks, &contact_listing)
+                .execute(&contact_ctx, &hooks.contacts(), &contact_listing)
                 .await,
         )? {
             Ok(outcome) => outcome,
             Err(why) => return self.fail(report, why),
         };
-        report.contacts.add(&outcome.counts);
-        if absorbs(&outcome) {
-            self.absorb_echoes::<SyncedContact>(google_user, group)
-                .await?;
-        }
-        report.errors.extend(outcome.errors);
-        report.crm_changed.extend(
-            outcome
-                .crm_changed
-                .into_iter()
-                .map(|id| RecordRef::new(ObjectKind::Contact, id)),
-        );
+        self.fold_outcome::<SyncedContact>(report, outcome, google_user, group)
+            .await?;
         let event_ctx = UserCtx {
             container: calendar,
             ..contact_ctx
         };
-        let hooks = Hooks {
-            may_write: &event_may,
-            import_entity: &import_e,
-            project: &project_e,
-        };
-        let outcome = match settle(events.execute(&event_ctx, &hooks, &event_listing).await)? {
+        let outcome = match settle(
+            events
+                .execute(&event_ctx, &hooks.events(), &event_listing)
+                .await,
+        )? {
             Ok(outcome) => outcome,
             Err(why) => return self.fail(report, why),
         };
-        report.events.add(&outcome.counts);
-        if absorbs(&outcome) {
-            self.absorb_echoes::<SyncedEvent>(google_user, calendar)
-                .await?;
-        }
-        report.errors.extend(outcome.errors);
-        report.crm_changed.extend(
-            outcome
-                .crm_changed
-                .into_iter()
-                .map(|id| RecordRef::new(ObjectKind::Event, id)),
-        );
+        self.fold_outcome::<SyncedEvent>(report, outcome, google_user, calendar)
+            .await?;
         Ok(Planned::Full {
             cursor,
             changes_only: false,
