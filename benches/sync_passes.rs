@@ -458,6 +458,13 @@ async fn engine(dir: PathBuf) {
     config.google.service_account_key = key.clone();
     config.google.token_uri = Some(format!("{base}/token"));
     config.sync.concurrency = 8;
+    // `CRMSYNC_SYNC_BENCH_RECORDS_IN_FLIGHT`: the pass's memory budget (default: the config's).
+    if let Some(n) = std::env::var("CRMSYNC_SYNC_BENCH_RECORDS_IN_FLIGHT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config.sync.max_records_in_flight = n;
+    }
     config.scope.org = ScopeLayer {
         contact: Some(SelectionMode::Team),
         event: Some(SelectionMode::Team),
