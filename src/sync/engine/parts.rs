@@ -73,6 +73,11 @@ impl<T: RemoteKind + Synced> KindParts<'_, T> {
             .collect()
     }
 
+    /// How many parts [`KindParts::parts`] makes (without copying the ids).
+    fn part_count(&self) -> usize {
+        self.ids.len().div_ceil(self.part.max(1)) + 1
+    }
+
     /// The links and sets of `part`; for the phone's part, of the records its unclaimed
     /// marked items name (desired ones are left alone, the others are leftovers whose
     /// reason to leave the audit tells).
@@ -339,7 +344,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             container: group,
             run_id,
         };
-        report.parts = contacts.parts().len() + events.parts().len();
+        report.parts = contacts.part_count() + events.part_count();
         let outcome = match settle(
             contacts
                 .execute(&contact_ctx, &hooks.contacts(), &contact_listing)
