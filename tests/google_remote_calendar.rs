@@ -326,6 +326,55 @@ async fn large_writes_are_chunked_and_listings_follow_every_page() {
     }
 }
 
+#[tokio::test]
+async fn event_scans_hand_over_a_page_at_a_time_and_stop_when_told() {
+    let (emu, remote) = start_with(unlimited(), |c| c.event_page_size = 40).await;
+    let alice = alice();
+    let cal = remote.ensure_calendar(&alice, "CRM", None).await.unwrap();
+    let token = remote
+        .list_events(&alice, &cal, None)
+        .await
+        .unwrap()
+        .next_sync_token
+        .unwrap();
+    let ops: Vec<EventOp> = (0..90)
+        .map(|i| EventOp::Insert {
+            id: format!("crmscan{i:05}"),
+            crm_id: crm(&format!("ev-{i}")),
+            data: meeting(
+                &format!("Call {i}"),
+                local(2026, 5, 1, 8, 0) + chrono::Duration::hours(i),
+                "Asia/Kolkata",
+            ),
+        })
+        .collect();
+    remote.event_ops(&alice, &cal, &ops).await.unwrap();
+    emu.reset_counters();
+    let mut pages = Vec::new();
+    let next = remote
+        .scan_events(&alice, &cal, &token, &mut |page| {
+            pages.push(page.len());
+            true
+        })
+        .await
+        .unwrap();
+    assert_eq!(pages, vec![40, 40, 10]);
+    assert_eq!(emu.counters().endpoint("calendar.events.list"), 3);
+    let after = remote
+        .list_events(&alice, &cal, Some(&next.unwrap()))
+        .await
+        .unwrap();
+    assert!(after.changes.is_empty());
+
+    emu.reset_counters();
+    let next = remote
+        .scan_events(&alice, &cal, &token, &mut |_| false)
+        .await
+        .unwrap();
+    assert_eq!(next, None);
+    assert_eq!(emu.counters().endpoint("calendar.events.list"), 1);
+}
+
 fn sorted<T: Clone>(changes: &[RemoteChange<T>]) -> Vec<RemoteChange<T>> {
     let mut v = changes.to_vec();
     v.sort_by_key(|c| match c {

@@ -459,6 +459,65 @@ async fn listings_page_expire_and_report_previous_names() {
 }
 
 #[tokio::test]
+async fn scans_hand_over_a_page_at_a_time_and_stop_when_told() {
+    let (emu, remote) = start_with(unlimited(), |c| c.contact_page_size = 2).await;
+    let alice = alice();
+    let group = remote.ensure_group(&alice, "CRM", None).await.unwrap();
+    let token = remote
+        .list_contacts(&alice, &group, None)
+        .await
+        .unwrap()
+        .next_sync_token
+        .unwrap();
+    let ops: Vec<ContactOp> = (0..5)
+        .map(|i| ContactOp::Create {
+            crm_id: crm(&format!("c-{i}")),
+            data: person(&format!("S{i}"), "Scanned", &format!("s{i}@x.example")),
+        })
+        .collect();
+    remote.contact_ops(&alice, &group, &ops).await.unwrap();
+
+    // Every page kept: three pages of at most two, then the token past them.
+    emu.reset_counters();
+    let mut pages = Vec::new();
+    let next = remote
+        .scan_contacts(&alice, &group, &token, &mut |page| {
+            pages.push(page.len());
+            true
+        })
+        .await
+        .unwrap();
+    assert_eq!(pages, vec![2, 2, 1]);
+    assert_eq!(emu.counters().endpoint("people.people.connections.list"), 3);
+    let after = remote
+        .list_contacts(&alice, &group, Some(&next.unwrap()))
+        .await
+        .unwrap();
+    assert!(after.changes.is_empty(), "{:?}", after.changes);
+
+    // The first page refused: the walk ends there, with no token.
+    emu.reset_counters();
+    let mut seen = 0;
+    let next = remote
+        .scan_contacts(&alice, &group, &token, &mut |_| {
+            seen += 1;
+            false
+        })
+        .await
+        .unwrap();
+    assert_eq!((seen, next), (1, None));
+    assert_eq!(emu.counters().endpoint("people.people.connections.list"), 1);
+
+    // An expired token is the listing's error, as for `list_contacts`.
+    emu.expire_sync_tokens(Some(ALICE), Some(ApiFamily::People));
+    let err = remote
+        .scan_contacts(&alice, &group, &token, &mut |_| true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, RemoteErrorKind::SyncTokenExpired);
+}
+
+#[tokio::test]
 async fn a_lost_answer_to_group_creation_is_resolved_through_the_409() {
     use crmsync::emulator::{FaultKind, FaultMatch, FaultRule, FaultTrigger};
     let (emu, remote) = start(unlimited()).await;

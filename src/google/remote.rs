@@ -382,6 +382,21 @@ struct ListPage<T> {
     next_sync_token: Option<String>,
 }
 
+/// How a walk through a listing ended.
+struct Walked {
+    /// The token the last page named (`None` when the walk was stopped).
+    next_sync_token: Option<String>,
+    /// The caller ended the walk before the last page.
+    stopped: bool,
+}
+
+impl Walked {
+    /// The token to keep after a scan: only when every page was seen.
+    fn token(self) -> Option<String> {
+        self.next_sync_token.filter(|_| !self.stopped)
+    }
+}
+
 /// Per-op results under construction.
 struct Slots<T> {
     results: Vec<Option<Result<OpOutcome<T>, RemoteError>>>,
@@ -579,32 +594,140 @@ impl GoogleRemote {
         Err(invalid(format!("{what} did not end")))
     }
 
-    /// A whole listing of events or contacts, [`Self::pages`] collected: full when no sync
-    /// token was given.
-    async fn listing<T, P, F, Fut>(
+    /// Walks a listing of events or contacts ([`Self::pages`]), handing each page's changes
+    /// to `keep` as it is read; `keep` answering false ends the walk there.
+    async fn walk<T, P, F, Fut>(
         &self,
         what: &str,
-        sync_token: Option<&str>,
         fetch: F,
         read: impl Fn(P) -> ListPage<T>,
-    ) -> Result<Listing<T>, RemoteError>
+        keep: &mut dyn FnMut(Vec<RemoteChange<T>>) -> bool,
+    ) -> Result<Walked, RemoteError>
     where
         F: FnMut(Option<String>) -> Fut,
         Fut: Future<Output = Result<P, RemoteError>>,
     {
-        let mut changes = Vec::new();
         self.pages(what, fetch, |page| {
             let page = read(page);
-            changes.extend(page.changes);
+            if !keep(page.changes) {
+                return ControlFlow::Break(Walked {
+                    next_sync_token: None,
+                    stopped: true,
+                });
+            }
             match page.next_page {
                 Some(next) => ControlFlow::Continue(next),
-                None => ControlFlow::Break(Listing {
-                    changes: std::mem::take(&mut changes),
+                None => ControlFlow::Break(Walked {
                     next_sync_token: page.next_sync_token,
-                    full: sync_token.is_none(),
+                    stopped: false,
                 }),
             }
         })
+        .await
+    }
+
+    /// Walks the events changed since `sync_token` (all of them without one), a page at a
+    /// time.
+    async fn walk_events(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+        sync_token: Option<&str>,
+        keep: &mut dyn FnMut(Vec<RemoteChange<SyncedEvent>>) -> bool,
+    ) -> Result<Walked, RemoteError> {
+        let c = &*self.clients(user).await?;
+        let page_size = i32::try_from(self.config.event_page_size.clamp(1, 2500)).unwrap_or(2500);
+        self.walk(
+            "events.list",
+            |token| async move {
+                self.policy
+                    .run(&c.calendar_pacer, 1, Repeat::Safe, || {
+                        let token = token.clone();
+                        async move {
+                            let mut call = c
+                                .calendar
+                                .events()
+                                .list(calendar)
+                                .single_events(false)
+                                .max_results(page_size);
+                            if let Some(s) = sync_token {
+                                call = call.sync_token(s);
+                            }
+                            if let Some(t) = &token {
+                                call = call.page_token(t);
+                            }
+                            hub_call!(call)
+                        }
+                    })
+                    .await
+                    .map_err(|mut e| {
+                        if sync_token.is_some() && e.message.starts_with("HTTP 410") {
+                            e.kind = RemoteErrorKind::SyncTokenExpired;
+                        }
+                        e
+                    })
+            },
+            |answer: Events| ListPage {
+                changes: answer
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(event_from_google)
+                    .collect(),
+                next_page: answer.next_page_token,
+                next_sync_token: answer.next_sync_token,
+            },
+            keep,
+        )
+        .await
+    }
+
+    /// Walks the contacts changed since `sync_token` (all of them without one), a page at
+    /// a time.
+    async fn walk_contacts(
+        &self,
+        user: &GoogleUser,
+        group: &str,
+        sync_token: Option<&str>,
+        keep: &mut dyn FnMut(Vec<RemoteChange<SyncedContact>>) -> bool,
+    ) -> Result<Walked, RemoteError> {
+        let c = &*self.clients(user).await?;
+        let page_size = i32::try_from(self.config.contact_page_size.clamp(1, 1000)).unwrap_or(1000);
+        self.walk(
+            "people.connections.list",
+            |token| {
+                self.people_read(c, move || {
+                    let token = token.clone();
+                    async move {
+                        let mut call = c
+                            .people
+                            .people()
+                            .connections_list("people/me")
+                            .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
+                            .page_size(page_size)
+                            .request_sync_token(true);
+                        if let Some(s) = sync_token {
+                            call = call.sync_token(s);
+                        }
+                        if let Some(t) = &token {
+                            call = call.page_token(t);
+                        }
+                        hub_call!(call)
+                    }
+                })
+            },
+            |answer: ListConnectionsResponse| ListPage {
+                changes: answer
+                    .connections
+                    .iter()
+                    .flatten()
+                    .map(|p| contact_from_google(p, group))
+                    .collect(),
+                next_page: answer.next_page_token,
+                next_sync_token: answer.next_sync_token,
+            },
+            keep,
+        )
         .await
     }
 
@@ -1418,51 +1541,31 @@ impl Remote for GoogleRemote {
         calendar: &str,
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedEvent>, RemoteError> {
-        let c = &*self.clients(user).await?;
-        let page_size = i32::try_from(self.config.event_page_size.clamp(1, 2500)).unwrap_or(2500);
-        self.listing(
-            "events.list",
-            sync_token,
-            |token| async move {
-                self.policy
-                    .run(&c.calendar_pacer, 1, Repeat::Safe, || {
-                        let token = token.clone();
-                        async move {
-                            let mut call = c
-                                .calendar
-                                .events()
-                                .list(calendar)
-                                .single_events(false)
-                                .max_results(page_size);
-                            if let Some(s) = sync_token {
-                                call = call.sync_token(s);
-                            }
-                            if let Some(t) = &token {
-                                call = call.page_token(t);
-                            }
-                            hub_call!(call)
-                        }
-                    })
-                    .await
-                    .map_err(|mut e| {
-                        if sync_token.is_some() && e.message.starts_with("HTTP 410") {
-                            e.kind = RemoteErrorKind::SyncTokenExpired;
-                        }
-                        e
-                    })
-            },
-            |answer: Events| ListPage {
-                changes: answer
-                    .items
-                    .iter()
-                    .flatten()
-                    .map(event_from_google)
-                    .collect(),
-                next_page: answer.next_page_token,
-                next_sync_token: answer.next_sync_token,
-            },
-        )
-        .await
+        let mut changes = Vec::new();
+        let walked = self
+            .walk_events(user, calendar, sync_token, &mut |page| {
+                changes.extend(page);
+                true
+            })
+            .await?;
+        Ok(Listing {
+            changes,
+            next_sync_token: walked.next_sync_token,
+            full: sync_token.is_none(),
+        })
+    }
+
+    async fn scan_events(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+        sync_token: &str,
+        keep: &mut dyn FnMut(Vec<RemoteChange<SyncedEvent>>) -> bool,
+    ) -> Result<Option<String>, RemoteError> {
+        let walked = self
+            .walk_events(user, calendar, Some(sync_token), keep)
+            .await?;
+        Ok(walked.token())
     }
 
     async fn get_event(
@@ -1552,44 +1655,31 @@ impl Remote for GoogleRemote {
         group: &str,
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedContact>, RemoteError> {
-        let c = &*self.clients(user).await?;
-        let page_size = i32::try_from(self.config.contact_page_size.clamp(1, 1000)).unwrap_or(1000);
-        self.listing(
-            "people.connections.list",
-            sync_token,
-            |token| {
-                self.people_read(c, move || {
-                    let token = token.clone();
-                    async move {
-                        let mut call = c
-                            .people
-                            .people()
-                            .connections_list("people/me")
-                            .person_fields(FieldMask::from_str(PERSON_FIELDS).unwrap_or_default())
-                            .page_size(page_size)
-                            .request_sync_token(true);
-                        if let Some(s) = sync_token {
-                            call = call.sync_token(s);
-                        }
-                        if let Some(t) = &token {
-                            call = call.page_token(t);
-                        }
-                        hub_call!(call)
-                    }
-                })
-            },
-            |answer: ListConnectionsResponse| ListPage {
-                changes: answer
-                    .connections
-                    .iter()
-                    .flatten()
-                    .map(|p| contact_from_google(p, group))
-                    .collect(),
-                next_page: answer.next_page_token,
-                next_sync_token: answer.next_sync_token,
-            },
-        )
-        .await
+        let mut changes = Vec::new();
+        let walked = self
+            .walk_contacts(user, group, sync_token, &mut |page| {
+                changes.extend(page);
+                true
+            })
+            .await?;
+        Ok(Listing {
+            changes,
+            next_sync_token: walked.next_sync_token,
+            full: sync_token.is_none(),
+        })
+    }
+
+    async fn scan_contacts(
+        &self,
+        user: &GoogleUser,
+        group: &str,
+        sync_token: &str,
+        keep: &mut dyn FnMut(Vec<RemoteChange<SyncedContact>>) -> bool,
+    ) -> Result<Option<String>, RemoteError> {
+        let walked = self
+            .walk_contacts(user, group, Some(sync_token), keep)
+            .await?;
+        Ok(walked.token())
     }
 
     async fn get_contact(

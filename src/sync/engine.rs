@@ -1329,7 +1329,9 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         {
             return Ok(Mode::Full);
         }
-        if !(self.echoes_only(&user.id, events)? && self.echoes_only(&user.id, contacts)?) {
+        if !(self.echoes_only(&user.id, &events.changes)?
+            && self.echoes_only(&user.id, &contacts.changes)?)
+        {
             return Ok(Mode::Full);
         }
         if planned == self.state.crm_cursor()?.0 {
@@ -1341,23 +1343,23 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         })
     }
 
-    /// Whether every change of `listing` is the echo of our own write: an item at the etag
+    /// Whether every one of `changes` is the echo of our own write: an item at the etag
     /// its link was last synced at (in our container), or the deletion of an item we hold no
     /// link or index entry for.
     fn echoes_only<T: RemoteKind>(
         &self,
         user: &UserId,
-        listing: &Listing<T>,
+        changes: &[RemoteChange<T>],
     ) -> Result<bool, StoreError> {
-        if listing.changes.is_empty() {
+        if changes.is_empty() {
             return Ok(true);
         }
-        let ids = listing.changes.iter().map(|c| match c {
+        let ids = changes.iter().map(|c| match c {
             RemoteChange::Present(it) => it.google_id.as_str(),
             RemoteChange::Deleted { google_id } => google_id.as_str(),
         });
         let links = self.state.link_etags(user, T::KIND, ids)?;
-        for change in &listing.changes {
+        for change in changes {
             let echo = match change {
                 RemoteChange::Present(it) => {
                     it.in_container
@@ -1472,19 +1474,29 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         }) else {
             return Ok(());
         };
-        let listing = match T::list(self.remote, google_user, container, Some(&token)).await {
-            Ok(listing) if !listing.full => listing,
-            Ok(_) => return Ok(()),
+        // Page by page: a collection of thousands of echoes is never held whole, and the
+        // first page with anything else ends the listing.
+        let mut failed = None;
+        let mut keep = |page: Vec<RemoteChange<T>>| match self.echoes_only(user, &page) {
+            Ok(echoes) => echoes,
             Err(e) => {
-                tracing::debug!(user = %user, kind = %T::KIND, error = %e, "echo listing failed; the next pass lists them");
-                return Ok(());
+                failed = Some(e);
+                false
             }
         };
-        match listing.next_sync_token {
-            Some(next) if self.echoes_only(user, &listing)? => self
+        let scanned = T::scan(self.remote, google_user, container, &token, &mut keep).await;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match scanned {
+            Ok(Some(next)) => self
                 .state
                 .write(|w| w.set_sync_token(user, T::KIND, Some(&next))),
-            _ => Ok(()),
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::debug!(user = %user, kind = %T::KIND, error = %e, "echo listing failed; the next pass lists them");
+                Ok(())
+            }
         }
     }
 

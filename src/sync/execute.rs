@@ -34,6 +34,15 @@ pub trait RemoteKind: Synced {
         token: Option<&str>,
     ) -> Result<Listing<Self>, RemoteError>;
 
+    /// The changes since `token`, a page at a time (see [`Remote::scan_events`]).
+    async fn scan<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        token: &str,
+        keep: &mut dyn FnMut(Vec<RemoteChange<Self>>) -> bool,
+    ) -> Result<Option<String>, RemoteError>;
+
     async fn get<R: Remote>(
         remote: &R,
         user: &GoogleUser,
@@ -96,6 +105,16 @@ impl RemoteKind for SyncedEvent {
         remote.list_events(user, container, token).await
     }
 
+    async fn scan<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        token: &str,
+        keep: &mut dyn FnMut(Vec<RemoteChange<Self>>) -> bool,
+    ) -> Result<Option<String>, RemoteError> {
+        remote.scan_events(user, container, token, keep).await
+    }
+
     async fn get<R: Remote>(
         remote: &R,
         user: &GoogleUser,
@@ -155,6 +174,16 @@ impl RemoteKind for SyncedContact {
         token: Option<&str>,
     ) -> Result<Listing<Self>, RemoteError> {
         remote.list_contacts(user, container, token).await
+    }
+
+    async fn scan<R: Remote>(
+        remote: &R,
+        user: &GoogleUser,
+        container: &str,
+        token: &str,
+        keep: &mut dyn FnMut(Vec<RemoteChange<Self>>) -> bool,
+    ) -> Result<Option<String>, RemoteError> {
+        remote.scan_contacts(user, container, token, keep).await
     }
 
     async fn get<R: Remote>(

@@ -261,6 +261,23 @@ pub trait Remote {
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedEvent>, RemoteError>;
 
+    /// The events changed since `sync_token`, a page at a time: `keep` gets each page's
+    /// changes as they arrive and ends the listing early by answering false, so nothing but
+    /// a page is held. The next sync token when every page was kept, else `None`. (By
+    /// default the whole listing, then `keep` once.)
+    async fn scan_events(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+        sync_token: &str,
+        keep: &mut dyn FnMut(Vec<RemoteChange<SyncedEvent>>) -> bool,
+    ) -> Result<Option<String>, RemoteError> {
+        let listing = self.list_events(user, calendar, Some(sync_token)).await?;
+        Ok(keep(listing.changes)
+            .then_some(listing.next_sync_token)
+            .flatten())
+    }
+
     /// One event as it is now (`None` if it does not exist; cancelled events are `Deleted`).
     async fn get_event(
         &self,
@@ -284,6 +301,21 @@ pub trait Remote {
         group: &str,
         sync_token: Option<&str>,
     ) -> Result<Listing<SyncedContact>, RemoteError>;
+
+    /// The contacts changed since `sync_token`, a page at a time (as
+    /// [`Remote::scan_events`]).
+    async fn scan_contacts(
+        &self,
+        user: &GoogleUser,
+        group: &str,
+        sync_token: &str,
+        keep: &mut dyn FnMut(Vec<RemoteChange<SyncedContact>>) -> bool,
+    ) -> Result<Option<String>, RemoteError> {
+        let listing = self.list_contacts(user, group, Some(sync_token)).await?;
+        Ok(keep(listing.changes)
+            .then_some(listing.next_sync_token)
+            .flatten())
+    }
 
     /// One contact as it is now.
     async fn get_contact(

@@ -239,6 +239,21 @@ impl<R: Remote> Remote for Observed<R> {
         .await
     }
 
+    async fn scan_events(
+        &self,
+        user: &GoogleUser,
+        calendar: &str,
+        sync_token: &str,
+        keep: &mut dyn FnMut(Vec<RemoteChange<SyncedEvent>>) -> bool,
+    ) -> Result<Option<String>, RemoteError> {
+        self.call(
+            "events.list_incremental",
+            user,
+            self.inner.scan_events(user, calendar, sync_token, keep),
+        )
+        .await
+    }
+
     async fn get_event(
         &self,
         user: &GoogleUser,
@@ -278,6 +293,21 @@ impl<R: Remote> Remote for Observed<R> {
             endpoint,
             user,
             self.inner.list_contacts(user, group, sync_token),
+        )
+        .await
+    }
+
+    async fn scan_contacts(
+        &self,
+        user: &GoogleUser,
+        group: &str,
+        sync_token: &str,
+        keep: &mut dyn FnMut(Vec<RemoteChange<SyncedContact>>) -> bool,
+    ) -> Result<Option<String>, RemoteError> {
+        self.call(
+            "contacts.list_incremental",
+            user,
+            self.inner.scan_contacts(user, group, sync_token, keep),
         )
         .await
     }
