@@ -1,12 +1,15 @@
 //! Property tests over random small orgs (seeded generator in `security::synthetic`):
 //! the bulk readable set equals the per-pair decision, and every user whose readable set
-//! changes under a random security (and record) change is reported as affected.
+//! changes under a random security (and record) change is reported as affected, and an
+//! index kept and patched with record changes answers as one built afresh.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crmsync::crm::OrgModel;
 use crmsync::model::{CrmId, ObjectKind, RecordRef, UserId, Visibility};
-use crmsync::security::synthetic::{generate, random_security_change, small_org, SyntheticSpec};
+use crmsync::security::synthetic::{
+    generate, random_record_changes, random_security_change, small_org, SyntheticSpec,
+};
 use crmsync::security::{affected_users, Access, Operation};
 use proptest::prelude::*;
 
@@ -300,5 +303,106 @@ proptest! {
         // Identical models: nobody.
         let same = affected_users(&old_access, &Access::build(&old));
         prop_assert!(same.is_empty(), "{:?}", same.users);
+    }
+}
+
+/// Everything `patched` and `fresh` (two indexes of the same model) answer, compared.
+fn assert_same_answers(
+    patched: &Access<'_>,
+    fresh: &Access<'_>,
+    model: &OrgModel,
+) -> Result<(), TestCaseError> {
+    use crmsync::scope::{desired_set, EffectiveScope, Selection, SelectionMode};
+    let now: chrono::DateTime<chrono::Utc> = "2026-05-01T00:00:00Z".parse().unwrap();
+    let scope = EffectiveScope {
+        contact: Selection::mode(SelectionMode::AllVisible),
+        event: Selection::mode(SelectionMode::AllVisible),
+        days_past: 20,
+        days_future: 40,
+        ..EffectiveScope::builtin()
+    };
+    for kind in ObjectKind::ALL {
+        prop_assert_eq!(
+            patched.record_count(kind),
+            fresh.record_count(kind),
+            "{}",
+            kind
+        );
+    }
+    for user in model.users.keys() {
+        for kind in ObjectKind::ALL {
+            prop_assert_eq!(
+                readable_ids(patched, user, kind),
+                readable_ids(fresh, user, kind),
+                "{} {}",
+                user,
+                kind
+            );
+            let ids = |a: &Access<'_>| -> Vec<String> {
+                desired_set(a, user, &scope, kind, now)
+                    .unwrap()
+                    .iter()
+                    .map(|id| id.to_string())
+                    .collect()
+            };
+            prop_assert_eq!(ids(patched), ids(fresh), "desired {} {}", user, kind);
+            for id in record_ids(model, kind) {
+                let r = RecordRef::new(kind, id);
+                for op in Operation::ALL {
+                    prop_assert_eq!(
+                        patched.may(user, &r, op).unwrap(),
+                        fresh.may(user, &r, op).unwrap(),
+                        "{} {:?} {:?}",
+                        user,
+                        r,
+                        op
+                    );
+                }
+                prop_assert_eq!(
+                    format!("{:?}", patched.decide(user, &r).unwrap()),
+                    format!("{:?}", fresh.decide(user, &r).unwrap())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_patched_index_answers_as_one_built_afresh(
+        seed in any::<u64>(),
+        changes in any::<u64>(),
+        rounds in 1u64..4,
+        gated in any::<bool>(),
+    ) {
+        let mut model = small_org(seed);
+        if gated {
+            with_readers(&mut model, seed ^ changes);
+        }
+        let mut records = Access::build(&model).into_records();
+        for round in 0..rounds {
+            let (next, changed) = random_record_changes(&model, changes.wrapping_add(round));
+            let patched = Access::patched(&next, records, &changed);
+            let fresh = Access::build(&next);
+            assert_same_answers(&patched, &fresh, &next)?;
+            records = patched.into_records();
+            model = next;
+        }
+    }
+
+    #[test]
+    fn a_kept_index_is_not_patched_across_a_security_change(
+        seed in any::<u64>(),
+        change in any::<u64>(),
+    ) {
+        let model = small_org(seed);
+        let (next, _) = random_security_change(&model, change);
+        let (next, changed) = random_record_changes(&next, change);
+        let records = Access::build(&model).into_records();
+        let patched = Access::patched(&next, records, &changed);
+        assert_same_answers(&patched, &Access::build(&next), &next)?;
     }
 }

@@ -562,6 +562,21 @@ fn model_loads(w: &Worker<GoogleRemote>, clock: &ManualClock) -> u64 {
         .unwrap()
 }
 
+/// Permission indexes the worker made: (patched, built).
+fn index_updates(w: &Worker<GoogleRemote>, clock: &ManualClock) -> (u64, u64) {
+    let text = w.metrics().render(clock.now());
+    let count = |how: &str| -> u64 {
+        let prefix = format!("crmsync_index_updates_total{{how=\"{how}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (count("patched"), count("built"))
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_worker_keeps_its_model_and_applies_the_crm_changes_to_it() {
     let h = Harness::start(org()).await;
@@ -569,6 +584,11 @@ async fn the_worker_keeps_its_model_and_applies_the_crm_changes_to_it() {
     let w = worker(&h, &clock, |_| {}).await;
     w.cycle().await.unwrap();
     assert_eq!(model_loads(&w, &clock), 1, "read once at the start");
+    assert_eq!(
+        index_updates(&w, &clock),
+        (0, 1),
+        "the first index is built"
+    );
     assert!(sync_support::ids(&h.contacts("erin")).contains(&"c3".to_owned()));
 
     // An edit, a delete, a create and a permission change, one cycle each: all taken into
@@ -577,6 +597,11 @@ async fn the_worker_keeps_its_model_and_applies_the_crm_changes_to_it() {
     contact_mut(&mut doc, "c5")["title"] = json!("Head of Purchasing");
     h.load(&doc);
     w.cycle().await.unwrap();
+    assert_eq!(
+        index_updates(&w, &clock),
+        (1, 1),
+        "an edited record is patched into the kept index"
+    );
     assert_eq!(
         h.phone_contact("hank", "c5").await.unwrap().title,
         "Head of Purchasing"
@@ -587,6 +612,7 @@ async fn the_worker_keeps_its_model_and_applies_the_crm_changes_to_it() {
         .retain(|c| c["id"] != "c3");
     h.load(&doc);
     w.cycle().await.unwrap();
+    assert_eq!(index_updates(&w, &clock), (2, 1));
     assert!(
         !sync_support::ids(&h.contacts("erin")).contains(&"c3".to_owned()),
         "pulled back"
@@ -598,6 +624,7 @@ async fn the_worker_keeps_its_model_and_applies_the_crm_changes_to_it() {
     doc["contacts"].as_array_mut().unwrap().push(c6);
     h.load(&doc);
     w.cycle().await.unwrap();
+    assert_eq!(index_updates(&w, &clock), (3, 1));
     assert_eq!(
         h.phone_contact("frank", "c6").await.unwrap().first_name,
         "Nina"
@@ -610,6 +637,11 @@ async fn the_worker_keeps_its_model_and_applies_the_crm_changes_to_it() {
         .unwrap()["role"] = json!("rep_east");
     h.load(&doc);
     w.cycle().await.unwrap();
+    assert_eq!(
+        index_updates(&w, &clock),
+        (3, 2),
+        "a permission change builds the index afresh"
+    );
     assert!(sync_support::ids(&h.events("erin")).contains(&"e2".to_owned()));
     assert_eq!(
         model_loads(&w, &clock),
@@ -626,6 +658,11 @@ async fn the_worker_keeps_its_model_and_applies_the_crm_changes_to_it() {
     contact_mut(&mut doc, "c6")["title"] = json!("Buyer");
     h.load(&doc);
     w.cycle().await.unwrap();
+    assert_eq!(
+        index_updates(&w, &clock),
+        (3, 3),
+        "so does a model read afresh"
+    );
     assert_eq!(model_loads(&w, &clock), 2);
     assert_eq!(h.phone_contact("frank", "c6").await.unwrap().title, "Buyer");
     h.assert_nothing_leaks();

@@ -97,11 +97,14 @@ fn events_in_window(access: &Access<'_>, window: &Window) -> Bits {
     let index = access.kind(ObjectKind::Event);
     let mut bits = Bits::empty(index.ids.len());
     for (r, timing) in index.timings.iter().enumerate() {
+        if !index.live.contains(r as u32) {
+            continue;
+        }
         let fetch = || {
             index
                 .ids
                 .get(r)
-                .and_then(|id| access.model().events.get(*id))
+                .and_then(|id| access.model().events.get(id))
         };
         if timing.overlaps_with(window, fetch) {
             bits.insert(r as u32);
@@ -227,7 +230,7 @@ impl<'x, 'm> Context<'x, 'm> {
 
     fn event(&self, r: u32) -> Option<&'m Event> {
         let id = self.access.kind(ObjectKind::Event).ids.get(r as usize)?;
-        self.access.model().events.get(*id)
+        self.access.model().events.get(id)
     }
 
     fn selected(&self, kind: ObjectKind, r: u32) -> bool {
@@ -283,7 +286,7 @@ impl<'x, 'm> Context<'x, 'm> {
         let contacts_index = self.access.kind(ObjectKind::Contact);
         let orgs_index = self.access.kind(ObjectKind::Organization);
         let readable_contact = |id| {
-            contacts_index.by_id.get(id).is_some_and(|&i| {
+            contacts_index.ix(id).is_some_and(|i| {
                 self.readable_contacts
                     .as_ref()
                     .is_some_and(|b| b.contains(i))
@@ -291,9 +294,8 @@ impl<'x, 'm> Context<'x, 'm> {
         };
         let readable_org = |id| {
             orgs_index
-                .by_id
-                .get(id)
-                .is_some_and(|&i| self.readable_orgs.as_ref().is_some_and(|b| b.contains(i)))
+                .ix(id)
+                .is_some_and(|i| self.readable_orgs.as_ref().is_some_and(|b| b.contains(i)))
         };
         let linked_contacts: Vec<&Contact> = e
             .links

@@ -32,6 +32,14 @@ impl Bits {
         bits
     }
 
+    /// Widens the universe to `len` records (the new ones not in the set).
+    pub fn grow(&mut self, len: usize) {
+        if len > self.len {
+            self.words.resize(len.div_ceil(64), 0);
+            self.len = len;
+        }
+    }
+
     /// How many records the set ranges over (not how many it holds).
     pub fn universe(&self) -> usize {
         self.len

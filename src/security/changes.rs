@@ -414,16 +414,16 @@ fn changed_records(
     let mut out = Vec::new();
     macro_rules! diff {
         ($field:ident) => {{
-            let (oi, ni) = (&old.kind(kind).by_id, &new.kind(kind).by_id);
+            let (oi, ni) = (old.kind(kind), new.kind(kind));
             for (id, rec) in &om.$field {
                 match nm.$field.get(id) {
                     Some(n) if n == rec => {}
-                    _ => out.push((oi.get(id).copied(), ni.get(id).copied())),
+                    _ => out.push((oi.ix(id), ni.ix(id))),
                 }
             }
             for id in nm.$field.keys() {
                 if !om.$field.contains_key(id) {
-                    out.push((None, ni.get(id).copied()));
+                    out.push((None, ni.ix(id)));
                 }
             }
         }};
@@ -448,7 +448,7 @@ fn changed_records(
                 )
                 .collect()
         };
-        let (oi, ni) = (&old.kind(kind).by_id, &new.kind(kind).by_id);
+        let (oi, ni) = (old.kind(kind), new.kind(kind));
         let mut extra: BTreeSet<&crate::model::CrmId> = readers_changed(kind).into_iter().collect();
         if kind == ObjectKind::Event {
             let parents: std::collections::HashSet<crate::model::ParentLink> =
@@ -472,7 +472,7 @@ fn changed_records(
         let mut known: std::collections::HashSet<(Option<Ix>, Option<Ix>)> =
             out.iter().copied().collect();
         for id in extra {
-            let pair = (oi.get(id).copied(), ni.get(id).copied());
+            let pair = (oi.ix(id), ni.ix(id));
             if known.insert(pair) {
                 out.push(pair);
             }

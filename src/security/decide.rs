@@ -107,9 +107,8 @@ impl<'m> Access<'m> {
             .filter(|a| match a {
                 Attendee::User(_) => true,
                 Attendee::Contact(c) => contacts
-                    .by_id
-                    .get(c)
-                    .is_some_and(|&r| self.evaluate(u, ObjectKind::Contact, r, false).read),
+                    .ix(c)
+                    .is_some_and(|r| self.evaluate(u, ObjectKind::Contact, r, false).read),
             })
             .collect())
     }
@@ -127,9 +126,7 @@ impl<'m> Access<'m> {
         let u = self.user_or_err(user)?;
         let r = self
             .kind(record.kind)
-            .by_id
-            .get(&record.id)
-            .copied()
+            .ix(&record.id)
             .ok_or_else(|| AccessError::UnknownRecord(record.clone()))?;
         Ok((u, r))
     }

@@ -10,8 +10,9 @@
 use super::bits::Bits;
 use crate::crm::OrgModel;
 use crate::model::{
-    Attendee, CrmId, ObjectKind, ObjectPermissions, Owned, ParentLink, Profile, RoleId, RuleParty,
-    ScopeLevel, SharingRule, TeamId, User, UserId, Visibility,
+    Attendee, Contact, CrmId, Event, ObjectKind, ObjectPermissions, Organization, Owned,
+    ParentLink, Profile, RecordRef, RoleId, RuleParty, ScopeLevel, SharingRule, TeamId, User,
+    UserId, Visibility,
 };
 use crate::scope::window::EventTiming;
 use std::collections::HashMap;
@@ -131,7 +132,9 @@ pub(crate) struct RuleEntry<'m> {
     pub target: Party,
 }
 
+#[derive(Default)]
 pub(crate) enum Vis {
+    #[default]
     Unset,
     Everyone,
     OwnerOnly,
@@ -139,6 +142,7 @@ pub(crate) enum Vis {
     Users(Box<[Ix]>),
 }
 
+#[derive(Default)]
 pub(crate) struct RecordEntry {
     /// `None` when the owner is not a known user.
     pub owner: Option<Ix>,
@@ -153,10 +157,28 @@ pub(crate) struct RecordEntry {
     pub readers: Option<Box<[Ix]>>,
 }
 
-pub(crate) struct KindIndex<'m> {
+/// The hasher of [`KindIndex`]'s id table.
+fn id_hash(id: &CrmId) -> u64 {
+    use std::hash::BuildHasher;
+    BuildHasherDefault::<IdHasher>::default().hash_one(id)
+}
+
+fn id_hash_str(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    BuildHasherDefault::<IdHasher>::default().hash_one(id)
+}
+
+pub(crate) struct KindIndex {
     pub kind: ObjectKind,
-    pub ids: Vec<&'m CrmId>,
-    pub by_id: IdMap<&'m CrmId, Ix>,
+    /// Record ids by index. A record deleted since the build keeps its slot, not live.
+    pub ids: Vec<CrmId>,
+    /// Indexes of the live records, found by their id (the ids are held once, in `ids`).
+    by_id: hashbrown::HashTable<Ix>,
+    /// The slots holding a record (all but those deleted since the build).
+    pub live: Bits,
+    /// Whether indexes ascend with ids: no record was added since the build with an id
+    /// below the last one.
+    pub in_order: bool,
     pub records: Vec<RecordEntry>,
     /// Per user: records the user owns or is assigned to, ascending.
     pub by_party: Vec<Vec<Ix>>,
@@ -171,7 +193,8 @@ pub(crate) struct KindIndex<'m> {
     pub attended: Vec<Vec<Ix>>,
     /// Per record (contacts, organizations): events linking to it.
     pub linked_events: Vec<Vec<Ix>>,
-    /// Per role: records owned by or assigned to users strictly below it (`None`: none).
+    /// Per role: records owned by or assigned to users strictly below it (`None`: a role
+    /// with no role below it).
     pub below_role: Vec<Option<Bits>>,
     /// Per rule of this kind: records owned by users in its source.
     pub rule_source: HashMap<Ix, Bits>,
@@ -179,7 +202,29 @@ pub(crate) struct KindIndex<'m> {
     pub timings: Vec<EventTiming>,
     /// Delegated mode, per user: the records the CRM showed to that user's key, ascending.
     pub by_reader: Vec<Vec<Ix>>,
+    /// Events: links naming a parent the model does not hold, by that parent (an update
+    /// that adds the parent links them).
+    dangling: HashMap<(ObjectKind, CrmId), Vec<Ix>>,
 }
+
+/// The record half of the permission index: every record of every kind placed in the
+/// lists and sets [`Access`] answers from. It depends on the security model only through
+/// the dense indexes of users, roles, teams and rules, so it can be kept while only
+/// records change and patched record by record ([`RecordIndex::patch`]) instead of being
+/// rebuilt; any change to the security model needs a new one.
+pub struct RecordIndex {
+    kinds: [KindIndex; 3],
+    shape: Shape,
+    /// Records deleted or added since the build (a rebuild is due when they grow large).
+    churn: usize,
+}
+
+/// What a [`RecordIndex`] assumes of the security model it was built over: a fingerprint
+/// of everything its lists and sets are made from (the users in index order with their
+/// roles, the role tree, the teams with their members, the rules' kinds and sources, the
+/// reader gate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape(u64);
 
 /// The permission index over one [`OrgModel`]. Build it once per mirror state; it borrows
 /// the model.
@@ -191,7 +236,7 @@ pub struct Access<'m> {
     pub(crate) teams: Vec<TeamEntry<'m>>,
     pub(crate) team_ix: IdMap<&'m TeamId, Ix>,
     pub(crate) rules: Vec<RuleEntry<'m>>,
-    pub(crate) kinds: [KindIndex<'m>; 3],
+    records: Box<RecordIndex>,
     /// Events overlapping recently asked windows (`[start, end)` in unix seconds): the
     /// window test is the same for every user, so it is done once per window.
     pub(crate) window_cache: Mutex<Vec<((i64, i64), Bits)>>,
@@ -202,6 +247,39 @@ pub struct Access<'m> {
 impl<'m> Access<'m> {
     /// Indexes `model`. Linear in its size, plus one bit set per non-leaf role and per rule.
     pub fn build(model: &'m OrgModel) -> Self {
+        let mut access = Self::security(model);
+        access.records = Box::new(RecordIndex::build(&access));
+        access
+    }
+
+    /// Indexes `model` with the record half of an earlier index of it, `records`, patched
+    /// with `changed`: the contacts, events and organizations added, changed or deleted
+    /// since. Only the security model is indexed anew, and the cost of the records is that
+    /// of the changes. When the security model is not the one `records` was built over (a
+    /// user, role, team, rule or reader gate changed), or `records` is worn by churn, the
+    /// records are indexed afresh instead.
+    pub fn patched<'r>(
+        model: &'m OrgModel,
+        mut records: RecordIndex,
+        changed: impl IntoIterator<Item = &'r RecordRef>,
+    ) -> Self {
+        let mut access = Self::security(model);
+        if records.fits(&access) {
+            records.patch(&access, changed);
+        } else {
+            records = RecordIndex::build(&access);
+        }
+        access.records = Box::new(records);
+        access
+    }
+
+    /// The record half, to keep for [`Access::patched`].
+    pub fn into_records(self) -> RecordIndex {
+        *self.records
+    }
+
+    /// The security model indexed, no records yet.
+    fn security(model: &'m OrgModel) -> Self {
         let user_ix: IdMap<&UserId, Ix> = model
             .users
             .keys()
@@ -290,11 +368,7 @@ impl<'m> Access<'m> {
             teams,
             team_ix,
             rules,
-            kinds: [
-                KindIndex::empty(ObjectKind::Contact),
-                KindIndex::empty(ObjectKind::Event),
-                KindIndex::empty(ObjectKind::Organization),
-            ],
+            records: Box::new(RecordIndex::empty()),
             window_cache: Mutex::new(Vec::new()),
             reader_gate: model.settings.reader_gate,
         };
@@ -310,41 +384,47 @@ impl<'m> Access<'m> {
                 list.dedup();
             }
         }
-        // Contacts and organizations first: events resolve their parents through them.
-        for kind in [
-            ObjectKind::Contact,
-            ObjectKind::Organization,
-            ObjectKind::Event,
-        ] {
-            let index = access.index_kind(kind);
-            access.kinds[kind_slot(kind)] = index;
+        access
+    }
+
+    fn shape(&self) -> Shape {
+        let mut h = IdHasher::default();
+        let mut add = |word: u64| h.write_u64(word);
+        add(u64::from(self.reader_gate));
+        add(self.users.len() as u64);
+        for user in &self.users {
+            add(id_hash_str(user.user.id.as_str()));
+            add(user.role.map_or(u64::MAX, u64::from));
         }
-        let mut linked: [Vec<Vec<Ix>>; 2] = [
-            vec![Vec::new(); access.kinds[0].ids.len()],
-            vec![Vec::new(); access.kinds[2].ids.len()],
-        ];
-        for (e, rec) in access.kinds[1].records.iter().enumerate() {
-            for (kind, parent) in rec.parents.iter() {
-                if let Some(p) = parent {
-                    let list = if *kind == ObjectKind::Contact {
-                        &mut linked[0]
-                    } else {
-                        &mut linked[1]
-                    };
-                    list[*p as usize].push(ix(e));
-                }
+        add(self.roles.len() as u64);
+        for role in &self.roles {
+            add(role.parent.map_or(u64::MAX, u64::from));
+        }
+        add(self.teams.len() as u64);
+        for team in &self.teams {
+            add(id_hash_str(team.id.as_str()));
+            add(team.members.len() as u64);
+            for &m in &team.members {
+                add(u64::from(m));
             }
         }
-        let [contacts_linked, orgs_linked] = linked;
-        access.kinds[0].linked_events = contacts_linked;
-        access.kinds[2].linked_events = orgs_linked;
-        for slot in 0..3 {
-            let below = access.below_role_sets(slot);
-            access.kinds[slot].below_role = below;
-            let sources = access.rule_source_sets(slot);
-            access.kinds[slot].rule_source = sources;
+        add(self.rules.len() as u64);
+        for rule in &self.rules {
+            add(kind_slot(rule.rule.object) as u64);
+            let (tag, at) = match rule.source {
+                Party::Role(r) => (1, r),
+                Party::Subtree(r) => (2, r),
+                Party::Team(t) => (3, t),
+                Party::Unknown => (4, 0),
+            };
+            add(tag);
+            add(u64::from(at));
         }
-        access
+        Shape(h.finish())
+    }
+
+    fn record_index(&self) -> &RecordIndex {
+        &self.records
     }
 
     /// The model this index was built from.
@@ -352,8 +432,8 @@ impl<'m> Access<'m> {
         self.model
     }
 
-    pub(crate) fn kind(&self, kind: ObjectKind) -> &KindIndex<'m> {
-        &self.kinds[kind_slot(kind)]
+    pub(crate) fn kind(&self, kind: ObjectKind) -> &KindIndex {
+        &self.record_index().kinds[kind_slot(kind)]
     }
 
     pub(crate) fn user_index(&self, user: &UserId) -> Option<Ix> {
@@ -431,199 +511,6 @@ impl<'m> Access<'m> {
         path
     }
 
-    fn index_kind(&self, kind: ObjectKind) -> KindIndex<'m> {
-        let model = self.model;
-        let mut index = KindIndex::empty(kind);
-        let n_users = self.users.len();
-        index.by_party = vec![Vec::new(); n_users];
-        index.by_owner = vec![Vec::new(); n_users];
-        index.visible_team = vec![Vec::new(); self.teams.len()];
-        index.visible_users = vec![Vec::new(); n_users];
-        if kind == ObjectKind::Event {
-            index.attended = vec![Vec::new(); n_users];
-        }
-        let records: Vec<(&'m CrmId, &'m dyn Owned)> = match kind {
-            ObjectKind::Contact => model
-                .contacts
-                .iter()
-                .map(|(id, r)| (id, r as &dyn Owned))
-                .collect(),
-            ObjectKind::Event => model
-                .events
-                .iter()
-                .map(|(id, r)| (id, r as &dyn Owned))
-                .collect(),
-            ObjectKind::Organization => model
-                .organizations
-                .iter()
-                .map(|(id, r)| (id, r as &dyn Owned))
-                .collect(),
-        };
-        index.visible_everyone = Bits::empty(records.len());
-        index.ids.reserve(records.len());
-        index.records.reserve(records.len());
-        for (i, (id, rec)) in records.iter().enumerate() {
-            let i = ix(i);
-            index.ids.push(id);
-            index.by_id.insert(id, i);
-            let owner = self.user_index(rec.owner());
-            let mut assignees: Vec<Ix> = rec
-                .assignees()
-                .iter()
-                .filter_map(|a| self.user_index(a))
-                .collect();
-            assignees.sort_unstable();
-            assignees.dedup();
-            if let Some(o) = owner {
-                index.by_owner[o as usize].push(i);
-                index.by_party[o as usize].push(i);
-            }
-            for &a in &assignees {
-                if Some(a) != owner {
-                    index.by_party[a as usize].push(i);
-                }
-            }
-            let visibility = match rec.visibility() {
-                None => Vis::Unset,
-                Some(Visibility::Everyone) => {
-                    index.visible_everyone.insert(i);
-                    Vis::Everyone
-                }
-                Some(Visibility::OwnerOnly) => Vis::OwnerOnly,
-                Some(Visibility::Team(t)) => {
-                    let t = self.team_ix.get(t).copied();
-                    if let Some(t) = t {
-                        index.visible_team[t as usize].push(i);
-                    }
-                    Vis::Team(t)
-                }
-                Some(Visibility::Users(list)) => {
-                    let mut list: Vec<Ix> =
-                        list.iter().filter_map(|u| self.user_index(u)).collect();
-                    list.sort_unstable();
-                    list.dedup();
-                    for &u in &list {
-                        index.visible_users[u as usize].push(i);
-                    }
-                    Vis::Users(list.into_boxed_slice())
-                }
-            };
-            index.records.push(RecordEntry {
-                owner,
-                assignees: assignees.into_boxed_slice(),
-                visibility,
-                attendees: Box::new([]),
-                parents: Box::new([]),
-                readers: None,
-            });
-        }
-        index.by_reader = vec![Vec::new(); n_users];
-        for (record, users) in &model.readers {
-            if record.kind != kind {
-                continue;
-            }
-            let Some(&r) = index.by_id.get(&record.id) else {
-                continue;
-            };
-            let mut list: Vec<Ix> = users.iter().filter_map(|u| self.user_index(u)).collect();
-            list.sort_unstable();
-            list.dedup();
-            for &u in &list {
-                index.by_reader[u as usize].push(r);
-            }
-            index.records[r as usize].readers = Some(list.into_boxed_slice());
-        }
-        for list in &mut index.by_reader {
-            list.sort_unstable();
-        }
-        if kind == ObjectKind::Event {
-            let contact_ix = &self.kind(ObjectKind::Contact).by_id;
-            let org_ix = &self.kind(ObjectKind::Organization).by_id;
-            index.timings.reserve(model.events.len());
-            for (i, event) in model.events.values().enumerate() {
-                let mut attendees: Vec<Ix> = event
-                    .attendees
-                    .iter()
-                    .filter_map(|a| match a {
-                        Attendee::User(u) => self.user_index(u),
-                        Attendee::Contact(_) => None,
-                    })
-                    .collect();
-                attendees.sort_unstable();
-                attendees.dedup();
-                for &u in &attendees {
-                    index.attended[u as usize].push(ix(i));
-                }
-                let parents: Vec<(ObjectKind, Option<Ix>)> = event
-                    .links
-                    .iter()
-                    .map(|l| match l {
-                        ParentLink::Contact(c) => (ObjectKind::Contact, contact_ix.get(c).copied()),
-                        ParentLink::Organization(o) => {
-                            (ObjectKind::Organization, org_ix.get(o).copied())
-                        }
-                    })
-                    .collect();
-                let rec = &mut index.records[i];
-                rec.attendees = attendees.into_boxed_slice();
-                rec.parents = parents.into_boxed_slice();
-                index.timings.push(EventTiming::of(event));
-            }
-        }
-        index
-    }
-
-    /// Per role, the records owned by or assigned to users strictly below it: children
-    /// before parents (descending tour order), each role's set is the union over its
-    /// children of (their users' records ∪ their own below-set).
-    fn below_role_sets(&self, slot: usize) -> Vec<Option<Bits>> {
-        let index = &self.kinds[slot];
-        let n = index.ids.len();
-        let mut children: Vec<Vec<Ix>> = vec![Vec::new(); self.roles.len()];
-        for (r, role) in self.roles.iter().enumerate() {
-            if let Some(p) = role.parent {
-                children[p as usize].push(ix(r));
-            }
-        }
-        let mut order: Vec<Ix> = (0..self.roles.len()).map(ix).collect();
-        order.sort_by_key(|&r| std::cmp::Reverse(self.roles[r as usize].tin));
-        let mut below: Vec<Option<Bits>> = (0..self.roles.len()).map(|_| None).collect();
-        for r in order {
-            let kids = &children[r as usize];
-            if kids.is_empty() {
-                continue;
-            }
-            let mut bits = Bits::empty(n);
-            for &c in kids {
-                if let Some(b) = &below[c as usize] {
-                    bits.union_with(b);
-                }
-                for &u in &self.roles[c as usize].users {
-                    bits.extend(&index.by_party[u as usize]);
-                }
-            }
-            below[r as usize] = Some(bits);
-        }
-        below
-    }
-
-    /// Per rule of this kind, the records owned by users in its source.
-    fn rule_source_sets(&self, slot: usize) -> HashMap<Ix, Bits> {
-        let index = &self.kinds[slot];
-        let mut out = HashMap::new();
-        for (r, rule) in self.rules.iter().enumerate() {
-            if kind_slot(rule.rule.object) != slot {
-                continue;
-            }
-            let mut bits = Bits::empty(index.ids.len());
-            for u in self.party_users(rule.source) {
-                bits.extend(&index.by_owner[u as usize]);
-            }
-            out.insert(ix(r), bits);
-        }
-        out
-    }
-
     /// Delegated mode: whether the CRM showed record `rec` to user `u` (always true without
     /// the reader gate).
     pub(crate) fn reader_listed(&self, u: Ix, rec: &RecordEntry) -> bool {
@@ -644,12 +531,395 @@ impl<'m> Access<'m> {
     }
 }
 
-impl<'m> KindIndex<'m> {
+/// A record as the index reads it.
+#[derive(Clone, Copy)]
+enum Rec<'a> {
+    Contact(&'a Contact),
+    Event(&'a Event),
+    Organization(&'a Organization),
+}
+
+impl<'a> Rec<'a> {
+    fn of(model: &'a OrgModel, kind: ObjectKind, id: &CrmId) -> Option<Self> {
+        match kind {
+            ObjectKind::Contact => model.contacts.get(id).map(Rec::Contact),
+            ObjectKind::Event => model.events.get(id).map(Rec::Event),
+            ObjectKind::Organization => model.organizations.get(id).map(Rec::Organization),
+        }
+    }
+}
+
+/// Adds `r` to an ascending list (once).
+fn insert_sorted(list: &mut Vec<Ix>, r: Ix) {
+    if let Err(at) = list.binary_search(&r) {
+        list.insert(at, r);
+    }
+}
+
+/// Removes `r` from an ascending list.
+fn remove_sorted(list: &mut Vec<Ix>, r: Ix) {
+    if let Ok(at) = list.binary_search(&r) {
+        list.remove(at);
+    }
+}
+
+/// The roles strictly above `role`, nearest first (bounded: the tour cut every cycle).
+fn ancestors<'a>(sec: &'a Access<'_>, role: Ix) -> impl Iterator<Item = Ix> + 'a {
+    let mut cursor = sec.roles[role as usize].parent;
+    let mut guard = sec.roles.len();
+    std::iter::from_fn(move || {
+        let r = cursor.filter(|_| guard > 0)?;
+        guard -= 1;
+        cursor = sec.roles[r as usize].parent;
+        Some(r)
+    })
+}
+
+impl RecordIndex {
+    fn empty() -> Self {
+        Self {
+            kinds: ObjectKind::ALL.map(KindIndex::empty),
+            shape: Shape(0),
+            churn: 0,
+        }
+    }
+
+    /// Every record of `sec`'s model, over its indexed security model.
+    fn build(sec: &Access<'_>) -> Self {
+        let model = sec.model;
+        let mut index = Self {
+            kinds: ObjectKind::ALL.map(|kind| KindIndex::sized(sec, kind)),
+            shape: sec.shape(),
+            churn: 0,
+        };
+        // Every id first (events resolve their parents through the other kinds), then
+        // the records in id order, so every list is filled ascending.
+        for id in model.contacts.keys() {
+            index.kinds[0].push_id(id.clone());
+        }
+        for id in model.events.keys() {
+            index.kinds[1].push_id(id.clone());
+        }
+        for id in model.organizations.keys() {
+            index.kinds[2].push_id(id.clone());
+        }
+        for kind in &mut index.kinds {
+            kind.size_bits();
+        }
+        for (r, c) in model.contacts.values().enumerate() {
+            index.link(sec, ix(r), Rec::Contact(c));
+        }
+        for (r, o) in model.organizations.values().enumerate() {
+            index.link(sec, ix(r), Rec::Organization(o));
+        }
+        for (r, e) in model.events.values().enumerate() {
+            index.link(sec, ix(r), Rec::Event(e));
+        }
+        for (record, users) in &model.readers {
+            let slot = kind_slot(record.kind);
+            if let Some(r) = index.kinds[slot].ix(&record.id) {
+                index.kinds[slot].link_readers(sec, r, users);
+            }
+        }
+        index
+    }
+
+    /// Takes record changes in: `changed` names records (contacts, events, organizations)
+    /// that were added, changed or deleted in `sec`'s model since this index last matched
+    /// it. `sec` must index the same security model this index was built over (changes to
+    /// users, roles, profiles, teams, rules, reader lists or org settings need a new index:
+    /// [`RecordIndex::fits`] tells).
+    fn patch<'r>(&mut self, sec: &Access<'_>, changed: impl IntoIterator<Item = &'r RecordRef>) {
+        let model = sec.model;
+        for record in changed {
+            let slot = kind_slot(record.kind);
+            let id = &record.id;
+            let old = self.kinds[slot].ix(id);
+            let now = Rec::of(model, record.kind, id);
+            match (old, now) {
+                (Some(r), Some(rec)) => {
+                    self.unlink(slot, r);
+                    self.link(sec, r, rec);
+                    self.relink_readers(sec, slot, r);
+                }
+                (Some(r), None) => {
+                    self.unlink(slot, r);
+                    self.kinds[slot].forget_id(id);
+                    self.churn += 1;
+                    // Events linking to it now link to nothing there.
+                    if record.kind != ObjectKind::Event {
+                        let linked =
+                            std::mem::take(&mut self.kinds[slot].linked_events[r as usize]);
+                        self.relink_events(sec, linked);
+                    }
+                }
+                (None, Some(rec)) => {
+                    let r = self.kinds[slot].push_id(id.clone());
+                    self.kinds[slot].size_bits();
+                    self.link(sec, r, rec);
+                    self.relink_readers(sec, slot, r);
+                    self.churn += 1;
+                    // Events that named it before it existed link to it now.
+                    if record.kind != ObjectKind::Event {
+                        let waiting = self.kinds[1]
+                            .dangling
+                            .get(&(record.kind, id.clone()))
+                            .cloned()
+                            .unwrap_or_default();
+                        self.relink_events(sec, waiting);
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// Whether this index may be patched to match `sec`'s model: built over a security
+    /// model of the same shape, and not worn by churn (deleted and added records above a
+    /// quarter of the slots make a rebuild cheaper to use than the holes).
+    fn fits(&self, sec: &Access<'_>) -> bool {
+        let slots: usize = self.kinds.iter().map(|k| k.ids.len()).sum();
+        self.shape == sec.shape() && self.churn * 4 <= slots.max(64)
+    }
+
+    fn relink_events(&mut self, sec: &Access<'_>, events: Vec<Ix>) {
+        for e in events {
+            let Some(id) = self.kinds[1].ids.get(e as usize).cloned() else {
+                continue;
+            };
+            if !self.kinds[1].live.contains(e) {
+                continue;
+            }
+            if let Some(rec) = Rec::of(sec.model, ObjectKind::Event, &id) {
+                self.unlink(1, e);
+                self.link(sec, e, rec);
+                self.relink_readers(sec, 1, e);
+            }
+        }
+    }
+
+    fn relink_readers(&mut self, sec: &Access<'_>, slot: usize, r: Ix) {
+        let index = &mut self.kinds[slot];
+        let Some(id) = index.ids.get(r as usize) else {
+            return;
+        };
+        let record = RecordRef::new(index.kind, id.clone());
+        if let Some(users) = sec.model.readers.get(&record) {
+            index.link_readers(sec, r, users);
+        }
+    }
+
+    /// Places record `r` in every list and set of its kind.
+    fn link(&mut self, sec: &Access<'_>, r: Ix, rec: Rec<'_>) {
+        let [contacts, events, orgs] = &mut self.kinds;
+        match rec {
+            Rec::Event(event) => {
+                let mut entry = events.link_owned(sec, r, event);
+                events.link_event(sec, r, event, contacts, orgs, &mut entry);
+                events.records[r as usize] = entry;
+                events.live.insert(r);
+            }
+            Rec::Contact(c) => {
+                contacts.records[r as usize] = contacts.link_owned(sec, r, c);
+                contacts.live.insert(r);
+            }
+            Rec::Organization(o) => {
+                orgs.records[r as usize] = orgs.link_owned(sec, r, o);
+                orgs.live.insert(r);
+            }
+        }
+    }
+
+    /// Takes record `r` of kind `slot` out of every list and set (its slot stays, not
+    /// live); what other records hold of it (events' links to it) is left to the caller.
+    fn unlink(&mut self, slot: usize, r: Ix) {
+        let [contacts, events, orgs] = &mut self.kinds;
+        let index = match slot {
+            0 => contacts,
+            1 => events,
+            _ => orgs,
+        };
+        let Some(entry) = index.unlink_owned(r) else {
+            return;
+        };
+        if slot != 1 {
+            return;
+        }
+        let [contacts, events, orgs] = &mut self.kinds;
+        for &u in entry.attendees.iter() {
+            remove_sorted(&mut events.attended[u as usize], r);
+        }
+        for &(kind, p) in entry.parents.iter() {
+            if let Some(p) = p {
+                let parent_index = if kind == ObjectKind::Contact {
+                    &mut *contacts
+                } else {
+                    &mut *orgs
+                };
+                remove_sorted(&mut parent_index.linked_events[p as usize], r);
+            }
+        }
+        if entry.parents.iter().any(|(_, p)| p.is_none()) {
+            events.dangling.retain(|_, waiting| {
+                remove_sorted(waiting, r);
+                !waiting.is_empty()
+            });
+        }
+    }
+}
+
+impl KindIndex {
+    /// Places record `r` in the lists and sets every kind has; returns its entry.
+    fn link_owned(&mut self, sec: &Access<'_>, r: Ix, owned: &dyn Owned) -> RecordEntry {
+        let owner = sec.user_index(owned.owner());
+        let mut assignees: Vec<Ix> = owned
+            .assignees()
+            .iter()
+            .filter_map(|a| sec.user_index(a))
+            .collect();
+        assignees.sort_unstable();
+        assignees.dedup();
+        if let Some(o) = owner {
+            insert_sorted(&mut self.by_owner[o as usize], r);
+            insert_sorted(&mut self.by_party[o as usize], r);
+        }
+        for &a in &assignees {
+            insert_sorted(&mut self.by_party[a as usize], r);
+        }
+        // Below a role: records of its strict subordinates (owner or assignee).
+        for &u in owner.iter().chain(&assignees) {
+            if let Some(role) = sec.users[u as usize].role {
+                for above in ancestors(sec, role) {
+                    if let Some(bits) = &mut self.below_role[above as usize] {
+                        bits.insert(r);
+                    }
+                }
+            }
+        }
+        if let Some(o) = owner {
+            for (rule, bits) in &mut self.rule_source {
+                if sec.in_party(o, sec.rules[*rule as usize].source) {
+                    bits.insert(r);
+                }
+            }
+        }
+        let visibility = match owned.visibility() {
+            None => Vis::Unset,
+            Some(Visibility::Everyone) => {
+                self.visible_everyone.insert(r);
+                Vis::Everyone
+            }
+            Some(Visibility::OwnerOnly) => Vis::OwnerOnly,
+            Some(Visibility::Team(t)) => {
+                let t = sec.team_ix.get(t).copied();
+                if let Some(t) = t {
+                    insert_sorted(&mut self.visible_team[t as usize], r);
+                }
+                Vis::Team(t)
+            }
+            Some(Visibility::Users(list)) => {
+                let mut list: Vec<Ix> = list.iter().filter_map(|u| sec.user_index(u)).collect();
+                list.sort_unstable();
+                list.dedup();
+                for &u in &list {
+                    insert_sorted(&mut self.visible_users[u as usize], r);
+                }
+                Vis::Users(list.into_boxed_slice())
+            }
+        };
+        RecordEntry {
+            owner,
+            assignees: assignees.into_boxed_slice(),
+            visibility,
+            ..RecordEntry::default()
+        }
+    }
+
+    /// An event's own lists: attendees, links to its parents (or, for a parent the model
+    /// lacks, a wait for it), its timing.
+    fn link_event(
+        &mut self,
+        sec: &Access<'_>,
+        r: Ix,
+        event: &Event,
+        contacts: &mut KindIndex,
+        orgs: &mut KindIndex,
+        entry: &mut RecordEntry,
+    ) {
+        let mut attendees: Vec<Ix> = event
+            .attendees
+            .iter()
+            .filter_map(|a| match a {
+                Attendee::User(u) => sec.user_index(u),
+                Attendee::Contact(_) => None,
+            })
+            .collect();
+        attendees.sort_unstable();
+        attendees.dedup();
+        for &u in &attendees {
+            insert_sorted(&mut self.attended[u as usize], r);
+        }
+        let mut parents = Vec::with_capacity(event.links.len());
+        for link in &event.links {
+            let (kind, id, parent_index) = match link {
+                ParentLink::Contact(c) => (ObjectKind::Contact, c, &mut *contacts),
+                ParentLink::Organization(o) => (ObjectKind::Organization, o, &mut *orgs),
+            };
+            let p = parent_index.ix(id);
+            match p {
+                Some(p) => insert_sorted(&mut parent_index.linked_events[p as usize], r),
+                None => insert_sorted(self.dangling.entry((kind, id.clone())).or_default(), r),
+            }
+            parents.push((kind, p));
+        }
+        entry.attendees = attendees.into_boxed_slice();
+        entry.parents = parents.into_boxed_slice();
+        let timing = EventTiming::of(event);
+        match self.timings.get_mut(r as usize) {
+            Some(slot) => *slot = timing,
+            None => self.timings.push(timing),
+        }
+    }
+
+    /// Takes record `r` out of the lists and sets every kind has; returns its entry.
+    fn unlink_owned(&mut self, r: Ix) -> Option<RecordEntry> {
+        let entry = self.records.get_mut(r as usize).map(std::mem::take)?;
+        self.live.remove(r);
+        if let Some(o) = entry.owner {
+            remove_sorted(&mut self.by_owner[o as usize], r);
+            remove_sorted(&mut self.by_party[o as usize], r);
+        }
+        for &a in entry.assignees.iter() {
+            remove_sorted(&mut self.by_party[a as usize], r);
+        }
+        for bits in self.below_role.iter_mut().flatten() {
+            bits.remove(r);
+        }
+        for bits in self.rule_source.values_mut() {
+            bits.remove(r);
+        }
+        match &entry.visibility {
+            Vis::Everyone => self.visible_everyone.remove(r),
+            Vis::Team(Some(t)) => remove_sorted(&mut self.visible_team[*t as usize], r),
+            Vis::Users(list) => {
+                for &u in list.iter() {
+                    remove_sorted(&mut self.visible_users[u as usize], r);
+                }
+            }
+            Vis::Unset | Vis::OwnerOnly | Vis::Team(None) => {}
+        }
+        for &u in entry.readers.iter().flatten() {
+            remove_sorted(&mut self.by_reader[u as usize], r);
+        }
+        Some(entry)
+    }
     fn empty(kind: ObjectKind) -> Self {
         Self {
             kind,
             ids: Vec::new(),
-            by_id: IdMap::default(),
+            by_id: hashbrown::HashTable::new(),
+            live: Bits::empty(0),
+            in_order: true,
             records: Vec::new(),
             by_party: Vec::new(),
             by_owner: Vec::new(),
@@ -662,7 +932,103 @@ impl<'m> KindIndex<'m> {
             rule_source: HashMap::new(),
             timings: Vec::new(),
             by_reader: Vec::new(),
+            dangling: HashMap::new(),
         }
+    }
+
+    /// An empty index with a list per user, team and role and a set per rule of `sec`.
+    fn sized(sec: &Access<'_>, kind: ObjectKind) -> Self {
+        let mut index = Self::empty(kind);
+        let n_users = sec.users.len();
+        index.by_party = vec![Vec::new(); n_users];
+        index.by_owner = vec![Vec::new(); n_users];
+        index.visible_team = vec![Vec::new(); sec.teams.len()];
+        index.visible_users = vec![Vec::new(); n_users];
+        index.by_reader = vec![Vec::new(); n_users];
+        if kind == ObjectKind::Event {
+            index.attended = vec![Vec::new(); n_users];
+        }
+        let mut has_children = vec![false; sec.roles.len()];
+        for role in &sec.roles {
+            if let Some(p) = role.parent {
+                has_children[p as usize] = true;
+            }
+        }
+        index.below_role = has_children
+            .into_iter()
+            .map(|yes| yes.then(|| Bits::empty(0)))
+            .collect();
+        let slot = kind_slot(kind);
+        index.rule_source = (0..sec.rules.len())
+            .filter(|&r| kind_slot(sec.rules[r].rule.object) == slot)
+            .map(|r| (ix(r), Bits::empty(0)))
+            .collect();
+        index
+    }
+
+    /// The index of the live record `id`.
+    pub(crate) fn ix(&self, id: &CrmId) -> Option<Ix> {
+        let ids = &self.ids;
+        self.by_id
+            .find(id_hash(id), |&i| ids[i as usize] == *id)
+            .copied()
+    }
+
+    /// A new slot for `id`, not live until linked (bit sets are sized by
+    /// [`KindIndex::size_bits`]).
+    fn push_id(&mut self, id: CrmId) -> Ix {
+        let r = ix(self.ids.len());
+        let ids = &self.ids;
+        self.by_id
+            .insert_unique(id_hash(&id), r, |&i| id_hash(&ids[i as usize]));
+        if self.ids.last().is_some_and(|last| *last >= id) {
+            self.in_order = false;
+        }
+        self.ids.push(id);
+        self.records.push(RecordEntry::default());
+        if self.kind != ObjectKind::Event {
+            self.linked_events.push(Vec::new());
+        }
+        r
+    }
+
+    /// Forgets a deleted record's id (its slot stays, not live).
+    fn forget_id(&mut self, id: &CrmId) {
+        let ids = &self.ids;
+        if let Ok(entry) = self
+            .by_id
+            .find_entry(id_hash(id), |&i| ids[i as usize] == *id)
+        {
+            entry.remove();
+        }
+    }
+
+    /// Sizes every bit set to the slots.
+    fn size_bits(&mut self) {
+        let n = self.ids.len();
+        self.live.grow(n);
+        self.visible_everyone.grow(n);
+        for bits in self.below_role.iter_mut().flatten() {
+            bits.grow(n);
+        }
+        for bits in self.rule_source.values_mut() {
+            bits.grow(n);
+        }
+    }
+
+    fn link_readers(&mut self, sec: &Access<'_>, r: Ix, users: &[UserId]) {
+        let mut list: Vec<Ix> = users.iter().filter_map(|u| sec.user_index(u)).collect();
+        list.sort_unstable();
+        list.dedup();
+        if let Some(old) = self.records[r as usize].readers.take() {
+            for &u in old.iter() {
+                remove_sorted(&mut self.by_reader[u as usize], r);
+            }
+        }
+        for &u in &list {
+            insert_sorted(&mut self.by_reader[u as usize], r);
+        }
+        self.records[r as usize].readers = Some(list.into_boxed_slice());
     }
 }
 
@@ -726,4 +1092,68 @@ fn build_roles<'m>(model: &'m OrgModel, role_ix: &IdMap<&'m RoleId, Ix>) -> Vec<
         }
     }
     roles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::synthetic::{random_record_changes, small_org};
+    use std::collections::BTreeSet;
+
+    /// An index's links between events and their parents, by id: per event its parents
+    /// (kind, id if the parent exists), per contact or organization the events linking to it.
+    fn links_by_id(access: &Access<'_>) -> (BTreeSet<String>, BTreeSet<String>) {
+        let events = access.kind(ObjectKind::Event);
+        let id_of = |kind: ObjectKind, p: Ix| access.kind(kind).ids[p as usize].to_string();
+        let mut parents = BTreeSet::new();
+        for (e, rec) in events.records.iter().enumerate() {
+            if !events.live.contains(ix(e)) {
+                continue;
+            }
+            for &(kind, p) in rec.parents.iter() {
+                let parent = p.map(|p| id_of(kind, p));
+                parents.insert(format!("{} -> {kind}:{parent:?}", events.ids[e]));
+            }
+        }
+        let mut linked = BTreeSet::new();
+        for kind in [ObjectKind::Contact, ObjectKind::Organization] {
+            let index = access.kind(kind);
+            for (p, list) in index.linked_events.iter().enumerate() {
+                if !index.live.contains(ix(p)) {
+                    continue;
+                }
+                for &e in list {
+                    linked.insert(format!(
+                        "{kind}:{} <- {}",
+                        index.ids[p],
+                        id_of(ObjectKind::Event, e)
+                    ));
+                }
+            }
+        }
+        (parents, linked)
+    }
+
+    #[test]
+    fn patched_links_between_events_and_parents_match_a_fresh_build() {
+        let mut waited = 0;
+        for seed in 0..400u64 {
+            let mut model = small_org(seed);
+            let mut records = Access::build(&model).into_records();
+            for round in 0..4 {
+                let (next, changed) = random_record_changes(&model, seed * 7 + round);
+                let patched = Access::patched(&next, records, &changed);
+                let fresh = Access::build(&next);
+                assert_eq!(
+                    links_by_id(&patched),
+                    links_by_id(&fresh),
+                    "seed {seed} round {round}"
+                );
+                waited += patched.kind(ObjectKind::Event).dangling.len();
+                records = patched.into_records();
+                model = next;
+            }
+        }
+        assert!(waited > 0, "some event linked to a record the model lacked");
+    }
 }

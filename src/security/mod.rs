@@ -48,7 +48,7 @@ pub mod synthetic;
 
 pub use bits::Bits;
 pub use changes::{affected_users, affected_users_between, AffectedUsers, ByUser, ChangeCause};
-pub use index::Access;
+pub use index::{Access, RecordIndex};
 pub use readable::RecordSet;
 
 use crate::model::{

@@ -9,7 +9,7 @@ use crate::model::{CrmId, ObjectKind, ScopeLevel, SharingDefault, UserId};
 /// A set of records of one kind (a readable or desired set).
 #[derive(Clone)]
 pub struct RecordSet<'a> {
-    index: &'a KindIndex<'a>,
+    index: &'a KindIndex,
     bits: Bits,
 }
 
@@ -29,7 +29,7 @@ impl PartialEq for RecordSet<'_> {
 }
 
 impl<'a> RecordSet<'a> {
-    pub(crate) fn new(index: &'a KindIndex<'a>, bits: Bits) -> Self {
+    pub(crate) fn new(index: &'a KindIndex, bits: Bits) -> Self {
         Self { index, bits }
     }
 
@@ -47,16 +47,22 @@ impl<'a> RecordSet<'a> {
     }
 
     pub fn contains(&self, id: &CrmId) -> bool {
-        self.index
-            .by_id
-            .get(id)
-            .is_some_and(|&i| self.bits.contains(i))
+        self.index.ix(id).is_some_and(|i| self.bits.contains(i))
     }
 
     /// The ids in the set, ascending.
     pub fn iter(&self) -> impl Iterator<Item = &'a CrmId> + '_ {
         let ids = &self.index.ids;
-        self.bits.iter().map(move |i| ids[i as usize])
+        let at = move |i: u32| &ids[i as usize];
+        // Records added to a kept index since it was built sit after the others: their
+        // ids may not.
+        let direct = self.index.in_order.then(|| self.bits.iter().map(at));
+        let mut sorted: Vec<&'a CrmId> = Vec::new();
+        if !self.index.in_order {
+            sorted = self.bits.iter().map(at).collect();
+            sorted.sort_unstable();
+        }
+        direct.into_iter().flatten().chain(sorted)
     }
 
     /// The ids, owned and ascending.
@@ -92,7 +98,7 @@ impl<'m> Access<'m> {
 
     /// Number of records of `kind` in the model.
     pub fn record_count(&self, kind: ObjectKind) -> usize {
-        self.kind(kind).ids.len()
+        self.kind(kind).live.count()
     }
 
     /// The readable set as bits, from the indexes: what the model grants, cut down in
@@ -119,7 +125,7 @@ impl<'m> Access<'m> {
             return Bits::empty(n);
         }
         if entry.user.admin {
-            return Bits::full(n);
+            return index.live.clone();
         }
         let Some(perms) = entry.perms[kind_slot(kind)].filter(|p| p.read) else {
             return Bits::empty(n);
@@ -131,7 +137,7 @@ impl<'m> Access<'m> {
         );
         if perms.read_all || perms.modify_all || perms.scope.read == Some(ScopeLevel::All) || public
         {
-            return Bits::full(n);
+            return index.live.clone();
         }
         let ui = u as usize;
         // Owner or assignee (this also covers an `own` read scope).

@@ -6,8 +6,8 @@ use crate::crm::OrgModel;
 use crate::model::{
     Attendee, Contact, CrmId, EmailAddress, Event, EventTime, ObjectKind, ObjectPermissions,
     OperationScopes, OrgSettings, OrgWideSharing, Organization, ParentLink, Profile, ProfileId,
-    Role, RoleId, RuleAccess, RuleId, RuleParty, ScopeLevel, SharingDefault, SharingRule, Team,
-    TeamId, User, UserId, Visibility,
+    RecordRef, Role, RoleId, RuleAccess, RuleId, RuleParty, ScopeLevel, SharingDefault,
+    SharingRule, Team, TeamId, User, UserId, Visibility,
 };
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use rand::rngs::StdRng;
@@ -754,6 +754,196 @@ pub fn small_org(seed: u64) -> OrgModel {
     }
     model
 }
+
+/// Applies 1–8 random record changes to `model` — owners, assignees, visibility,
+/// attendees, an event's links (to records that exist or not) and time, records deleted
+/// (parents of events among them) and added (with ids before, between and after the
+/// others, or the id an event already links to) — and returns the changed model with the
+/// records changed. The security model is left untouched.
+pub fn random_record_changes(model: &OrgModel, seed: u64) -> (OrgModel, Vec<RecordRef>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut m = model.clone();
+    let mut changed = Vec::new();
+    let users: Vec<UserId> = m.users.keys().cloned().collect();
+    if users.is_empty() {
+        return (m, changed);
+    }
+    let kinds = [
+        ObjectKind::Contact,
+        ObjectKind::Event,
+        ObjectKind::Organization,
+    ];
+    let ids_of = |m: &OrgModel, kind: ObjectKind| -> Vec<CrmId> {
+        match kind {
+            ObjectKind::Contact => m.contacts.keys().cloned().collect(),
+            ObjectKind::Event => m.events.keys().cloned().collect(),
+            ObjectKind::Organization => m.organizations.keys().cloned().collect(),
+        }
+    };
+    for step in 0..rng.random_range(1..=8) {
+        let kind = kinds[rng.random_range(0..3)];
+        let ids = ids_of(&m, kind);
+        let user = users[rng.random_range(0..users.len())].clone();
+        let visibility = random_visibility(&mut rng, &m);
+        let target = ids.choose(&mut rng).cloned();
+        match (rng.random_range(0..8), target) {
+            (0, Some(id)) => {
+                // Deleted (an event's parent among them: the event's link dangles).
+                match kind {
+                    ObjectKind::Contact => m.contacts.remove(&id).map(|_| ()),
+                    ObjectKind::Event => m.events.remove(&id).map(|_| ()),
+                    ObjectKind::Organization => m.organizations.remove(&id).map(|_| ()),
+                };
+                changed.push(RecordRef::new(kind, id));
+            }
+            (1 | 2, source) => {
+                // Added: a copy of a record of the kind (or of any contact), under an id
+                // before, among or after the others, or one an event links to already.
+                let dangling: Vec<CrmId> = m
+                    .events
+                    .values()
+                    .flat_map(|e| &e.links)
+                    .filter_map(|l| match (l, kind) {
+                        (ParentLink::Contact(c), ObjectKind::Contact)
+                            if !m.contacts.contains_key(c) =>
+                        {
+                            Some(c.clone())
+                        }
+                        (ParentLink::Organization(o), ObjectKind::Organization)
+                            if !m.organizations.contains_key(o) =>
+                        {
+                            Some(o.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let fresh = match (rng.random_range(0..4), dangling.choose(&mut rng)) {
+                    (0, Some(id)) => id.clone(),
+                    (1, _) => id(format!("a{seed}x{step}")),
+                    (2, _) => id(format!("zz{seed}x{step}")),
+                    _ => id(format!(
+                        "{}{step}",
+                        source.as_ref().map_or("m", |s| s.as_str())
+                    )),
+                };
+                let owner = user.clone();
+                match kind {
+                    ObjectKind::Contact => {
+                        let mut c = source
+                            .and_then(|s| m.contacts.get(&s).cloned())
+                            .or_else(|| model.contacts.values().next().cloned());
+                        if let Some(c) = c.as_mut() {
+                            c.id = fresh.clone();
+                            c.owner = owner;
+                            c.visibility = visibility;
+                            m.contacts.insert(fresh.clone(), c.clone());
+                            changed.push(RecordRef::new(kind, fresh));
+                        }
+                    }
+                    ObjectKind::Event => {
+                        let mut e = source
+                            .and_then(|s| m.events.get(&s).cloned())
+                            .or_else(|| model.events.values().next().cloned());
+                        if let Some(e) = e.as_mut() {
+                            e.id = fresh.clone();
+                            e.owner = owner;
+                            e.visibility = visibility;
+                            m.events.insert(fresh.clone(), e.clone());
+                            changed.push(RecordRef::new(kind, fresh));
+                        }
+                    }
+                    ObjectKind::Organization => {
+                        let mut o = source
+                            .and_then(|s| m.organizations.get(&s).cloned())
+                            .or_else(|| model.organizations.values().next().cloned());
+                        if let Some(o) = o.as_mut() {
+                            o.id = fresh.clone();
+                            o.owner = owner;
+                            o.visibility = visibility;
+                            m.organizations.insert(fresh.clone(), o.clone());
+                            changed.push(RecordRef::new(kind, fresh));
+                        }
+                    }
+                }
+            }
+            (what, Some(id)) => {
+                let n = rng.random_range(0..=2);
+                let assignees: Vec<UserId> = users.choose_multiple(&mut rng, n).cloned().collect();
+                let link = if rng.random_bool(0.5) {
+                    let contacts = ids_of(&m, ObjectKind::Contact);
+                    match contacts.choose(&mut rng) {
+                        Some(c) if rng.random_bool(0.8) => ParentLink::Contact(c.clone()),
+                        _ => ParentLink::Contact(self::id(format!("gone{step}"))),
+                    }
+                } else {
+                    let orgs = ids_of(&m, ObjectKind::Organization);
+                    match orgs.choose(&mut rng) {
+                        Some(o) if rng.random_bool(0.8) => ParentLink::Organization(o.clone()),
+                        _ => ParentLink::Organization(self::id(format!("gone{step}"))),
+                    }
+                };
+                let shift = Duration::days(rng.random_range(-90..90));
+                let event_edit = rng.random_range(0..4);
+                if what >= 6 {
+                    if let Some(event) = m.events.get_mut(&id) {
+                        match event_edit {
+                            0 => event.links.push(link),
+                            1 => event.links.clear(),
+                            2 => {
+                                event.attendees.retain(|a| !matches!(a, Attendee::User(_)));
+                                event.attendees.push(Attendee::User(user));
+                            }
+                            _ => {
+                                if let (EventTime::DateTime(start), EventTime::DateTime(end)) =
+                                    (&mut event.start, &mut event.end)
+                                {
+                                    *start += shift;
+                                    *end += shift;
+                                }
+                            }
+                        }
+                        changed.push(RecordRef::new(kind, id));
+                        continue;
+                    }
+                }
+                let record: Option<&mut dyn RecordFields> = match kind {
+                    ObjectKind::Contact => m.contacts.get_mut(&id).map(|c| c as _),
+                    ObjectKind::Event => m.events.get_mut(&id).map(|e| e as _),
+                    ObjectKind::Organization => m.organizations.get_mut(&id).map(|o| o as _),
+                };
+                let Some(record) = record else {
+                    continue;
+                };
+                match what {
+                    4 => *record.assignees_mut() = assignees,
+                    5 => *record.visibility_mut() = visibility,
+                    _ => *record.owner_mut() = user,
+                }
+                changed.push(RecordRef::new(kind, id));
+            }
+            (_, None) => {}
+        }
+    }
+    (m, changed)
+}
+
+/// The ownership fields every record kind has, for [`random_record_changes`].
+trait RecordFields {
+    fn owner_mut(&mut self) -> &mut UserId;
+    fn assignees_mut(&mut self) -> &mut Vec<UserId>;
+    fn visibility_mut(&mut self) -> &mut Option<Visibility>;
+}
+
+macro_rules! record_fields {
+    ($($t:ty),*) => {$(
+        impl RecordFields for $t {
+            fn owner_mut(&mut self) -> &mut UserId { &mut self.owner }
+            fn assignees_mut(&mut self) -> &mut Vec<UserId> { &mut self.assignees }
+            fn visibility_mut(&mut self) -> &mut Option<Visibility> { &mut self.visibility }
+        }
+    )*};
+}
+record_fields!(Contact, Event, Organization);
 
 /// Applies 1–3 random changes to the security model of `model` (user role / profile /
 /// active / admin flags, team membership, sharing rules, org-wide defaults, role parents,

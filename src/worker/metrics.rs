@@ -68,6 +68,9 @@ struct State {
     mirror_refreshed_at: Option<DateTime<Utc>>,
     crm_changes: u64,
     model_loads: u64,
+    /// Permission indexes made: patched from the kept one, built afresh.
+    index_patched: u64,
+    index_built: u64,
     google_reachable: bool,
     started_at: Option<DateTime<Utc>>,
 }
@@ -187,6 +190,18 @@ impl Metrics {
     /// applies the CRM's changes to it otherwise).
     pub fn model_loaded(&self) {
         self.with(|s| s.model_loads += 1);
+    }
+
+    /// The worker made a permission index: patched the kept one with the CRM's record
+    /// changes, or built one afresh (at start, after a security-model change).
+    pub fn index_made(&self, patched: bool) {
+        self.with(|s| {
+            if patched {
+                s.index_patched += 1;
+            } else {
+                s.index_built += 1;
+            }
+        });
     }
 
     pub fn affected(&self, affected: &Affected) {
@@ -490,6 +505,17 @@ impl Metrics {
                 "Times the worker read the whole CRM model from the mirror (it keeps the model \
                  between cycles and applies the CRM's changes to it).",
                 &[(none.clone(), s.model_loads as f64)],
+            );
+            family(
+                &mut out,
+                "crmsync_index_updates_total",
+                "counter",
+                "Permission indexes the worker made after CRM changes: patched with the changed \
+                 records (how=\"patched\") or built over the whole model (how=\"built\").",
+                &[
+                    (vec![("how", "patched".to_owned())], s.index_patched as f64),
+                    (vec![("how", "built".to_owned())], s.index_built as f64),
+                ],
             );
             family(
                 &mut out,

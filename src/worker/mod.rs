@@ -47,10 +47,10 @@ use crate::config::Config;
 use crate::crm::{ChangeBatch, CrmError, Cursor, EntityKind, OrgModel, Source};
 use crate::ics::serve::Clock;
 use crate::mirror::{self, RefreshError};
-use crate::model::UserId;
+use crate::model::{RecordRef, UserId};
 use crate::revoke::remote::Offboarding;
 use crate::scope::{EffectiveScope, ScopeLayer};
-use crate::security::Access;
+use crate::security::{Access, RecordIndex};
 use crate::store::lock::{LockError, WriterLock};
 use crate::store::{StateDb, StoreError};
 use crate::sync::affected::{
@@ -179,6 +179,10 @@ struct KeptModel {
     /// whatever changed the mirror behind the cursor (a replaced mirror) is taken in.
     loaded_at: DateTime<Utc>,
     model: OrgModel,
+    /// The record half of the permission index over `model`, when one was built: the next
+    /// cycle patches it with the record changes instead of indexing every record again.
+    /// Dropped when the security model changed (the next index is built afresh).
+    records: Option<RecordIndex>,
 }
 
 /// The sync worker.
@@ -509,6 +513,8 @@ impl<R: Remote + Offboarding> Worker<R> {
         let crm_changes = Self::apply_feed(state, &feed)?;
         self.metrics.mirror_refreshed(now, crm_changes);
         let mirror_now = state.crm_cursor()?;
+        // The records the feed changed, for the kept index (`None`: it changed more).
+        let mut record_changes: Option<Vec<RecordRef>> = Some(Vec::new());
         if let Some(k) = &mut kept {
             // What `apply_feed` took into the mirror, the same way.
             for change in feed
@@ -518,6 +524,16 @@ impl<R: Remote + Offboarding> Worker<R> {
                 .flat_map(|b| &b.changes)
                 .filter(|c| c.version > feed.mirror_at.0)
             {
+                match (change.kind.as_object(), &mut record_changes) {
+                    (Some(kind), Some(list)) => {
+                        if let Ok(id) = change.id.parse() {
+                            list.push(RecordRef::new(kind, id));
+                        } else {
+                            record_changes = None;
+                        }
+                    }
+                    _ => record_changes = None,
+                }
                 k.model.apply(change.clone());
             }
             k.at = mirror_now;
@@ -544,7 +560,7 @@ impl<R: Remote + Offboarding> Worker<R> {
         // and the pass below plans from the same index); the security model is enough to
         // resolve scopes otherwise.
         // (The kept model serves as both; it is read from the mirror when there is none.)
-        let kept = match kept {
+        let mut kept = match kept {
             Some(k) => k,
             None => {
                 let model = state.load_org_model()?;
@@ -554,13 +570,26 @@ impl<R: Remote + Offboarding> Worker<R> {
                     at: mirror_now,
                     loaded_at: now,
                     model,
+                    records: None,
                 }
             }
         };
+        // The index of the model as it is now: the kept record half patched with the
+        // records the feed changed, or (after a security change, or with none kept) built.
+        let mut kept_records = kept.records.take();
         let after_model = Some(&kept.model).filter(|_| need_model);
-        let after_access = after_model
-            .filter(|_| !feed.delta.is_empty())
-            .map(Access::build);
+        let after_access = after_model.filter(|_| !feed.delta.is_empty()).map(|model| {
+            match (kept_records.take(), &record_changes) {
+                (Some(records), Some(changed)) => {
+                    self.metrics.index_made(true);
+                    Access::patched(model, records, changed)
+                }
+                _ => {
+                    self.metrics.index_made(false);
+                    Access::build(model)
+                }
+            }
+        });
         let mut mirror_changed = None;
         if let Some(after) = after_model {
             known.extend(after.users.keys().cloned());
@@ -697,6 +726,7 @@ impl<R: Remote + Offboarding> Worker<R> {
             ..CycleReport::empty(CycleOutcome::Quiet)
         };
         if due.is_empty() {
+            kept.records = after_access.map(Access::into_records).or(kept_records);
             self.keep_model(state, kept)?;
             self.save(state, &feed, &changed, &forget)?;
             self.metrics.backoffs(0, report.in_backoff.len());
@@ -733,6 +763,7 @@ impl<R: Remote + Offboarding> Worker<R> {
         };
         let result = engine.sync_once_controlled(&options, &control).await;
         *slot = Some(engine.crm.into_inner());
+        kept.records = after_access.map(Access::into_records).or(kept_records);
         self.keep_model(state, kept)?;
         let run = result?;
 
