@@ -4,7 +4,8 @@
 //! CPU time (user + system, this process) and Google calls (as the in-process emulator
 //! counts them) for: the first cycle after a start (loads the model once to compare scope
 //! fingerprints), quiet cycles (no CRM change, nobody due), and a cycle after one contact
-//! changed in the CRM (only the users who hold it or should have it are synced).
+//! changed in the CRM (only the users who hold it or should have it are synced), then
+//! after another (the permission index kept from the first is patched, not rebuilt).
 //!
 //! `cargo bench --bench worker_cycle`, or unoptimised `cargo test --bench worker_cycle`;
 //! scale with `CRMSYNC_BENCH_SCALE` (default 1.0).
@@ -183,5 +184,19 @@ async fn run(scale: f64) {
     let after = worker.cycle().await.unwrap();
     measure("quiet again", c0, w0, k0, &after);
     assert_eq!(after.outcome, CycleOutcome::Quiet);
+
+    // Another contact changes: the worker patches the index it kept from the last change.
+    let (id, contact) = changed.contacts.iter_mut().nth(1).unwrap();
+    contact.title = "Changed by the benchmark too".into();
+    let id = id.clone();
+    crm.load(&changed).unwrap();
+    let (c0, w0, k0) = (cpu(), Instant::now(), emu.counters().api_calls);
+    let report = worker.cycle().await.unwrap();
+    measure(&format!("another contact ({id}) changed"), c0, w0, k0, &report);
+    let metrics = worker.metrics().render(Utc::now());
+    let patched = metrics
+        .lines()
+        .any(|l| l == "crmsync_index_updates_total{how=\"patched\"} 1");
+    assert!(patched, "the kept index was patched:\n{metrics}");
     emu.shutdown().await;
 }
