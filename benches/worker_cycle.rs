@@ -192,7 +192,13 @@ async fn run(scale: f64) {
     crm.load(&changed).unwrap();
     let (c0, w0, k0) = (cpu(), Instant::now(), emu.counters().api_calls);
     let report = worker.cycle().await.unwrap();
-    measure(&format!("another contact ({id}) changed"), c0, w0, k0, &report);
+    measure(
+        &format!("another contact ({id}) changed"),
+        c0,
+        w0,
+        k0,
+        &report,
+    );
     let metrics = worker.metrics().render(Utc::now());
     let patched = metrics
         .lines()

@@ -10,7 +10,7 @@
 //! nothing to it. [`remirror`] accepts the new CRM on purpose: it reads its whole feed, and
 //! only a complete read replaces the mirror (deletions are inferred from nothing less).
 
-use crate::crm::{Change, CrmError, Cursor, RowProblem, Source};
+use crate::crm::{Change, CrmError, Cursor, EntityKind, OrgModel, RowProblem, Source};
 use crate::store::{MirrorUpdate, StateDb, StoreError};
 use crate::sync::affected::MirrorDelta;
 
@@ -97,14 +97,45 @@ pub fn verify_identity(
 
 /// Pulls every change after the mirror's cursor into the mirror.
 pub fn refresh(state: &StateDb, source: &dyn Source) -> Result<Refresh, RefreshError> {
+    Ok(refresh_keeping(state, source, false)?.0)
+}
+
+/// The model as the mirror held it before a refresh, and as it holds it after.
+pub struct BeforeAfter {
+    pub before: OrgModel,
+    pub after: OrgModel,
+}
+
+/// [`refresh`]; when `keep_before` and the feed is one page that changes the security
+/// model (who may read what), also the whole model as mirrored before and after it, so the
+/// caller can tell whom the change affects. (A longer feed, or a first refresh, is not
+/// worth telling apart: `None`.)
+pub fn refresh_keeping(
+    state: &StateDb,
+    source: &dyn Source,
+    keep_before: bool,
+) -> Result<(Refresh, Option<BeforeAfter>), RefreshError> {
     check_identity(state, source)?;
     let mut out = Refresh {
         delta: Some(MirrorDelta::default()),
         ..Refresh::default()
     };
-    for _ in 0..MAX_PAGES {
+    let mut kept = None;
+    for page in 0..MAX_PAGES {
         let cursor = state.crm_cursor()?;
         let batch = source.changes_since(cursor, PAGE_SIZE)?;
+        let security = batch
+            .changes
+            .iter()
+            .any(|c| c.kind.is_security_model() || c.kind == EntityKind::Org);
+        if keep_before && page == 0 && !batch.more && security && cursor.0 > 0 {
+            let before = state.load_org_model()?;
+            let mut after = before.clone();
+            for change in &batch.changes {
+                after.apply(change.clone());
+            }
+            kept = Some(BeforeAfter { before, after });
+        }
         let update = state.apply_crm_changes(&batch)?;
         if let Some(delta) = &mut out.delta {
             for change in &batch.changes {
@@ -119,11 +150,11 @@ pub fn refresh(state: &StateDb, source: &dyn Source) -> Result<Refresh, RefreshE
         out.update.skipped += update.skipped;
         out.problems.extend(batch.problems);
         if !batch.more {
-            return Ok(out);
+            return Ok((out, kept));
         }
     }
     out.truncated = true;
-    Ok(out)
+    Ok((out, kept))
 }
 
 /// What [`remirror`] did.

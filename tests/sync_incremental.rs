@@ -127,6 +127,33 @@ async fn a_crm_change_plans_exactly_the_users_holding_what_it_touches() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_permission_change_plans_only_the_users_whose_access_it_changed() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+    assert!(!ids(&h.events("erin")).contains(&"e2".to_owned()));
+    // Hank moves to erin's team: erin now sees what hank owns; hank's own access changes.
+    let mut doc = org();
+    doc["users"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|u| u["id"] == "hank")
+        .unwrap()["role"] = serde_json::json!("rep_east");
+    h.load(&doc);
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    // Alice and frank keep what they had: their last plans stand, their passes are quiet.
+    assert_eq!(quiet_users(&report), ["alice", "frank"]);
+    assert!(ids(&h.events("erin")).contains(&"e2".to_owned()));
+    for user in USERS {
+        h.assert_holds_what_they_should(user);
+    }
+    // And the pass after it is quiet for everyone.
+    assert_eq!(quiet_users(&h.sync().await), USERS);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_phone_edit_is_never_lost_to_a_quiet_pass() {
     let h = Harness::start(org()).await;
     assert_all_synced(&h.sync().await);

@@ -361,6 +361,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         // plan (a dry run overlays the CRM's pending changes on the whole model up front).
         let (whole, access_cell) = (OnceCell::new(), OnceCell::new());
         let security_model;
+        let mut before: Option<OrgModel> = None;
         let (model, crm_changes, crm_problems, delta) = if options.dry_run {
             let (overlaid, applied, problems, _) = self.load_model(true)?;
             (whole.get_or_init(|| overlaid), applied, problems, None)
@@ -368,13 +369,21 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             let (applied, problems, delta) = if control.mirror_refreshed {
                 (0, Vec::new(), None)
             } else {
-                self.refresh_mirror()?
+                // A permission change keeps the model from before it: whom it affects is
+                // told apart (the others' last plans stand), not everyone planned.
+                let (applied, problems, delta, kept) = self.refresh_mirror(true)?;
+                if let Some(kept) = kept {
+                    before = Some(kept.before);
+                    let _ = whole.set(kept.after);
+                }
+                (applied, problems, delta)
             };
             let kept = control
                 .access
                 .map(Access::model)
                 .or(control.model)
-                .filter(|_| control.mirror_refreshed);
+                .filter(|_| control.mirror_refreshed)
+                .or(whole.get());
             match kept {
                 Some(model) => (model, applied, problems, delta),
                 None => {
@@ -400,7 +409,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             crate::ics::revoke_departed_feeds(self.state, model, &run_id)?;
         }
         let changed = match mirror_from {
-            Some(from) => self.advance_unaffected(from, &lazy, delta.as_ref())?,
+            Some(from) => self.advance_unaffected(from, &lazy, delta.as_ref(), before.take())?,
             None if control.mirror_refreshed && !options.dry_run => control.changed.cloned(),
             None => None,
         };
@@ -483,7 +492,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let lazy = PassModel::new(model, &whole, &access_cell, self.state)
             .with_records_in_flight(self.config.sync.max_records_in_flight);
         let access = lazy.access()?;
-        let changed = self.advance_unaffected(from, &lazy, delta.as_ref())?;
+        let changed = self.advance_unaffected(from, &lazy, delta.as_ref(), None)?;
         let lazy = lazy.with_changed(changed);
         let written: BTreeSet<RecordRef> = writers.keys().cloned().collect();
         let holders = self.state.link_holders(&written)?;
@@ -526,24 +535,30 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         Ok(())
     }
 
-    /// Refreshes the mirror (or, in a dry run, reads it and overlays pending CRM changes in
-    /// memory) and returns the typed model.
-    /// Refreshes the mirror: how many changes it took, the rows the CRM could not read, and
-    /// which entities changed (`None`: too many to name).
+    /// Refreshes the mirror: how many changes it took, the rows the CRM could not read, which
+    /// entities changed (`None`: too many to name), and (`keep_before`) the model before and
+    /// after a one-page permission change (see [`mirror::refresh_keeping`]).
     #[allow(clippy::type_complexity)]
     fn refresh_mirror(
         &self,
+        keep_before: bool,
     ) -> Result<
         (
             usize,
             Vec<crate::crm::RowProblem>,
             Option<super::affected::MirrorDelta>,
+            Option<mirror::BeforeAfter>,
         ),
         EngineError,
     > {
         let crm = self.crm.borrow();
-        let refresh = mirror::refresh(self.state, crm.as_ref())?;
-        Ok((refresh.update.applied, refresh.problems, refresh.delta))
+        let (refresh, kept) = mirror::refresh_keeping(self.state, crm.as_ref(), keep_before)?;
+        Ok((
+            refresh.update.applied,
+            refresh.problems,
+            refresh.delta,
+            kept,
+        ))
     }
 
     /// What the refresh changed is named too (`None`: too much to name, or a dry run).
@@ -561,7 +576,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         EngineError,
     > {
         if !dry_run {
-            let (applied, problems, delta) = self.refresh_mirror()?;
+            let (applied, problems, delta, _) = self.refresh_mirror(false)?;
             return Ok((self.state.load_org_model()?, applied, problems, delta));
         }
         let crm = self.crm.borrow();
@@ -589,26 +604,32 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
 
     /// Moves the users a mirror update (from `from` to the mirror's cursor now, naming
     /// `delta`) cannot affect forward with it: their last complete plan still stands, so
-    /// their next pass may be quiet. Nobody moves when telling would cost about as much as
-    /// planning them: a change to who may read what (the model as it was before is gone),
-    /// more changed records than `sync::affected` checks one by one, or a delta too large
-    /// to name. Returns what the update changed (for users planned just before it, only
-    /// those records need planning), unless it changed who may read what.
+    /// their next pass may be quiet. A change to who may read what needs `before`, the model
+    /// as mirrored before it (with it, `sync::affected` compares both indexes). Nobody moves
+    /// when telling would cost about as much as planning them: a permission change without
+    /// `before`, more changed records than `sync::affected` checks one by one, or a delta
+    /// too large to name. Returns what the update changed (for users planned just before
+    /// it, only those records need planning), unless it changed who may read what.
     fn advance_unaffected(
         &self,
         from: crate::crm::Cursor,
         lazy: &PassModel<'_>,
         delta: Option<&super::affected::MirrorDelta>,
+        before: Option<OrgModel>,
     ) -> Result<Option<Changed>, EngineError> {
         use super::affected::{by_mirror, touched_records, MirrorInputs};
         let to = self.state.crm_cursor()?;
-        let Some(delta) = delta.filter(|d| from != to && !d.security_model_changed()) else {
+        let Some(delta) = delta.filter(|_| from != to) else {
             return Ok(None);
         };
+        let permissions = delta.security_model_changed();
+        if permissions && before.is_none() {
+            return Ok(None);
+        }
         let access = lazy.access()?;
         let model = access.model();
-        let touched = touched_records(None, model, delta);
-        if !super::affected::checked_one_by_one(&touched) {
+        let touched = touched_records(before.as_ref(), model, delta);
+        if !permissions && !super::affected::checked_one_by_one(&touched) {
             return Ok(Some(Changed { from, touched }));
         }
         let holders = self.state.link_holders(&touched)?;
@@ -617,8 +638,9 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             .into_iter()
             .filter_map(|(user, r)| r.ok().map(|r| (user, r.scope)))
             .collect();
+        let before_access = before.as_ref().map(Access::build);
         let affected = by_mirror(&MirrorInputs {
-            before: None,
+            before: before_access.as_ref(),
             after: access,
             delta,
             touched: &touched,
@@ -626,6 +648,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             scopes: &scopes,
             now: self.now,
         });
+        drop(before_access);
+        drop(before);
         let users: BTreeSet<UserId> = affected.users.into_keys().collect();
         let moved = self.state.advance_planned(from, to, &users)?;
         tracing::debug!(
@@ -633,7 +657,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             moved,
             "users the mirror update leaves as planned"
         );
-        Ok(Some(Changed { from, touched }))
+        Ok((!permissions).then_some(Changed { from, touched }))
     }
 
     pub(crate) async fn user_pass(

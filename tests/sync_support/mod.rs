@@ -275,6 +275,33 @@ impl Harness {
         assert!(check.leaks.is_empty(), "LEAKS: {:?}", check.leaks);
     }
 
+    /// Completeness: `user`'s phone holds exactly their desired contacts and events under
+    /// the CRM as it is now (what a full plan would give them).
+    pub fn assert_holds_what_they_should(&self, user: &str) {
+        use crmsync::security::Access;
+        let (model, _) = self.crm().snapshot().unwrap();
+        let access = Access::build(&model);
+        let id = UserId::new(user).unwrap();
+        let overrides = self.state.scope_overrides(&id).unwrap();
+        let scope = crmsync::scope::resolve(&self.config.scope, &model, &id, &overrides)
+            .unwrap()
+            .scope;
+        for (kind, held) in [
+            (ObjectKind::Contact, ids(&self.contacts(user))),
+            (ObjectKind::Event, ids(&self.events(user))),
+        ] {
+            let mut held = held;
+            held.sort();
+            let desired: Vec<String> =
+                crmsync::scope::desired_set(&access, &id, &scope, kind, self.now)
+                    .unwrap()
+                    .iter()
+                    .map(|id| id.to_string())
+                    .collect();
+            assert_eq!(held, desired, "{user}'s {kind}s");
+        }
+    }
+
     /// The invariant, for passes that knowingly leave copies of records deleted from the
     /// CRM (a refused breaker; another user's delete written back in the same run): every
     /// marked item whose record still exists is readable by its user.
