@@ -49,6 +49,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "state/0007_planned.sql",
         sql: include_str!("../../migrations/state/0007_planned.sql"),
     },
+    Migration {
+        name: "state/0008_pending_links.sql",
+        sql: include_str!("../../migrations/state/0008_pending_links.sql"),
+    },
 ];
 
 /// Errors of the state DB. Any of them stops a run: state we cannot write is state we cannot
