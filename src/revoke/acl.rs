@@ -119,7 +119,10 @@ pub async fn guard_calendar<R: Offboarding>(
         }
     }
     if failed.is_empty() {
-        state.set_acl_sync_token(&user.user, listing.next_sync_token.as_deref())?;
+        // Unchanged (a quiet ACL): nothing to write.
+        if listing.next_sync_token.as_deref() != token {
+            state.set_acl_sync_token(&user.user, listing.next_sync_token.as_deref())?;
+        }
     } else {
         state.set_acl_sync_token(&user.user, None)?;
         outcome.paused = Some(format!(
