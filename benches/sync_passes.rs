@@ -28,6 +28,11 @@ use crmsync::google::retry::RetryConfig;
 use crmsync::model::UserId;
 use crmsync::scope::{Direction, ScopeLayer, SelectionMode};
 use crmsync::security::synthetic::{generate, SyntheticSpec};
+
+/// The engine child allocates as the `crmsync` binary does (see the `mimalloc` feature).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crmsync::store::StateDb;
 use crmsync::sync::engine::{Engine, RunReport, SyncOptions};
 use serde::{Deserialize, Serialize};
@@ -313,7 +318,8 @@ fn drive(scale: f64) -> Vec<PassRow> {
     };
     load(&model);
     let emu = Emulator::start();
-    // `CRMSYNC_SYNC_BENCH_WRAP="heaptrack -o /tmp/engine"` runs the engine child under a
+    // `CRMSYNC_SYNC_BENCH_WRAP="heaptrack -o /tmp/engine"` (with `--no-default-features`:
+    // heaptrack sees the system allocator only) runs the engine child under a
     // profiler (words split on spaces, the bench binary appended).
     let exe = std::env::current_exe().unwrap();
     let wrap = std::env::var("CRMSYNC_SYNC_BENCH_WRAP").unwrap_or_default();

@@ -594,6 +594,9 @@ impl RecordIndex {
         };
         // Every id first (events resolve their parents through the other kinds), then
         // the records in id order, so every list is filled ascending.
+        index.kinds[0].reserve(model.contacts.len());
+        index.kinds[1].reserve(model.events.len());
+        index.kinds[2].reserve(model.organizations.len());
         for id in model.contacts.keys() {
             index.kinds[0].push_id(id.clone());
         }
@@ -990,6 +993,18 @@ impl KindIndex {
             self.linked_events.push(Vec::new());
         }
         r
+    }
+
+    /// Room for `n` more slots, exactly (a build knows how many records there are).
+    fn reserve(&mut self, n: usize) {
+        self.ids.reserve_exact(n);
+        self.records.reserve_exact(n);
+        self.by_id.reserve(n, |&i| id_hash(&self.ids[i as usize]));
+        if self.kind == ObjectKind::Event {
+            self.timings.reserve_exact(n);
+        } else {
+            self.linked_events.reserve_exact(n);
+        }
     }
 
     /// Forgets a deleted record's id (its slot stays, not live).
