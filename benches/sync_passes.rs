@@ -66,6 +66,8 @@ struct PassRow {
     error_samples: Vec<String>,
     /// Calls by endpoint (quiet passes only: what a quiet pass spends its calls on).
     endpoints: BTreeMap<String, u64>,
+    /// Quiet passes only: users planned in full, and why (a few).
+    planned: Vec<String>,
     engine_rss_mib: f64,
     emulator_rss_mib: f64,
 }
@@ -383,6 +385,9 @@ fn drive(scale: f64) -> Vec<PassRow> {
         if !row.endpoints.is_empty() {
             println!("  calls by endpoint: {:?}", row.endpoints);
         }
+        for planned in &row.planned {
+            println!("  planned: {planned}");
+        }
         for sample in &row.error_samples {
             println!("  error: {sample}");
         }
@@ -416,6 +421,15 @@ fn drive(scale: f64) -> Vec<PassRow> {
     load(&model);
     pass("role move (1 user)", &mut engine);
     pass("later quiet pass", &mut engine);
+    // `CRMSYNC_SYNC_BENCH_QUIET_REPEAT=N`: N more quiet passes, not reported (so that a
+    // profiler wrapping the engine sees mostly quiet passes at the end of its run).
+    let repeat: usize = std::env::var("CRMSYNC_SYNC_BENCH_QUIET_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..repeat.min(10_000) {
+        engine.pass("quiet pass (repeated)");
+    }
     drop(engine.stdin);
     engine.child.wait().unwrap();
     println!(
@@ -559,6 +573,17 @@ async fn engine(dir: PathBuf) {
                     .collect()
             } else {
                 BTreeMap::new()
+            },
+            planned: if label.contains("quiet") {
+                report
+                    .users
+                    .iter()
+                    .filter(|u| !u.quiet && !u.changes_only)
+                    .take(5)
+                    .map(|u| format!("{}: {}", u.user, u.planned_because.unwrap_or("-")))
+                    .collect()
+            } else {
+                Vec::new()
             },
             engine_rss_mib: peak_rss_mib("self"),
             emulator_rss_mib: 0.0,

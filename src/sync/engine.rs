@@ -116,6 +116,10 @@ pub struct UserReport {
     /// The plan was made and carried out in this many parts (more records than a part:
     /// `sync.max_records_in_flight` / `sync.concurrency`); 0 when made whole.
     pub parts: usize,
+    /// Why the user's pass planned everything they should have (not quiet, not only the
+    /// touched records): a dry run, a first pass, phone-side changes, the CRM, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned_because: Option<&'static str>,
 }
 
 impl UserReport {
@@ -139,6 +143,7 @@ impl UserReport {
             quiet: false,
             changes_only: false,
             parts: 0,
+            planned_because: None,
         }
     }
 
@@ -155,6 +160,7 @@ impl UserReport {
         self.quiet = pass.quiet;
         self.changes_only = pass.changes_only;
         self.parts = pass.parts;
+        self.planned_because = pass.planned_because;
         self
     }
 
@@ -167,6 +173,7 @@ impl UserReport {
         self.quiet &= later.quiet;
         self.changes_only &= later.changes_only;
         self.parts = self.parts.max(later.parts);
+        self.planned_because = self.planned_because.or(later.planned_because);
         let rank = |s: UserStatus| match s {
             UserStatus::Synced | UserStatus::Planned | UserStatus::Revoked => 0,
             UserStatus::Partial => 1,
@@ -962,14 +969,16 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         let mode = if options.dry_run {
             Mode::Full
         } else {
-            self.plan_mode(
+            let (mode, why) = self.plan_mode(
                 lazy,
                 user,
                 sync_user.as_ref(),
                 resolved,
                 &event_listing,
                 &contact_listing,
-            )?
+            )?;
+            report.planned_because = why;
+            mode
         };
         if mode == Mode::Quiet {
             self.state.write(|w| {
@@ -1332,9 +1341,10 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         resolved: &ResolvedScope,
         events: &Listing<SyncedEvent>,
         contacts: &Listing<SyncedContact>,
-    ) -> Result<Mode<'p>, StoreError> {
+    ) -> Result<(Mode<'p>, Option<&'static str>), StoreError> {
+        let full = |why: &'static str| Ok((Mode::Full, Some(why)));
         let Some((row, planned)) = row.and_then(|r| r.planned_cursor.map(|p| (r, p))) else {
-            return Ok(Mode::Full);
+            return full("no complete plan since the last change");
         };
         let recent = row
             .planned_at
@@ -1342,29 +1352,39 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
             .map(|at| at.with_timezone(&Utc))
             .is_some_and(|at| at <= self.now && self.now - at < REPLAN_AFTER);
-        if !user.active
-            || !recent
-            || events.full
-            || contacts.full
-            || row.revoked_at.is_some()
-            || row.last_error.is_some()
-            || row.scope_fingerprint.as_deref() != Some(resolved.fingerprint.as_str())
-            || self.state.has_pending_links(&user.id, None)?
-        {
-            return Ok(Mode::Full);
+        let why = if !user.active {
+            Some("inactive")
+        } else if !recent {
+            Some("the last plan is over an hour old (the event window moves)")
+        } else if events.full || contacts.full {
+            Some("a full listing (no sync token)")
+        } else if row.revoked_at.is_some() {
+            Some("revoked before")
+        } else if row.last_error.is_some() {
+            Some("the last pass failed")
+        } else if row.scope_fingerprint.as_deref() != Some(resolved.fingerprint.as_str()) {
+            Some("the scope changed")
+        } else if self.state.has_pending_links(&user.id, None)? {
+            Some("writes pending")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return full(why);
         }
-        if !(self.echoes_only(&user.id, &events.changes)?
-            && self.echoes_only(&user.id, &contacts.changes)?)
-        {
-            return Ok(Mode::Full);
+        if !self.echoes_only(&user.id, &events.changes)? {
+            return full("events changed in Google");
+        }
+        if !self.echoes_only(&user.id, &contacts.changes)? {
+            return full("contacts changed in Google");
         }
         if planned == self.state.crm_cursor()?.0 {
-            return Ok(Mode::Quiet);
+            return Ok((Mode::Quiet, None));
         }
-        Ok(match lazy.changed().filter(|c| c.from.0 == planned) {
-            Some(changed) => Mode::Changes(changed),
-            None => Mode::Full,
-        })
+        match lazy.changed().filter(|c| c.from.0 == planned) {
+            Some(changed) => Ok((Mode::Changes(changed), None)),
+            None => full("the CRM changed for this user since the last plan"),
+        }
     }
 
     /// Whether every one of `changes` is the echo of our own write: an item at the etag
