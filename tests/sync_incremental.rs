@@ -156,8 +156,15 @@ async fn a_permission_change_plans_only_the_users_whose_access_it_changed() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_phone_edit_is_never_lost_to_a_quiet_pass() {
     let h = Harness::start(org()).await;
-    assert_all_synced(&h.sync().await);
-    assert_eq!(quiet_users(&h.sync().await), USERS);
+    let first = h.sync().await;
+    assert_all_synced(&first);
+    assert_eq!(
+        user_report(&first, "frank").planned_because,
+        Some("no complete plan since the last change")
+    );
+    let quiet = h.sync().await;
+    assert_eq!(quiet_users(&quiet), USERS);
+    assert!(quiet.users.iter().all(|u| u.planned_because.is_none()));
     h.phone_edit_contact("frank", "c1", |c| c.title = "Edited on the phone".into())
         .await;
     let report = h.sync().await;
@@ -165,6 +172,11 @@ async fn a_phone_edit_is_never_lost_to_a_quiet_pass() {
     assert!(
         !quiet_users(&report).contains(&"frank".to_owned()),
         "the phone edit is in frank's listing"
+    );
+    assert_eq!(
+        user_report(&report, "frank").planned_because,
+        Some("contacts changed in Google"),
+        "the report says why"
     );
     assert_eq!(
         crm_contact(&h, "c1").unwrap().title,
