@@ -202,3 +202,45 @@ async fn a_failed_part_keeps_the_token_and_the_next_pass_completes() {
         .contacts_sync_token
         .is_some());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_permission_change_planned_in_parts_leaves_everyone_quiet_after_it() {
+    let mut h = Harness::start(org_with_bulk(150)).await;
+    h.config.sync.max_records_in_flight = 100;
+    // The bulk contacts split between frank (rep_east) and hank (rep_west).
+    let mut doc = org_with_bulk(150);
+    for c in doc["contacts"].as_array_mut().unwrap() {
+        let id = c["id"].as_str().unwrap().to_owned();
+        if let Some(n) = id.strip_prefix("bulk") {
+            let n: usize = n.parse().unwrap();
+            c["owner"] = serde_json::json!(if n.is_multiple_of(2) { "frank" } else { "hank" });
+        }
+    }
+    h.load(&doc);
+    assert_all_synced(&h.sync().await);
+    assert!(is_quiet(&h.sync().await));
+    // Erin (above frank) moves above hank: her plan, made in parts, pulls frank's back.
+    doc["users"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|u| u["id"] == "erin")
+        .unwrap()["role"] = serde_json::json!("mgr_west");
+    h.load(&doc);
+    let forced = crmsync::sync::engine::SyncOptions {
+        force: true,
+        ..Default::default()
+    };
+    let report = h.sync_with(&forced).await;
+    assert_all_synced(&report);
+    let erin = user_report(&report, "erin");
+    assert!(erin.parts >= 2 && erin.contacts.deleted >= 75, "{erin:?}");
+    for user in USERS {
+        h.assert_holds_what_they_should(user);
+    }
+    // Nothing left for anyone: the next pass is quiet.
+    let next = h.sync().await;
+    for u in &next.users {
+        assert!(u.quiet, "{}: {:?}", u.user, u.planned_because);
+    }
+}
