@@ -826,44 +826,19 @@ pub fn random_record_changes(model: &OrgModel, seed: u64) -> (OrgModel, Vec<Reco
                         source.as_ref().map_or("m", |s| s.as_str())
                     )),
                 };
-                let owner = user.clone();
-                match kind {
+                let added = match kind {
                     ObjectKind::Contact => {
-                        let mut c = source
-                            .and_then(|s| m.contacts.get(&s).cloned())
-                            .or_else(|| model.contacts.values().next().cloned());
-                        if let Some(c) = c.as_mut() {
-                            c.id = fresh.clone();
-                            c.owner = owner;
-                            c.visibility = visibility;
-                            m.contacts.insert(fresh.clone(), c.clone());
-                            changed.push(RecordRef::new(kind, fresh));
-                        }
+                        add_copy(&mut m.contacts, &model.contacts, source, &fresh)
                     }
-                    ObjectKind::Event => {
-                        let mut e = source
-                            .and_then(|s| m.events.get(&s).cloned())
-                            .or_else(|| model.events.values().next().cloned());
-                        if let Some(e) = e.as_mut() {
-                            e.id = fresh.clone();
-                            e.owner = owner;
-                            e.visibility = visibility;
-                            m.events.insert(fresh.clone(), e.clone());
-                            changed.push(RecordRef::new(kind, fresh));
-                        }
-                    }
+                    ObjectKind::Event => add_copy(&mut m.events, &model.events, source, &fresh),
                     ObjectKind::Organization => {
-                        let mut o = source
-                            .and_then(|s| m.organizations.get(&s).cloned())
-                            .or_else(|| model.organizations.values().next().cloned());
-                        if let Some(o) = o.as_mut() {
-                            o.id = fresh.clone();
-                            o.owner = owner;
-                            o.visibility = visibility;
-                            m.organizations.insert(fresh.clone(), o.clone());
-                            changed.push(RecordRef::new(kind, fresh));
-                        }
+                        add_copy(&mut m.organizations, &model.organizations, source, &fresh)
                     }
+                };
+                if let Some(record) = added {
+                    *record.owner_mut() = user;
+                    *record.visibility_mut() = visibility;
+                    changed.push(RecordRef::new(kind, fresh));
                 }
             }
             (what, Some(id)) => {
@@ -927,8 +902,25 @@ pub fn random_record_changes(model: &OrgModel, seed: u64) -> (OrgModel, Vec<Reco
     (m, changed)
 }
 
+/// Adds a copy of record `source` of `records` (or of the first record of `fallback`) under
+/// the id `fresh`; returns it.
+fn add_copy<'a, R: Clone + RecordFields>(
+    records: &'a mut BTreeMap<CrmId, R>,
+    fallback: &BTreeMap<CrmId, R>,
+    source: Option<CrmId>,
+    fresh: &CrmId,
+) -> Option<&'a mut dyn RecordFields> {
+    let mut copy = source
+        .and_then(|s| records.get(&s).cloned())
+        .or_else(|| fallback.values().next().cloned())?;
+    *copy.id_mut() = fresh.clone();
+    records.insert(fresh.clone(), copy);
+    records.get_mut(fresh).map(|r| r as &mut dyn RecordFields)
+}
+
 /// The ownership fields every record kind has, for [`random_record_changes`].
 trait RecordFields {
+    fn id_mut(&mut self) -> &mut CrmId;
     fn owner_mut(&mut self) -> &mut UserId;
     fn assignees_mut(&mut self) -> &mut Vec<UserId>;
     fn visibility_mut(&mut self) -> &mut Option<Visibility>;
@@ -937,6 +929,7 @@ trait RecordFields {
 macro_rules! record_fields {
     ($($t:ty),*) => {$(
         impl RecordFields for $t {
+            fn id_mut(&mut self) -> &mut CrmId { &mut self.id }
             fn owner_mut(&mut self) -> &mut UserId { &mut self.owner }
             fn assignees_mut(&mut self) -> &mut Vec<UserId> { &mut self.assignees }
             fn visibility_mut(&mut self) -> &mut Option<Visibility> { &mut self.visibility }
