@@ -237,6 +237,8 @@ pub struct Access<'m> {
     pub(crate) team_ix: IdMap<&'m TeamId, Ix>,
     pub(crate) rules: Vec<RuleEntry<'m>>,
     records: Box<RecordIndex>,
+    /// The record half was patched from a kept one (not built): see [`Access::patched`].
+    patched: bool,
     /// Events overlapping recently asked windows (`[start, end)` in unix seconds): the
     /// window test is the same for every user, so it is done once per window.
     pub(crate) window_cache: Mutex<Vec<((i64, i64), Bits)>>,
@@ -266,11 +268,18 @@ impl<'m> Access<'m> {
         let mut access = Self::security(model);
         if records.fits(&access) {
             records.patch(&access, changed);
+            access.patched = true;
         } else {
             records = RecordIndex::build(&access);
         }
         access.records = Box::new(records);
         access
+    }
+
+    /// Whether [`Access::patched`] patched the kept records (`false`: it built them afresh,
+    /// as [`Access::build`] does).
+    pub fn was_patched(&self) -> bool {
+        self.patched
     }
 
     /// The record half, to keep for [`Access::patched`].
@@ -369,6 +378,7 @@ impl<'m> Access<'m> {
             team_ix,
             rules,
             records: Box::new(RecordIndex::empty()),
+            patched: false,
             window_cache: Mutex::new(Vec::new()),
             reader_gate: model.settings.reader_gate,
         };
@@ -1147,6 +1157,36 @@ mod tests {
             }
         }
         (parents, linked)
+    }
+
+    #[test]
+    fn records_are_built_afresh_when_what_they_were_made_from_changed() {
+        let model = (0..100u64)
+            .map(small_org)
+            .find(|m| m.roles.len() >= 2 && m.users.values().any(|u| u.role.is_some()))
+            .unwrap();
+        let records = Access::build(&model).into_records();
+        let same = Access::patched(&model, records, &[]);
+        assert!(same.was_patched());
+        // A role change moves records between the roles' below-sets: built afresh.
+        let mut moved = model.clone();
+        let (user, role) = {
+            let user = moved.users.values().find(|u| u.role.is_some()).unwrap();
+            let other = moved.roles.keys().find(|r| Some(*r) != user.role.as_ref());
+            (user.id.clone(), other.cloned())
+        };
+        if let Some(u) = moved.users.get_mut(&user) {
+            u.role = role;
+        }
+        let records = same.into_records();
+        let rebuilt = Access::patched(&moved, records, &[]);
+        assert!(!rebuilt.was_patched());
+        // A new user shifts every user index after it.
+        let mut grown = moved.clone();
+        let mut newcomer = grown.users.values().next().unwrap().clone();
+        newcomer.id = UserId::new("aaa-first").unwrap();
+        grown.users.insert(newcomer.id.clone(), newcomer);
+        assert!(!Access::patched(&grown, rebuilt.into_records(), &[]).was_patched());
     }
 
     #[test]

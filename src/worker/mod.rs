@@ -579,16 +579,12 @@ impl<R: Remote + Offboarding> Worker<R> {
         let mut kept_records = kept.records.take();
         let after_model = Some(&kept.model).filter(|_| need_model);
         let after_access = after_model.filter(|_| !feed.delta.is_empty()).map(|model| {
-            match (kept_records.take(), &record_changes) {
-                (Some(records), Some(changed)) => {
-                    self.metrics.index_made(true);
-                    Access::patched(model, records, changed)
-                }
-                _ => {
-                    self.metrics.index_made(false);
-                    Access::build(model)
-                }
-            }
+            let access = match (kept_records.take(), &record_changes) {
+                (Some(records), Some(changed)) => Access::patched(model, records, changed),
+                _ => Access::build(model),
+            };
+            self.metrics.index_made(access.was_patched());
+            access
         });
         let mut mirror_changed = None;
         if let Some(after) = after_model {
