@@ -253,6 +253,14 @@ fn reqwest_failure(err: &reqwest::Error) -> Failure {
     }
 }
 
+/// A Calendar listing's 410 with a sync token is Google's "token expired, list in full".
+fn expired_token(sync_token: Option<&str>, mut e: RemoteError) -> RemoteError {
+    if sync_token.is_some() && e.message.starts_with("HTTP 410") {
+        e.kind = RemoteErrorKind::SyncTokenExpired;
+    }
+    e
+}
+
 fn invalid(message: impl Into<String>) -> RemoteError {
     RemoteError::new(RemoteErrorKind::Permanent, message)
 }
@@ -660,12 +668,7 @@ impl GoogleRemote {
                         }
                     })
                     .await
-                    .map_err(|mut e| {
-                        if sync_token.is_some() && e.message.starts_with("HTTP 410") {
-                            e.kind = RemoteErrorKind::SyncTokenExpired;
-                        }
-                        e
-                    })
+                    .map_err(|e| expired_token(sync_token, e))
             },
             |answer: Events| ListPage {
                 changes: answer

@@ -433,17 +433,13 @@ impl<'m> Access<'m> {
         Shape(h.finish())
     }
 
-    fn record_index(&self) -> &RecordIndex {
-        &self.records
-    }
-
     /// The model this index was built from.
     pub fn model(&self) -> &'m OrgModel {
         self.model
     }
 
     pub(crate) fn kind(&self, kind: ObjectKind) -> &KindIndex {
-        &self.record_index().kinds[kind_slot(kind)]
+        &self.records.kinds[kind_slot(kind)]
     }
 
     pub(crate) fn user_index(&self, user: &UserId) -> Option<Ix> {

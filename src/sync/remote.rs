@@ -113,6 +113,13 @@ pub struct Listing<T> {
     pub full: bool,
 }
 
+impl<T> Listing<T> {
+    /// A whole listing handed to a scan's `keep` at once: its token if kept.
+    fn kept_by(self, keep: &mut dyn FnMut(Vec<RemoteChange<T>>) -> bool) -> Option<String> {
+        keep(self.changes).then_some(self.next_sync_token).flatten()
+    }
+}
+
 /// A write to one event of the user's dedicated calendar.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum EventOp {
@@ -273,9 +280,7 @@ pub trait Remote {
         keep: &mut dyn FnMut(Vec<RemoteChange<SyncedEvent>>) -> bool,
     ) -> Result<Option<String>, RemoteError> {
         let listing = self.list_events(user, calendar, Some(sync_token)).await?;
-        Ok(keep(listing.changes)
-            .then_some(listing.next_sync_token)
-            .flatten())
+        Ok(listing.kept_by(keep))
     }
 
     /// One event as it is now (`None` if it does not exist; cancelled events are `Deleted`).
@@ -312,9 +317,7 @@ pub trait Remote {
         keep: &mut dyn FnMut(Vec<RemoteChange<SyncedContact>>) -> bool,
     ) -> Result<Option<String>, RemoteError> {
         let listing = self.list_contacts(user, group, Some(sync_token)).await?;
-        Ok(keep(listing.changes)
-            .then_some(listing.next_sync_token)
-            .flatten())
+        Ok(listing.kept_by(keep))
     }
 
     /// One contact as it is now.

@@ -175,12 +175,7 @@ impl Offboarding for GoogleRemote {
                         }
                     })
                     .await
-                    .map_err(|mut e| {
-                        if sync_token.is_some() && e.message.starts_with("HTTP 410") {
-                            e.kind = RemoteErrorKind::SyncTokenExpired;
-                        }
-                        e
-                    })
+                    .map_err(|e| super::expired_token(sync_token, e))
             },
             |acl: Acl| {
                 for rule in acl.items.iter().flatten() {
