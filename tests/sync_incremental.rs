@@ -447,3 +447,39 @@ async fn a_phone_edit_made_while_the_echoes_are_listed_is_not_skipped() {
     assert!(!quiet_users(&report).contains(&"alice".to_owned()));
     assert_eq!(crm_contact(&h, "bulk7").unwrap().title, "Edited meanwhile");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_echo_listing_keeps_the_earlier_token_and_fails_nothing() {
+    let h = Harness::start(org_with_bulk(120)).await;
+    let account = h.google_user("alice").account;
+    // Alice's second contact listing of the pass is the echo listing: Google answers 500 to
+    // it and to every retry.
+    let fault = h.emu.add_fault(FaultRule {
+        matches: FaultMatch {
+            endpoint: Some("people.people.connections.list".into()),
+            user: Some(account),
+            ..Default::default()
+        },
+        trigger: FaultTrigger::Nth { n: 2, times: 20 },
+        fault: FaultKind::Status {
+            code: 500,
+            retry_after_secs: None,
+        },
+    });
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    let seen = h
+        .emu
+        .faults()
+        .iter()
+        .find(|f| f.id == fault)
+        .map_or(0, |f| f.seen);
+    assert!(seen >= 2, "the echo listing was made and failed");
+    h.emu.clear_faults();
+    // The token stayed before the echoes: the next pass reads them, finds only echoes, and
+    // has nothing to plan.
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    assert_eq!(quiet_users(&report), USERS);
+    h.assert_no_duplicates();
+}
