@@ -629,3 +629,27 @@ async fn a_lost_answer_to_calendar_creation_never_makes_a_second_calendar() {
         .iter()
         .any(|c| c.calendar.id.as_deref() == Some(id.as_str())));
 }
+
+/// One remote acting for many accounts shares one connection pool (and one TLS
+/// configuration): connections do not grow with the accounts, each of which would keep
+/// idle connections and their read buffers alive.
+#[tokio::test]
+async fn many_accounts_share_one_connection_pool() {
+    let (emu, remote) = start(unlimited()).await;
+    let accounts = 12;
+    for n in 0..accounts {
+        let account = user(&format!("user{n}@example.com"));
+        let calendar = remote.ensure_calendar(&account, "CRM", None).await.unwrap();
+        let listing = remote.list_events(&account, &calendar, None).await.unwrap();
+        assert!(listing.changes.is_empty());
+    }
+    let counters = emu.counters();
+    assert_eq!(counters.token_requests, accounts);
+    // One connection for the token requests and one for the calls, kept alive from one
+    // account to the next (a client per account opened two per account).
+    assert!(
+        counters.connections <= 4,
+        "{} connections for {accounts} accounts",
+        counters.connections
+    );
+}

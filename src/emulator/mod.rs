@@ -168,6 +168,10 @@ pub struct Counters {
     pub http_requests: u64,
     pub token_requests: u64,
     pub control_requests: u64,
+    /// TCP connections accepted (every client's pool shows here: a client per account
+    /// opens connections per account).
+    #[serde(default)]
+    pub connections: u64,
     pub faults_injected: u64,
     pub quota_rejections: u64,
     /// By Google method id (`calendar.events.insert`, `calendar.batch`, `oauth2.token`, ...).

@@ -73,6 +73,7 @@ pub async fn serve(listener: TcpListener, handle: EmulatorHandle, shutdown: impl
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
+                handle.lock().counters.connections += 1;
                 let handle = handle.clone();
                 let mut stop = stop_rx.clone();
                 connections.spawn(async move {

@@ -8,7 +8,7 @@
 use google_calendar3::CalendarHub;
 use google_people1::PeopleService;
 
-use super::auth::{check_url, connector, AuthError, Connector, UserAuth};
+use super::auth::{check_url, AuthError, Connector, HttpClients, UserAuth};
 
 /// Google's own root URLs.
 pub const GOOGLE_CALENDAR_ROOT: &str = "https://www.googleapis.com/";
@@ -16,11 +16,6 @@ pub const GOOGLE_PEOPLE_ROOT: &str = "https://people.googleapis.com/";
 
 pub type Calendar = CalendarHub<Connector>;
 pub type People = PeopleService<Connector>;
-
-fn client() -> google_calendar3::common::Client<Connector> {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(connector())
-}
 
 /// `root` with a trailing `/` (as it is when it has one).
 pub(super) fn with_slash(root: &str) -> String {
@@ -34,9 +29,18 @@ pub(super) fn with_slash(root: &str) -> String {
 /// A Calendar hub for `auth`'s user. `root` is e.g. `http://127.0.0.1:8085` (emulator) or
 /// [`GOOGLE_CALENDAR_ROOT`].
 pub fn calendar_hub(root: &str, auth: UserAuth) -> Result<Calendar, AuthError> {
+    calendar_hub_on(&HttpClients::new(), root, auth)
+}
+
+/// [`calendar_hub`] sending through `http`'s shared pool.
+pub fn calendar_hub_on(
+    http: &HttpClients,
+    root: &str,
+    auth: UserAuth,
+) -> Result<Calendar, AuthError> {
     check_url(root)?;
     let root = with_slash(root);
-    let mut hub = CalendarHub::new(client(), auth);
+    let mut hub = CalendarHub::new(http.hubs(), auth);
     hub.root_url(root.clone());
     hub.base_url(format!("{root}calendar/v3/"));
     Ok(hub)
@@ -45,9 +49,14 @@ pub fn calendar_hub(root: &str, auth: UserAuth) -> Result<Calendar, AuthError> {
 /// A People hub for `auth`'s user. `root` is e.g. `http://127.0.0.1:8085` (emulator) or
 /// [`GOOGLE_PEOPLE_ROOT`].
 pub fn people_hub(root: &str, auth: UserAuth) -> Result<People, AuthError> {
+    people_hub_on(&HttpClients::new(), root, auth)
+}
+
+/// [`people_hub`] sending through `http`'s shared pool.
+pub fn people_hub_on(http: &HttpClients, root: &str, auth: UserAuth) -> Result<People, AuthError> {
     check_url(root)?;
     let root = with_slash(root);
-    let mut hub = PeopleService::new(client(), auth);
+    let mut hub = PeopleService::new(http.hubs(), auth);
     hub.root_url(root.clone());
     hub.base_url(root);
     Ok(hub)

@@ -192,6 +192,8 @@ pub struct GoogleRemote {
     config: GoogleRemoteConfig,
     key: ServiceAccountKey,
     http: reqwest::Client,
+    /// The hubs' and the token requests' pools, shared by every account.
+    shared: auth::HttpClients,
     policy: RetryPolicy,
     batch_rng: std::sync::Mutex<rand::rngs::StdRng>,
     users: tokio::sync::Mutex<HashMap<String, Arc<UserClients>>>,
@@ -509,6 +511,7 @@ impl GoogleRemote {
             config,
             key,
             http,
+            shared: auth::HttpClients::new(),
             batch_rng: std::sync::Mutex::new(batch_rng),
             users: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -532,12 +535,13 @@ impl GoogleRemote {
         if let Some(c) = users.get(&user.account) {
             return Ok(c.clone());
         }
-        let user_auth = auth::impersonate(&self.key, &user.account)
+        let user_auth = auth::impersonate_on(&self.shared, &self.key, &user.account, &auth::SCOPES)
             .await
             .map_err(|e| classify_auth(&e))?;
-        let calendar = hub::calendar_hub(&self.config.calendar_root, user_auth.clone())
-            .map_err(|e| classify_auth(&e))?;
-        let people = hub::people_hub(&self.config.people_root, user_auth.clone())
+        let calendar =
+            hub::calendar_hub_on(&self.shared, &self.config.calendar_root, user_auth.clone())
+                .map_err(|e| classify_auth(&e))?;
+        let people = hub::people_hub_on(&self.shared, &self.config.people_root, user_auth.clone())
             .map_err(|e| classify_auth(&e))?;
         let clients = Arc::new(UserClients {
             auth: user_auth,
