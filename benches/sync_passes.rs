@@ -399,7 +399,7 @@ fn drive(scale: f64) -> Vec<PassRow> {
     // 1 % of the contacts change in the CRM.
     let ids: Vec<_> = model.contacts.keys().cloned().collect();
     for id in ids.iter().step_by(100) {
-        if let Some(c) = model.contacts.get_mut(id) {
+        if let Some(c) = model.contacts_mut().get_mut(id) {
             c.title = format!("{} (promoted)", c.title);
         }
     }

@@ -166,7 +166,7 @@ async fn run(scale: f64) {
 
     // One contact changes in the CRM.
     let mut changed = model.clone();
-    let (id, contact) = changed.contacts.iter_mut().next().unwrap();
+    let (id, contact) = changed.contacts_mut().iter_mut().next().unwrap();
     contact.title = "Changed by the benchmark".into();
     let id = id.clone();
     crm.load(&changed).unwrap();
@@ -186,7 +186,7 @@ async fn run(scale: f64) {
     assert_eq!(after.outcome, CycleOutcome::Quiet);
 
     // Another contact changes: the worker patches the index it kept from the last change.
-    let (id, contact) = changed.contacts.iter_mut().nth(1).unwrap();
+    let (id, contact) = changed.contacts_mut().iter_mut().nth(1).unwrap();
     contact.title = "Changed by the benchmark too".into();
     let id = id.clone();
     crm.load(&changed).unwrap();

@@ -217,6 +217,7 @@ mod tests {
     use crate::model::RecordRef;
     use std::cell::Cell;
     use std::path::Path;
+    use std::sync::Arc;
 
     const ORG: &str = include_str!("../tests/fixtures/example-org.json");
 
@@ -360,5 +361,39 @@ mod tests {
         assert_eq!(after, direct);
         refresh(&state, &second).unwrap();
         assert_eq!(state.load_org_model().unwrap(), direct, "refresh continues");
+    }
+    #[test]
+    fn a_permission_change_keeps_the_model_before_it_without_a_second_copy_of_the_records() {
+        let state = StateDb::open_in_memory().unwrap();
+        let mut crm = crm_with(|_| {});
+        refresh(&state, &crm).unwrap();
+        let hank = crate::model::UserId::new("hank").unwrap();
+
+        // hank moves to another role: before and after hold their records once.
+        let mut model = state.load_org_model().unwrap();
+        model.users.get_mut(&hank).unwrap().role = Some("rep_east".parse().unwrap());
+        crm.load(&model).unwrap();
+        let (_, kept) = refresh_keeping(&state, &crm, true).unwrap();
+        let kept = kept.expect("a one-page permission change keeps the model before it");
+        assert_ne!(kept.before.users[&hank].role, kept.after.users[&hank].role);
+        assert!(Arc::ptr_eq(&kept.before.contacts, &kept.after.contacts));
+        assert!(Arc::ptr_eq(&kept.before.events, &kept.after.events));
+        assert!(Arc::ptr_eq(&kept.before.versions, &kept.after.versions));
+        assert_eq!(kept.after, state.load_org_model().unwrap());
+
+        // With a contact changed too, the contacts are copied (the model before keeps the
+        // old one); the events are still shared.
+        let mut model = state.load_org_model().unwrap();
+        model.users.get_mut(&hank).unwrap().role = Some("rep_west".parse().unwrap());
+        let c1: crate::model::CrmId = "c1".parse().unwrap();
+        model.contacts_mut().get_mut(&c1).unwrap().title = "Changed".into();
+        crm.load(&model).unwrap();
+        let (_, kept) = refresh_keeping(&state, &crm, true).unwrap();
+        let kept = kept.unwrap();
+        assert!(!Arc::ptr_eq(&kept.before.contacts, &kept.after.contacts));
+        assert_ne!(kept.before.contacts[&c1].title, "Changed");
+        assert_eq!(kept.after.contacts[&c1].title, "Changed");
+        assert!(Arc::ptr_eq(&kept.before.events, &kept.after.events));
+        assert_eq!(kept.after, state.load_org_model().unwrap());
     }
 }

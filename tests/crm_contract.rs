@@ -451,7 +451,7 @@ impl Subject for EmbeddedSubject {
             panic!("not a contact")
         };
         c.title = title.into();
-        self.model.contacts.insert(c.id.clone(), c);
+        self.model.contacts_mut().insert(c.id.clone(), c);
         SqliteCrm::open(&self.path)
             .unwrap()
             .load(&self.model)
@@ -459,8 +459,8 @@ impl Subject for EmbeddedSubject {
     }
 
     fn delete_outside(&mut self, record: &RecordRef) {
-        self.model.contacts.remove(&record.id);
-        self.model.events.values_mut().for_each(|e| {
+        self.model.contacts_mut().remove(&record.id);
+        self.model.events_mut().values_mut().for_each(|e| {
             e.links.retain(|l| l.id() != &record.id);
             e.attendees
                 .retain(|a| !matches!(a, crmsync::model::Attendee::Contact(c) if c == &record.id));

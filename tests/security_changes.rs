@@ -163,7 +163,10 @@ fn record_changes_affect_the_users_who_gain_or_lose_the_record() {
     let old = fixture();
     let mut new = old.clone();
     // c1 moves from frank to hank.
-    new.contacts.get_mut(&"c1".parse().unwrap()).unwrap().owner = id("hank");
+    new.contacts_mut()
+        .get_mut(&"c1".parse().unwrap())
+        .unwrap()
+        .owner = id("hank");
     let (a, b) = (Access::build(&old), Access::build(&new));
     let affected = affected_users(&a, &b);
     for user in ["frank", "hank", "gary"] {

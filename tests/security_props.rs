@@ -51,24 +51,24 @@ fn mutate_records(model: &mut OrgModel, pick: u64) {
     let user = users[(pick as usize) % users.len()].clone();
     match pick % 4 {
         0 => {
-            if let Some(c) = model.contacts.values_mut().next() {
+            if let Some(c) = model.contacts_mut().values_mut().next() {
                 c.owner = user;
             }
         }
         1 => {
-            if let Some(c) = model.contacts.values_mut().last() {
+            if let Some(c) = model.contacts_mut().values_mut().last() {
                 c.visibility = Some(Visibility::Everyone);
             }
         }
         2 => {
-            if let Some(e) = model.events.values_mut().next() {
+            if let Some(e) = model.events_mut().values_mut().next() {
                 e.links.clear();
             }
         }
         _ => {
             let first = model.contacts.keys().next().cloned();
             if let Some(id) = first {
-                model.contacts.remove(&id);
+                model.contacts_mut().remove(&id);
             }
         }
     }
@@ -79,7 +79,7 @@ fn mutate_records(model: &mut OrgModel, pick: u64) {
 fn with_readers(model: &mut OrgModel, seed: u64) {
     let users: Vec<UserId> = model.users.keys().cloned().collect();
     model.settings.reader_gate = true;
-    model.readers.clear();
+    model.readers_mut().clear();
     let mut state = seed | 1;
     let mut next = move || {
         state ^= state << 13;
@@ -100,7 +100,7 @@ fn with_readers(model: &mut OrgModel, seed: u64) {
             continue;
         }
         let list: Vec<UserId> = users.iter().filter(|_| next() % 3 != 0).cloned().collect();
-        model.readers.insert(record, list);
+        model.readers_mut().insert(record, list);
     }
 }
 
@@ -114,11 +114,11 @@ fn mutate_readers(model: &mut OrgModel, pick: u64) {
     let record = records[(pick as usize / 7) % records.len()].clone();
     match pick % 3 {
         0 => {
-            model.readers.remove(&record);
+            model.readers_mut().remove(&record);
         }
         1 => {
             let user = users[(pick as usize / 3) % users.len()].clone();
-            let list = model.readers.entry(record).or_default();
+            let list = model.readers_mut().entry(record).or_default();
             match list.iter().position(|u| *u == user) {
                 Some(i) => {
                     list.remove(i);
@@ -129,7 +129,7 @@ fn mutate_readers(model: &mut OrgModel, pick: u64) {
         _ => {
             let id: CrmId = record.id.clone();
             model
-                .readers
+                .readers_mut()
                 .insert(RecordRef::new(record.kind, id), users.clone());
         }
     }

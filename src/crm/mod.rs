@@ -30,6 +30,7 @@ use crate::model::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Every kind of entity in the change feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -447,6 +448,11 @@ pub trait Source: Send {
 }
 
 /// The whole CRM, typed: what the security engine and the planner read.
+///
+/// The record maps are shared between clones (`Arc`): a model and a copy of it changed
+/// only in its security model (a permission change told apart from the model before it)
+/// hold their records once. Change them through [`OrgModel::contacts_mut`] and its kin,
+/// which copy a map only while another model shares it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OrgModel {
     pub settings: OrgSettings,
@@ -456,17 +462,42 @@ pub struct OrgModel {
     pub profiles: BTreeMap<ProfileId, Profile>,
     pub teams: BTreeMap<TeamId, Team>,
     pub sharing_rules: BTreeMap<RuleId, SharingRule>,
-    pub organizations: BTreeMap<CrmId, Organization>,
-    pub contacts: BTreeMap<CrmId, Contact>,
-    pub events: BTreeMap<CrmId, Event>,
+    pub organizations: Arc<BTreeMap<CrmId, Organization>>,
+    pub contacts: Arc<BTreeMap<CrmId, Contact>>,
+    pub events: Arc<BTreeMap<CrmId, Event>>,
     /// The CRM version of each record (for write-backs with an expected version).
-    pub versions: BTreeMap<RecordRef, i64>,
+    pub versions: Arc<BTreeMap<RecordRef, i64>>,
     /// Delegated mode: who the CRM itself showed each record to (a gate in front of every
     /// other grant when `settings.reader_gate` is on; see [`RecordReaders`]).
-    pub readers: BTreeMap<RecordRef, Vec<UserId>>,
+    pub readers: Arc<BTreeMap<RecordRef, Vec<UserId>>>,
 }
 
 impl OrgModel {
+    /// The organizations, to change (copied first while another model shares them).
+    pub fn organizations_mut(&mut self) -> &mut BTreeMap<CrmId, Organization> {
+        Arc::make_mut(&mut self.organizations)
+    }
+
+    /// The contacts, to change (copied first while another model shares them).
+    pub fn contacts_mut(&mut self) -> &mut BTreeMap<CrmId, Contact> {
+        Arc::make_mut(&mut self.contacts)
+    }
+
+    /// The events, to change (copied first while another model shares them).
+    pub fn events_mut(&mut self) -> &mut BTreeMap<CrmId, Event> {
+        Arc::make_mut(&mut self.events)
+    }
+
+    /// The record versions, to change (copied first while another model shares them).
+    pub fn versions_mut(&mut self) -> &mut BTreeMap<RecordRef, i64> {
+        Arc::make_mut(&mut self.versions)
+    }
+
+    /// The reader lists, to change (copied first while another model shares them).
+    pub fn readers_mut(&mut self) -> &mut BTreeMap<RecordRef, Vec<UserId>> {
+        Arc::make_mut(&mut self.readers)
+    }
+
     /// Adds or replaces one entity.
     pub fn insert(&mut self, entity: Entity, version: i64) {
         match entity {
@@ -489,11 +520,11 @@ impl OrgModel {
             }
             Entity::Organization(mut o) => {
                 o.assignees.shrink_to_fit();
-                self.versions.insert(
+                self.versions_mut().insert(
                     RecordRef::new(ObjectKind::Organization, o.id.clone()),
                     version,
                 );
-                self.organizations.insert(o.id.clone(), o);
+                self.organizations_mut().insert(o.id.clone(), o);
             }
             Entity::Contact(mut c) => {
                 // Lists parsed from JSON keep spare capacity (four slots for one email);
@@ -503,21 +534,21 @@ impl OrgModel {
                 c.phones.shrink_to_fit();
                 c.addresses.shrink_to_fit();
                 c.tags.shrink_to_fit();
-                self.versions
+                self.versions_mut()
                     .insert(RecordRef::new(ObjectKind::Contact, c.id.clone()), version);
-                self.contacts.insert(c.id.clone(), c);
+                self.contacts_mut().insert(c.id.clone(), c);
             }
             Entity::Event(mut e) => {
                 e.assignees.shrink_to_fit();
                 e.recurrence.shrink_to_fit();
                 e.attendees.shrink_to_fit();
                 e.links.shrink_to_fit();
-                self.versions
+                self.versions_mut()
                     .insert(RecordRef::new(ObjectKind::Event, e.id.clone()), version);
-                self.events.insert(e.id.clone(), e);
+                self.events_mut().insert(e.id.clone(), e);
             }
             Entity::RecordReaders(r) => {
-                self.readers.insert(r.record, r.users);
+                self.readers_mut().insert(r.record, r.users);
             }
         }
     }
@@ -526,7 +557,8 @@ impl OrgModel {
     /// order (as the mirror is read) keep their nodes about half empty; built from a sorted
     /// sequence they are packed, which saves about a third of a large model's memory.
     pub fn pack(&mut self) {
-        fn packed<K: Ord, V>(map: &mut BTreeMap<K, V>) {
+        fn packed<K: Ord + Clone, V: Clone>(map: &mut Arc<BTreeMap<K, V>>) {
+            let map = Arc::make_mut(map);
             *map = std::mem::take(map).into_iter().collect();
         }
         packed(&mut self.organizations);
@@ -576,22 +608,22 @@ impl OrgModel {
                 let Some(crm_id) = parsed::<CrmId>(id) else {
                     return;
                 };
-                self.versions
+                self.versions_mut()
                     .remove(&RecordRef::new(object, crm_id.clone()));
                 match object {
                     ObjectKind::Contact => {
-                        self.contacts.remove(&crm_id);
+                        self.contacts_mut().remove(&crm_id);
                     }
                     ObjectKind::Event => {
-                        self.events.remove(&crm_id);
+                        self.events_mut().remove(&crm_id);
                     }
                     ObjectKind::Organization => {
-                        self.organizations.remove(&crm_id);
+                        self.organizations_mut().remove(&crm_id);
                     }
                 }
             }
             EntityKind::RecordReaders => {
-                parsed(id).map(|r: RecordRef| self.readers.remove(&r));
+                parsed(id).map(|r: RecordRef| self.readers_mut().remove(&r));
             }
         }
     }

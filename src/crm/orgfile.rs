@@ -405,7 +405,7 @@ fn validate(doc: OrgFileDoc) -> Result<OrgModel, Vec<OrgProblem>> {
         check_owned(&mut p, "organizations", *i, org);
         match org.clone().normalized() {
             Ok(o) => {
-                model.organizations.insert(o.id.clone(), o);
+                model.organizations_mut().insert(o.id.clone(), o);
             }
             Err(list) => record_problems(&mut p, "organizations", *i, list),
         }
@@ -422,7 +422,7 @@ fn validate(doc: OrgFileDoc) -> Result<OrgModel, Vec<OrgProblem>> {
         }
         match contact.clone().normalized() {
             Ok(c) => {
-                model.contacts.insert(c.id.clone(), c);
+                model.contacts_mut().insert(c.id.clone(), c);
             }
             Err(list) => record_problems(&mut p, "contacts", *i, list),
         }
@@ -456,7 +456,7 @@ fn validate(doc: OrgFileDoc) -> Result<OrgModel, Vec<OrgProblem>> {
         }
         match event.clone().normalized() {
             Ok(e) => {
-                model.events.insert(e.id.clone(), e);
+                model.events_mut().insert(e.id.clone(), e);
             }
             Err(list) => record_problems(&mut p, "events", *i, list),
         }

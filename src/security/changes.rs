@@ -415,15 +415,19 @@ fn changed_records(
     macro_rules! diff {
         ($field:ident) => {{
             let (oi, ni) = (old.kind(kind), new.kind(kind));
-            for (id, rec) in &om.$field {
-                match nm.$field.get(id) {
-                    Some(n) if n == rec => {}
-                    _ => out.push((oi.ix(id), ni.ix(id))),
+            // Records shared by both models (one copied for a permission change) are
+            // the same: not compared one by one.
+            if !std::sync::Arc::ptr_eq(&om.$field, &nm.$field) {
+                for (id, rec) in om.$field.iter() {
+                    match nm.$field.get(id) {
+                        Some(n) if n == rec => {}
+                        _ => out.push((oi.ix(id), ni.ix(id))),
+                    }
                 }
-            }
-            for id in nm.$field.keys() {
-                if !om.$field.contains_key(id) {
-                    out.push((None, ni.ix(id)));
+                for id in nm.$field.keys() {
+                    if !om.$field.contains_key(id) {
+                        out.push((None, ni.ix(id)));
+                    }
                 }
             }
         }};

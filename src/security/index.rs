@@ -624,7 +624,7 @@ impl RecordIndex {
         for (r, e) in model.events.values().enumerate() {
             index.link(sec, ix(r), Rec::Event(e));
         }
-        for (record, users) in &model.readers {
+        for (record, users) in model.readers.iter() {
             let slot = kind_slot(record.kind);
             if let Some(r) = index.kinds[slot].ix(&record.id) {
                 index.kinds[slot].link_readers(sec, r, users);

@@ -514,7 +514,9 @@ mod tests {
         let [shown, hidden] =
             [&ids[0], &ids[1]].map(|id| RecordRef::new(ObjectKind::Contact, id.clone()));
         model.settings.reader_gate = true;
-        model.readers.insert(shown.clone(), vec![admin.clone()]);
+        model
+            .readers_mut()
+            .insert(shown.clone(), vec![admin.clone()]);
         let access = Access::build(&model);
         let d = access.decide(&admin, &shown).unwrap();
         assert!(d.read && d.edit && d.delete, "an admin the CRM shows it to");

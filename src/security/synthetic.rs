@@ -359,7 +359,7 @@ pub fn generate(spec: &SyntheticSpec) -> OrgModel {
     let mut org_ids: Vec<CrmId> = Vec::with_capacity(spec.organizations);
     for o in 0..spec.organizations {
         let oid: CrmId = id(format!("o{o:06}"));
-        model.organizations.insert(
+        model.organizations_mut().insert(
             oid.clone(),
             Organization {
                 id: oid.clone(),
@@ -381,7 +381,7 @@ pub fn generate(spec: &SyntheticSpec) -> OrgModel {
         let mut contact_tags: Vec<String> =
             tags.choose_multiple(&mut rng, n_tags).cloned().collect();
         contact_tags.sort();
-        model.contacts.insert(
+        model.contacts_mut().insert(
             cid.clone(),
             Contact {
                 id: cid.clone(),
@@ -439,7 +439,7 @@ pub fn generate(spec: &SyntheticSpec) -> OrgModel {
         } else {
             Vec::new()
         };
-        model.events.insert(
+        model.events_mut().insert(
             eid.clone(),
             Event {
                 id: eid,
@@ -672,7 +672,7 @@ pub fn small_org(seed: u64) -> OrgModel {
             visibility: random_visibility(&mut rng, &model),
             updated_at: None,
         };
-        model.organizations.insert(oid.clone(), org);
+        model.organizations_mut().insert(oid.clone(), org);
         orgs.push(oid);
     }
     let tags = ["vip", "partner", "press"];
@@ -703,7 +703,7 @@ pub fn small_org(seed: u64) -> OrgModel {
                 .collect(),
             updated_at: None,
         };
-        model.contacts.insert(cid.clone(), contact);
+        model.contacts_mut().insert(cid.clone(), contact);
         contacts.push(cid);
     }
     let base = base_time();
@@ -750,7 +750,7 @@ pub fn small_org(seed: u64) -> OrgModel {
             links,
             updated_at: None,
         };
-        model.events.insert(eid, event);
+        model.events_mut().insert(eid, event);
     }
     model
 }
@@ -790,9 +790,9 @@ pub fn random_record_changes(model: &OrgModel, seed: u64) -> (OrgModel, Vec<Reco
             (0, Some(id)) => {
                 // Deleted (an event's parent among them: the event's link dangles).
                 match kind {
-                    ObjectKind::Contact => m.contacts.remove(&id).map(|_| ()),
-                    ObjectKind::Event => m.events.remove(&id).map(|_| ()),
-                    ObjectKind::Organization => m.organizations.remove(&id).map(|_| ()),
+                    ObjectKind::Contact => m.contacts_mut().remove(&id).map(|_| ()),
+                    ObjectKind::Event => m.events_mut().remove(&id).map(|_| ()),
+                    ObjectKind::Organization => m.organizations_mut().remove(&id).map(|_| ()),
                 };
                 changed.push(RecordRef::new(kind, id));
             }
@@ -828,11 +828,11 @@ pub fn random_record_changes(model: &OrgModel, seed: u64) -> (OrgModel, Vec<Reco
                 };
                 let added = match kind {
                     ObjectKind::Contact => {
-                        add_copy(&mut m.contacts, &model.contacts, source, &fresh)
+                        add_copy(m.contacts_mut(), &model.contacts, source, &fresh)
                     }
-                    ObjectKind::Event => add_copy(&mut m.events, &model.events, source, &fresh),
+                    ObjectKind::Event => add_copy(m.events_mut(), &model.events, source, &fresh),
                     ObjectKind::Organization => {
-                        add_copy(&mut m.organizations, &model.organizations, source, &fresh)
+                        add_copy(m.organizations_mut(), &model.organizations, source, &fresh)
                     }
                 };
                 if let Some(record) = added {
@@ -860,7 +860,7 @@ pub fn random_record_changes(model: &OrgModel, seed: u64) -> (OrgModel, Vec<Reco
                 let shift = Duration::days(rng.random_range(-90..90));
                 let event_edit = rng.random_range(0..4);
                 if what >= 6 {
-                    if let Some(event) = m.events.get_mut(&id) {
+                    if let Some(event) = m.events_mut().get_mut(&id) {
                         match event_edit {
                             0 => event.links.push(link),
                             1 => event.links.clear(),
@@ -882,9 +882,9 @@ pub fn random_record_changes(model: &OrgModel, seed: u64) -> (OrgModel, Vec<Reco
                     }
                 }
                 let record: Option<&mut dyn RecordFields> = match kind {
-                    ObjectKind::Contact => m.contacts.get_mut(&id).map(|c| c as _),
-                    ObjectKind::Event => m.events.get_mut(&id).map(|e| e as _),
-                    ObjectKind::Organization => m.organizations.get_mut(&id).map(|o| o as _),
+                    ObjectKind::Contact => m.contacts_mut().get_mut(&id).map(|c| c as _),
+                    ObjectKind::Event => m.events_mut().get_mut(&id).map(|e| e as _),
+                    ObjectKind::Organization => m.organizations_mut().get_mut(&id).map(|o| o as _),
                 };
                 let Some(record) = record else {
                     continue;

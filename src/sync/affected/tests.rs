@@ -70,7 +70,7 @@ fn users_of(a: &Affected) -> Vec<&str> {
 }
 
 fn contact_mut<'m>(m: &'m mut OrgModel, id: &str) -> &'m mut Contact {
-    m.contacts.get_mut(&CrmId::new(id).unwrap()).unwrap()
+    m.contacts_mut().get_mut(&CrmId::new(id).unwrap()).unwrap()
 }
 
 #[test]
@@ -186,7 +186,7 @@ fn a_record_change_names_its_holders_and_who_should_have_it_now() {
 fn a_deleted_record_names_only_its_holders() {
     let before = example();
     let mut after = before.clone();
-    after.contacts.remove(&CrmId::new("c1").unwrap());
+    after.contacts_mut().remove(&CrmId::new("c1").unwrap());
     let holders = BTreeMap::from([(
         rec(ObjectKind::Contact, "c1"),
         BTreeSet::from([uid("frank"), uid("erin")]),
@@ -389,47 +389,47 @@ fn random_record_change(model: &OrgModel, seed: u64) -> OrgModel {
         match rng.random_range(0..8) {
             0 => {
                 if let Some(c) = contacts.choose(&mut rng) {
-                    if let Some(c) = m.contacts.get_mut(c) {
+                    if let Some(c) = m.contacts_mut().get_mut(c) {
                         c.last_name = format!("Renamed{}", rng.random::<u16>());
                     }
                 }
             }
             1 => {
                 if let (Some(c), Some(u)) = (contacts.choose(&mut rng), users.choose(&mut rng)) {
-                    if let Some(c) = m.contacts.get_mut(c) {
+                    if let Some(c) = m.contacts_mut().get_mut(c) {
                         c.owner = u.clone();
                     }
                 }
             }
             2 => {
                 if let (Some(c), Some(o)) = (contacts.choose(&mut rng), orgs.choose(&mut rng)) {
-                    if let Some(c) = m.contacts.get_mut(c) {
+                    if let Some(c) = m.contacts_mut().get_mut(c) {
                         c.organization = Some(o.clone());
                     }
                 }
             }
             3 => {
                 if let Some(o) = orgs.choose(&mut rng) {
-                    if let Some(o) = m.organizations.get_mut(o) {
+                    if let Some(o) = m.organizations_mut().get_mut(o) {
                         o.name = format!("Org{}", rng.random::<u16>());
                     }
                 }
             }
             4 => {
                 if let Some(c) = contacts.choose(&mut rng) {
-                    m.contacts.remove(c);
+                    m.contacts_mut().remove(c);
                 }
             }
             5 => {
                 if let (Some(e), Some(c)) = (events.choose(&mut rng), contacts.choose(&mut rng)) {
-                    if let Some(e) = m.events.get_mut(e) {
+                    if let Some(e) = m.events_mut().get_mut(e) {
                         e.attendees.push(Attendee::Contact(c.clone()));
                     }
                 }
             }
             6 => {
                 if let Some(e) = events.choose(&mut rng) {
-                    if let Some(e) = m.events.get_mut(e) {
+                    if let Some(e) = m.events_mut().get_mut(e) {
                         e.title = format!("Moved{}", rng.random::<u16>());
                         if let Some(u) = users.choose(&mut rng) {
                             e.owner = u.clone();
