@@ -518,31 +518,22 @@ impl OrgModel {
             Entity::SharingRule(r) => {
                 self.sharing_rules.insert(r.id.clone(), r);
             }
-            Entity::Organization(mut o) => {
-                o.assignees.shrink_to_fit();
+            Entity::Organization(o) => {
+                let o = trimmed_organization(o);
                 self.versions_mut().insert(
                     RecordRef::new(ObjectKind::Organization, o.id.clone()),
                     version,
                 );
                 self.organizations_mut().insert(o.id.clone(), o);
             }
-            Entity::Contact(mut c) => {
-                // Lists parsed from JSON keep spare capacity (four slots for one email);
-                // at a few hundred thousand records that is a good part of the model.
-                c.assignees.shrink_to_fit();
-                c.emails.shrink_to_fit();
-                c.phones.shrink_to_fit();
-                c.addresses.shrink_to_fit();
-                c.tags.shrink_to_fit();
+            Entity::Contact(c) => {
+                let c = trimmed_contact(c);
                 self.versions_mut()
                     .insert(RecordRef::new(ObjectKind::Contact, c.id.clone()), version);
                 self.contacts_mut().insert(c.id.clone(), c);
             }
-            Entity::Event(mut e) => {
-                e.assignees.shrink_to_fit();
-                e.recurrence.shrink_to_fit();
-                e.attendees.shrink_to_fit();
-                e.links.shrink_to_fit();
+            Entity::Event(e) => {
+                let e = trimmed_event(e);
                 self.versions_mut()
                     .insert(RecordRef::new(ObjectKind::Event, e.id.clone()), version);
                 self.events_mut().insert(e.id.clone(), e);
@@ -551,21 +542,6 @@ impl OrgModel {
                 self.readers_mut().insert(r.record, r.users);
             }
         }
-    }
-
-    /// Rebuilds the record maps with full nodes. Maps filled one insert at a time in key
-    /// order (as the mirror is read) keep their nodes about half empty; built from a sorted
-    /// sequence they are packed, which saves about a third of a large model's memory.
-    pub fn pack(&mut self) {
-        fn packed<K: Ord + Clone, V: Clone>(map: &mut Arc<BTreeMap<K, V>>) {
-            let map = Arc::make_mut(map);
-            *map = std::mem::take(map).into_iter().collect();
-        }
-        packed(&mut self.organizations);
-        packed(&mut self.contacts);
-        packed(&mut self.events);
-        packed(&mut self.versions);
-        packed(&mut self.readers);
     }
 
     /// Takes one change of the feed as the mirror does: an entity replaces what was there,
@@ -681,6 +657,105 @@ impl OrgModel {
     }
 }
 
+// Lists parsed from JSON keep spare capacity (four slots for one email); at a few hundred
+// thousand records that is a good part of the model.
+fn trimmed_organization(mut o: Organization) -> Organization {
+    o.assignees.shrink_to_fit();
+    o
+}
+
+fn trimmed_contact(mut c: Contact) -> Contact {
+    c.assignees.shrink_to_fit();
+    c.emails.shrink_to_fit();
+    c.phones.shrink_to_fit();
+    c.addresses.shrink_to_fit();
+    c.tags.shrink_to_fit();
+    c
+}
+
+fn trimmed_event(mut e: Event) -> Event {
+    e.assignees.shrink_to_fit();
+    e.recurrence.shrink_to_fit();
+    e.attendees.shrink_to_fit();
+    e.links.shrink_to_fit();
+    e
+}
+
+/// Builds a whole model from its entities in any order (as the mirror is read), with the
+/// record maps built in one go: each kind's records are gathered in a list sized up front
+/// and the map is made from it with full nodes. (Inserted one by one, a map's nodes stay
+/// about half empty; repacking it afterwards held the half-empty map, a list and the
+/// packed map at once — the engine's memory peak at a few hundred thousand records.)
+#[derive(Default)]
+pub struct ModelBuilder {
+    model: OrgModel,
+    organizations: Vec<(CrmId, Organization)>,
+    contacts: Vec<(CrmId, Contact)>,
+    events: Vec<(CrmId, Event)>,
+    versions: Vec<(RecordRef, i64)>,
+    readers: Vec<(RecordRef, Vec<UserId>)>,
+}
+
+impl ModelBuilder {
+    /// Room for `n` more entities of `kind` (a hint: a wrong one costs only memory moves).
+    pub fn reserve(&mut self, kind: EntityKind, n: usize) {
+        match kind {
+            EntityKind::Contact => self.contacts.reserve_exact(n),
+            EntityKind::Event => self.events.reserve_exact(n),
+            EntityKind::Organization => self.organizations.reserve_exact(n),
+            EntityKind::RecordReaders => self.readers.reserve_exact(n),
+            _ => return,
+        }
+        if kind != EntityKind::RecordReaders {
+            self.versions.reserve_exact(n);
+        }
+    }
+
+    /// Adds one entity (each id once: the mirror holds one row per entity).
+    pub fn add(&mut self, entity: Entity, version: i64) {
+        let mut versioned = |kind, id: &CrmId| {
+            self.versions
+                .push((RecordRef::new(kind, id.clone()), version));
+        };
+        match entity {
+            Entity::Organization(o) => {
+                versioned(ObjectKind::Organization, &o.id);
+                self.organizations
+                    .push((o.id.clone(), trimmed_organization(o)));
+            }
+            Entity::Contact(c) => {
+                versioned(ObjectKind::Contact, &c.id);
+                self.contacts.push((c.id.clone(), trimmed_contact(c)));
+            }
+            Entity::Event(e) => {
+                versioned(ObjectKind::Event, &e.id);
+                self.events.push((e.id.clone(), trimmed_event(e)));
+            }
+            Entity::RecordReaders(r) => self.readers.push((r.record, r.users)),
+            other => self.model.insert(other, version),
+        }
+    }
+
+    /// The model. Each map is made from its list, and the list freed, before the next
+    /// one.
+    pub fn build(self) -> OrgModel {
+        let Self {
+            mut model,
+            organizations,
+            contacts,
+            events,
+            versions,
+            readers,
+        } = self;
+        model.organizations = Arc::new(organizations.into_iter().collect());
+        model.contacts = Arc::new(contacts.into_iter().collect());
+        model.events = Arc::new(events.into_iter().collect());
+        model.versions = Arc::new(versions.into_iter().collect());
+        model.readers = Arc::new(readers.into_iter().collect());
+        model
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,6 +782,26 @@ mod tests {
 
     fn fields(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
         value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_built_model_equals_one_inserted_entity_by_entity() {
+        let org = include_str!("../../tests/fixtures/example-org.json");
+        let model = orgfile::parse("org", org).unwrap();
+        let mut entities = model.entities();
+        entities.reverse();
+        let mut inserted = OrgModel::default();
+        let mut builder = ModelBuilder::default();
+        builder.reserve(EntityKind::Contact, 1);
+        for (n, entity) in entities.into_iter().enumerate() {
+            let version = 7 + n as i64;
+            inserted.insert(entity.clone(), version);
+            builder.add(entity, version);
+        }
+        let built = builder.build();
+        assert!(!built.contacts.is_empty() && !built.events.is_empty());
+        assert!(!built.users.is_empty() && !built.versions.is_empty());
+        assert_eq!(built, inserted);
     }
 
     #[test]

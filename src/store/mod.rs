@@ -430,7 +430,18 @@ impl StateDb {
     }
 
     fn load_model_where(&self, filter: &str) -> Result<OrgModel, StoreError> {
-        let mut model = OrgModel::default();
+        let mut builder = crate::crm::ModelBuilder::default();
+        let mut counts = self.conn.prepare(&format!(
+            "SELECT kind, count(*) FROM mirror_entities {filter} GROUP BY kind"
+        ))?;
+        let mut rows = counts.query([])?;
+        while let Some(row) = rows.next()? {
+            let kind: String = row.get(0)?;
+            let n: i64 = row.get(1)?;
+            if let (Ok(kind), Ok(n)) = (kind.parse::<EntityKind>(), usize::try_from(n)) {
+                builder.reserve(kind, n);
+            }
+        }
         let mut stmt = self.conn.prepare(&format!(
             "SELECT kind, id, version, body FROM mirror_entities {filter}"
         ))?;
@@ -443,10 +454,9 @@ impl StateDb {
             let kind: EntityKind = kind.parse().map_err(StoreError::Corrupt)?;
             let entity = Entity::from_json(kind, &body)
                 .map_err(|e| StoreError::Corrupt(format!("mirror {kind}:{id}: {e}")))?;
-            model.insert(entity, version);
+            builder.add(entity, version);
         }
-        model.pack();
-        Ok(model)
+        Ok(builder.build())
     }
 }
 
