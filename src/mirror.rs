@@ -362,6 +362,7 @@ mod tests {
         refresh(&state, &second).unwrap();
         assert_eq!(state.load_org_model().unwrap(), direct, "refresh continues");
     }
+
     #[test]
     fn a_permission_change_keeps_the_model_before_it_without_a_second_copy_of_the_records() {
         let state = StateDb::open_in_memory().unwrap();
