@@ -405,30 +405,37 @@ async fn a_pass_that_wrote_much_takes_in_its_own_echoes() {
     assert_eq!(listed(&after) - listed(&before), 1);
 }
 
+/// A fault on alice's second contact listing of a pass — the echo listing — and the `times`
+/// calls after it; its id.
+fn fault_alices_echo_listing(h: &Harness, times: u64, fault: FaultKind) -> u64 {
+    h.emu.add_fault(FaultRule {
+        matches: FaultMatch {
+            endpoint: Some("people.people.connections.list".into()),
+            user: Some(h.google_user("alice").account),
+            ..Default::default()
+        },
+        trigger: FaultTrigger::Nth { n: 2, times },
+        fault,
+    })
+}
+
+/// How many calls fault `id` has seen.
+fn fault_seen(h: &Harness, id: u64) -> u64 {
+    h.emu
+        .faults()
+        .iter()
+        .find(|f| f.id == id)
+        .map_or(0, |f| f.seen)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_phone_edit_made_while_the_echoes_are_listed_is_not_skipped() {
     let h = Harness::start(org_with_bulk(120)).await;
-    let account = h.google_user("alice").account;
-    // Alice's second contact listing of the pass is the echo listing: it is held back while
-    // the phone edits a contact the pass just created.
-    let fault = h.emu.add_fault(FaultRule {
-        matches: FaultMatch {
-            endpoint: Some("people.people.connections.list".into()),
-            user: Some(account),
-            ..Default::default()
-        },
-        trigger: FaultTrigger::Nth { n: 2, times: 1 },
-        fault: FaultKind::Delay { ms: 1_500 },
-    });
+    // The echo listing is held back while the phone edits a contact the pass just created.
+    let fault = fault_alices_echo_listing(&h, 1, FaultKind::Delay { ms: 1_500 });
     let edit = async {
         for _ in 0..500 {
-            let seen = h
-                .emu
-                .faults()
-                .iter()
-                .find(|f| f.id == fault)
-                .map_or(0, |f| f.seen);
-            if seen >= 2 {
+            if fault_seen(&h, fault) >= 2 {
                 h.phone_edit_contact("alice", "bulk7", |c| c.title = "Edited meanwhile".into())
                     .await;
                 return true;
@@ -451,30 +458,21 @@ async fn a_phone_edit_made_while_the_echoes_are_listed_is_not_skipped() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_echo_listing_keeps_the_earlier_token_and_fails_nothing() {
     let h = Harness::start(org_with_bulk(120)).await;
-    let account = h.google_user("alice").account;
-    // Alice's second contact listing of the pass is the echo listing: Google answers 500 to
-    // it and to every retry.
-    let fault = h.emu.add_fault(FaultRule {
-        matches: FaultMatch {
-            endpoint: Some("people.people.connections.list".into()),
-            user: Some(account),
-            ..Default::default()
-        },
-        trigger: FaultTrigger::Nth { n: 2, times: 20 },
-        fault: FaultKind::Status {
+    // Google answers 500 to the echo listing and to every retry.
+    let fault = fault_alices_echo_listing(
+        &h,
+        20,
+        FaultKind::Status {
             code: 500,
             retry_after_secs: None,
         },
-    });
+    );
     let report = h.sync().await;
     assert_all_synced(&report);
-    let seen = h
-        .emu
-        .faults()
-        .iter()
-        .find(|f| f.id == fault)
-        .map_or(0, |f| f.seen);
-    assert!(seen >= 2, "the echo listing was made and failed");
+    assert!(
+        fault_seen(&h, fault) >= 2,
+        "the echo listing was made and failed"
+    );
     h.emu.clear_faults();
     // The token stayed before the echoes: the next pass reads them, finds only echoes, and
     // has nothing to plan.
