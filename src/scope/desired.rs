@@ -238,7 +238,7 @@ impl<'x, 'm> Context<'x, 'm> {
         let index = a.kind(kind);
         let rec = &index.records[r as usize];
         let u = self.u;
-        let mine = rec.owner == Some(u) || rec.assignees.contains(&u);
+        let mine = rec.owner == Some(u) || rec.assignees().contains(&u);
         match self.selection.mode {
             SelectionMode::None => false,
             SelectionMode::AllVisible => true,
@@ -252,7 +252,7 @@ impl<'x, 'm> Context<'x, 'm> {
                 };
                 rec.owner
                     .into_iter()
-                    .chain(rec.assignees.iter().copied())
+                    .chain(rec.assignees().iter().copied())
                     .filter_map(|h| a.users[h as usize].role)
                     .any(|hr| a.role_strictly_below(hr, my_role))
             }

@@ -156,7 +156,7 @@ impl<'m> Access<'m> {
                 0,
                 Reason::ReaderGate {
                     user,
-                    shown_to_anyone: rec.readers.as_deref().is_some_and(|l| !l.is_empty()),
+                    shown_to_anyone: rec.readers().is_some_and(|l| !l.is_empty()),
                 },
             );
             let create = ev
@@ -325,7 +325,7 @@ impl<'m> Access<'m> {
                 },
             );
         }
-        if rec.assignees.contains(&u) {
+        if rec.assignees().contains(&u) {
             level = AccessLevel::Full;
             note(
                 &mut reasons,
@@ -339,7 +339,7 @@ impl<'m> Access<'m> {
                 .owner
                 .map(|o| (o, true))
                 .into_iter()
-                .chain(rec.assignees.iter().map(|&a| (a, false)));
+                .chain(rec.assignees().iter().map(|&a| (a, false)));
             for (holder, is_owner) in holders {
                 let Some(holder_role) = self.users[holder as usize].role else {
                     continue;
@@ -369,12 +369,12 @@ impl<'m> Access<'m> {
         if default == SharingDefault::ControlledByParent {
             if kind == ObjectKind::Event {
                 let mut parents = Vec::new();
-                let mut min = if rec.parents.is_empty() {
+                let mut min = if rec.parents().is_empty() {
                     AccessLevel::None
                 } else {
                     AccessLevel::Full
                 };
-                for (pkind, p) in rec.parents.iter() {
+                for (pkind, p) in rec.parents() {
                     let parent_level = match p {
                         Some(p) => self.evaluate(u, *pkind, *p, false).effective_level(),
                         None => AccessLevel::None,
@@ -459,8 +459,8 @@ impl<'m> Access<'m> {
                     },
                 ))
             }
-            Vis::Users(list) => {
-                let named = list.contains(&u);
+            Vis::Users => {
+                let named = rec.visible_to().contains(&u);
                 Some((
                     if named {
                         format!("users (naming {user_id})")
@@ -486,7 +486,7 @@ impl<'m> Access<'m> {
             );
         }
 
-        if kind == ObjectKind::Event && rec.attendees.contains(&u) {
+        if kind == ObjectKind::Event && rec.attendees().contains(&u) {
             level = level.max(AccessLevel::Read);
             note(
                 &mut reasons,

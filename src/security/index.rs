@@ -132,29 +132,77 @@ pub(crate) struct RuleEntry<'m> {
     pub target: Party,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub(crate) enum Vis {
     #[default]
     Unset,
     Everyone,
     OwnerOnly,
     Team(Option<Ix>),
-    Users(Box<[Ix]>),
+    /// The users named are [`RecordEntry::visible_to`].
+    Users,
 }
 
+/// One record as the index holds it: 24 bytes, with its lists (assignees, users named by
+/// its visibility, attendees, parents, readers) behind one box that only records with any
+/// of them have — most have none, and a large org has hundreds of thousands of records.
 #[derive(Default)]
 pub(crate) struct RecordEntry {
     /// `None` when the owner is not a known user.
     pub owner: Option<Ix>,
-    pub assignees: Box<[Ix]>,
     pub visibility: Vis,
-    /// Events: user attendees.
-    pub attendees: Box<[Ix]>,
+    lists: Option<Box<RecordLists>>,
+}
+
+#[derive(Default)]
+struct RecordLists {
+    assignees: Box<[Ix]>,
+    visible_to: Box<[Ix]>,
+    attendees: Box<[Ix]>,
+    parents: Box<[(ObjectKind, Option<Ix>)]>,
+    readers: Option<Box<[Ix]>>,
+}
+
+impl RecordEntry {
+    /// Assigned users, ascending.
+    pub fn assignees(&self) -> &[Ix] {
+        self.lists.as_deref().map_or(&[], |l| &l.assignees)
+    }
+
+    /// Visibility `users`: the users named, ascending.
+    pub fn visible_to(&self) -> &[Ix] {
+        self.lists.as_deref().map_or(&[], |l| &l.visible_to)
+    }
+
+    /// Events: user attendees, ascending.
+    pub fn attendees(&self) -> &[Ix] {
+        self.lists.as_deref().map_or(&[], |l| &l.attendees)
+    }
+
     /// Events: linked parents (kind, index if the parent exists).
-    pub parents: Box<[(ObjectKind, Option<Ix>)]>,
+    pub fn parents(&self) -> &[(ObjectKind, Option<Ix>)] {
+        self.lists.as_deref().map_or(&[], |l| &l.parents)
+    }
+
     /// Delegated mode: the users the CRM showed the record to, ascending (`None`: the CRM
     /// has shown it to nobody yet).
-    pub readers: Option<Box<[Ix]>>,
+    pub fn readers(&self) -> Option<&[Ix]> {
+        self.lists.as_deref().and_then(|l| l.readers.as_deref())
+    }
+
+    /// Changes the lists with `change`; the box goes when they are all empty again.
+    fn change_lists(&mut self, change: impl FnOnce(&mut RecordLists)) {
+        let lists = self.lists.get_or_insert_default();
+        change(lists);
+        let empty = lists.assignees.is_empty()
+            && lists.visible_to.is_empty()
+            && lists.attendees.is_empty()
+            && lists.parents.is_empty()
+            && lists.readers.is_none();
+        if empty {
+            self.lists = None;
+        }
+    }
 }
 
 /// The hasher of [`KindIndex`]'s id table.
@@ -522,8 +570,7 @@ impl<'m> Access<'m> {
     pub(crate) fn reader_listed(&self, u: Ix, rec: &RecordEntry) -> bool {
         !self.reader_gate
             || rec
-                .readers
-                .as_deref()
+                .readers()
                 .is_some_and(|list| list.binary_search(&u).is_ok())
     }
 
@@ -532,7 +579,7 @@ impl<'m> Access<'m> {
         match level {
             ScopeLevel::All => true,
             ScopeLevel::Team => rec.owner.is_some_and(|o| self.share_team(u, o)),
-            ScopeLevel::Own => rec.owner == Some(u) || rec.assignees.contains(&u),
+            ScopeLevel::Own => rec.owner == Some(u) || rec.assignees().contains(&u),
         }
     }
 }
@@ -755,10 +802,10 @@ impl RecordIndex {
             return;
         }
         let [contacts, events, orgs] = &mut self.kinds;
-        for &u in entry.attendees.iter() {
+        for &u in entry.attendees() {
             remove_sorted(&mut events.attended[u as usize], r);
         }
-        for &(kind, p) in entry.parents.iter() {
+        for &(kind, p) in entry.parents() {
             if let Some(p) = p {
                 let parent_index = if kind == ObjectKind::Contact {
                     &mut *contacts
@@ -768,7 +815,7 @@ impl RecordIndex {
                 remove_sorted(&mut parent_index.linked_events[p as usize], r);
             }
         }
-        if entry.parents.iter().any(|(_, p)| p.is_none()) {
+        if entry.parents().iter().any(|(_, p)| p.is_none()) {
             events.dangling.retain(|_, waiting| {
                 remove_sorted(waiting, r);
                 !waiting.is_empty()
@@ -812,6 +859,7 @@ impl KindIndex {
                 }
             }
         }
+        let mut visible_to = Vec::new();
         let visibility = match owned.visibility() {
             None => Vis::Unset,
             Some(Visibility::Everyone) => {
@@ -833,15 +881,22 @@ impl KindIndex {
                 for &u in &list {
                     insert_sorted(&mut self.visible_users[u as usize], r);
                 }
-                Vis::Users(list.into_boxed_slice())
+                visible_to = list;
+                Vis::Users
             }
         };
-        RecordEntry {
+        let mut entry = RecordEntry {
             owner,
-            assignees: assignees.into_boxed_slice(),
             visibility,
-            ..RecordEntry::default()
+            lists: None,
+        };
+        if !assignees.is_empty() || !visible_to.is_empty() {
+            entry.change_lists(|l| {
+                l.assignees = assignees.into_boxed_slice();
+                l.visible_to = visible_to.into_boxed_slice();
+            });
         }
+        entry
     }
 
     /// An event's own lists: attendees, links to its parents (or, for a parent the model
@@ -881,8 +936,13 @@ impl KindIndex {
             }
             parents.push((kind, p));
         }
-        entry.attendees = attendees.into_boxed_slice();
-        entry.parents = parents.into_boxed_slice();
+        let had = !entry.attendees().is_empty() || !entry.parents().is_empty();
+        if had || !attendees.is_empty() || !parents.is_empty() {
+            entry.change_lists(|l| {
+                l.attendees = attendees.into_boxed_slice();
+                l.parents = parents.into_boxed_slice();
+            });
+        }
         let timing = EventTiming::of(event);
         match self.timings.get_mut(r as usize) {
             Some(slot) => *slot = timing,
@@ -898,7 +958,7 @@ impl KindIndex {
             remove_sorted(&mut self.by_owner[o as usize], r);
             remove_sorted(&mut self.by_party[o as usize], r);
         }
-        for &a in entry.assignees.iter() {
+        for &a in entry.assignees() {
             remove_sorted(&mut self.by_party[a as usize], r);
         }
         for bits in self.below_role.iter_mut().flatten() {
@@ -910,14 +970,14 @@ impl KindIndex {
         match &entry.visibility {
             Vis::Everyone => self.visible_everyone.remove(r),
             Vis::Team(Some(t)) => remove_sorted(&mut self.visible_team[*t as usize], r),
-            Vis::Users(list) => {
-                for &u in list.iter() {
+            Vis::Users => {
+                for &u in entry.visible_to() {
                     remove_sorted(&mut self.visible_users[u as usize], r);
                 }
             }
             Vis::Unset | Vis::OwnerOnly | Vis::Team(None) => {}
         }
-        for &u in entry.readers.iter().flatten() {
+        for &u in entry.readers().into_iter().flatten() {
             remove_sorted(&mut self.by_reader[u as usize], r);
         }
         Some(entry)
@@ -1041,15 +1101,14 @@ impl KindIndex {
         let mut list: Vec<Ix> = users.iter().filter_map(|u| sec.user_index(u)).collect();
         list.sort_unstable();
         list.dedup();
-        if let Some(old) = self.records[r as usize].readers.take() {
-            for &u in old.iter() {
-                remove_sorted(&mut self.by_reader[u as usize], r);
-            }
+        let entry = &mut self.records[r as usize];
+        for &u in entry.readers().into_iter().flatten() {
+            remove_sorted(&mut self.by_reader[u as usize], r);
         }
         for &u in &list {
             insert_sorted(&mut self.by_reader[u as usize], r);
         }
-        self.records[r as usize].readers = Some(list.into_boxed_slice());
+        entry.change_lists(|l| l.readers = Some(list.into_boxed_slice()));
     }
 }
 
@@ -1131,7 +1190,7 @@ mod tests {
             if !events.live.contains(ix(e)) {
                 continue;
             }
-            for &(kind, p) in rec.parents.iter() {
+            for &(kind, p) in rec.parents() {
                 let parent = p.map(|p| id_of(kind, p));
                 parents.insert(format!("{} -> {kind}:{parent:?}", events.ids[e]));
             }
@@ -1206,5 +1265,25 @@ mod tests {
             }
         }
         assert!(waited > 0, "some event linked to a record the model lacked");
+    }
+
+    #[test]
+    fn a_record_holds_its_lists_only_while_it_has_any() {
+        assert_eq!(std::mem::size_of::<RecordEntry>(), 24);
+        let mut entry = RecordEntry::default();
+        assert!(entry.lists.is_none() && entry.readers().is_none());
+        entry.change_lists(|l| l.readers = Some(vec![3, 5].into_boxed_slice()));
+        entry.change_lists(|l| l.attendees = vec![1].into_boxed_slice());
+        assert_eq!(entry.readers(), Some(&[3, 5][..]));
+        assert_eq!(entry.attendees(), &[1]);
+        assert!(entry.assignees().is_empty() && entry.parents().is_empty());
+        // Shown to nobody is not the same as not shown yet: the box stays.
+        entry.change_lists(|l| {
+            l.readers = Some(Box::default());
+            l.attendees = Box::default();
+        });
+        assert_eq!(entry.readers(), Some(&[][..]));
+        entry.change_lists(|l| l.readers = None);
+        assert!(entry.lists.is_none(), "every list empty: no box");
     }
 }

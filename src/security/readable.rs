@@ -200,7 +200,7 @@ impl<'m> Access<'m> {
                         continue;
                     }
                     let rec = &event_index.records[e as usize];
-                    if rec.parents.iter().all(|(k, p)| parent_readable(*k, *p)) {
+                    if rec.parents().iter().all(|(k, p)| parent_readable(*k, *p)) {
                         events.insert(e);
                     }
                 }

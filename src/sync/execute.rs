@@ -355,7 +355,9 @@ enum Status {
 struct Work<T> {
     plan: RecordPlan<T>,
     crm_version: Option<i64>,
-    written: Option<RemoteItem<T>>,
+    /// Where the Google write left the item: its id and etag, all the link row needs (the
+    /// item Google answered with is dropped at once: a part holds thousands of these).
+    written: Option<Written>,
     status: Status,
     replans: usize,
     reverted_write_back: bool,
@@ -367,6 +369,21 @@ struct Work<T> {
     replaced: Option<serde_json::Value>,
     /// What a release did.
     released: Option<Released>,
+}
+
+/// The id and etag of an item a Google write left.
+struct Written {
+    google_id: String,
+    etag: String,
+}
+
+impl Written {
+    fn of<T>(item: RemoteItem<T>) -> Self {
+        Self {
+            google_id: item.google_id,
+            etag: item.etag,
+        }
+    }
 }
 
 /// What an execution commits besides its items' links and audit.
@@ -927,6 +944,7 @@ fn revert_instead<T: Clone>(item: &mut Work<T>, why: &str) {
     item.plan.crm = None;
     match item.plan.revert_instead.take() {
         Some(step) => {
+            let step = *step;
             let data = match &step {
                 GoogleStep::Update { data, .. } | GoogleStep::Create { data, .. } => {
                     Some(data.clone())
@@ -960,7 +978,7 @@ fn revert_instead<T: Clone>(item: &mut Work<T>, why: &str) {
 fn handle_google_result<T>(item: &mut Work<T>, result: Result<OpOutcome<T>, RemoteError>) {
     match result {
         Ok(OpOutcome::Written(written)) => {
-            item.written = Some(written);
+            item.written = Some(Written::of(written));
             item.status = Status::Done;
         }
         Ok(OpOutcome::Deleted) => item.status = Status::Done,
@@ -1009,7 +1027,7 @@ async fn fix_up<T: RemoteKind, R: Remote>(
             }),
         ) => match T::get(ctx.remote, ctx.google_user, ctx.container, &id).await {
             Ok(RemoteChange::Present(found)) if found.data == data => {
-                item.written = Some(found);
+                item.written = Some(Written::of(found));
                 item.status = Status::Done;
                 true
             }
@@ -1323,24 +1341,5 @@ mod tests {
         assert!(matched
             .iter()
             .all(|(_, r)| r.as_ref().unwrap_err().message.contains("same item")));
-    }
-}
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        use crate::model::{SyncedContact, SyncedEvent};
-        use std::mem::size_of;
-        eprintln!(
-            "SIZES contact {} event {} plan_c {} plan_e {} work_c {} work_e {} item_c {} item_e {}",
-            size_of::<SyncedContact>(),
-            size_of::<SyncedEvent>(),
-            size_of::<crate::sync::plan::RecordPlan<SyncedContact>>(),
-            size_of::<crate::sync::plan::RecordPlan<SyncedEvent>>(),
-            size_of::<super::Work<SyncedContact>>(),
-            size_of::<super::Work<SyncedEvent>>(),
-            size_of::<crate::sync::remote::RemoteItem<SyncedContact>>(),
-            size_of::<crate::sync::remote::RemoteItem<SyncedEvent>>()
-        );
     }
 }

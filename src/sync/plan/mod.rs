@@ -375,7 +375,7 @@ pub struct RecordPlan<T> {
     pub google: Option<GoogleStep<T>>,
     /// If the CRM refuses the write-back at execution time (edit access re-checked, version
     /// moved), this Google write restores the CRM's version on the phone instead.
-    pub revert_instead: Option<GoogleStep<T>>,
+    pub revert_instead: Option<Box<GoogleStep<T>>>,
     /// Finally the link row.
     pub link: LinkStep<T>,
     pub conflicts: Vec<FieldConflict>,
@@ -771,11 +771,11 @@ fn plan_new<T: Synced>(
                 expected_version: d.version,
                 fields: write_back_fields(&d.data, &target),
             });
-            plan.revert_instead = Some(GoogleStep::Update {
+            plan.revert_instead = Some(Box::new(GoogleStep::Update {
                 google_id: item.google_id.clone(),
                 etag: item.etag.clone(),
                 data: d.data.clone(),
-            });
+            }));
         }
         plan.google = Some(GoogleStep::Update {
             google_id: item.google_id.clone(),
@@ -1216,7 +1216,12 @@ fn phone_delete<T: Synced>(
                 plan.crm = Some(CrmStep::Delete {
                     expected_version: d.version,
                 });
-                plan.revert_instead = Some(create_step(input, crm_id, l.generation + 1, &d.data));
+                plan.revert_instead = Some(Box::new(create_step(
+                    input,
+                    crm_id,
+                    l.generation + 1,
+                    &d.data,
+                )));
                 plan.link = LinkStep::Remove;
                 plan.notes.push(note(
                     "deleted_in_crm",
@@ -1296,11 +1301,11 @@ fn pull_or_merge<T: Synced>(
             expected_version: d.version,
             fields,
         });
-        plan.revert_instead = Some(GoogleStep::Update {
+        plan.revert_instead = Some(Box::new(GoogleStep::Update {
             google_id: google_id.clone(),
             etag: etag.clone(),
             data: d.data.clone(),
-        });
+        }));
     }
     if merged.value != item.data {
         plan.google = Some(GoogleStep::Update {
