@@ -57,6 +57,8 @@ struct PassRow {
     seconds: f64,
     cpu_seconds: f64,
     calls: u64,
+    /// Access tokens asked of the emulator's token endpoint (not counted in `calls`).
+    token_requests: u64,
     lower_bound: u64,
     items: usize,
     quiet_users: usize,
@@ -383,7 +385,10 @@ fn drive(scale: f64) -> Vec<PassRow> {
             row.engine_rss_mib
         );
         if !row.endpoints.is_empty() {
-            println!("  calls by endpoint: {:?}", row.endpoints);
+            println!(
+                "  calls by endpoint: {:?}, token requests: {}",
+                row.endpoints, row.token_requests
+            );
         }
         for planned in &row.planned {
             println!("  planned: {planned}");
@@ -550,6 +555,7 @@ async fn engine(dir: PathBuf) {
             seconds,
             cpu_seconds,
             calls: after.api_calls - before.api_calls,
+            token_requests: after.token_requests - before.token_requests,
             lower_bound: lower_bound(&report),
             items: changed(&report),
             quiet_users: report.users.iter().filter(|u| u.quiet).count(),

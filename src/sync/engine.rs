@@ -1740,7 +1740,7 @@ fn planned_counts<T>(plan: &KindPlan<T>) -> Counts {
             Some(GoogleStep::Release { .. }) => c.released += 1,
             None => {}
         }
-        match &r.crm {
+        match r.crm.as_deref() {
             Some(CrmStep::Create { .. }) => c.imported += 1,
             Some(_) => c.written_back += 1,
             None => {}
@@ -1766,7 +1766,7 @@ fn plan_line<T: super::plan::Synced>(kind: ObjectKind, r: &RecordPlan<T>) -> Pla
         GoogleStep::Delete { google_id, .. } => format!("delete {google_id}"),
         GoogleStep::Release { google_id, .. } => format!("release {google_id}"),
     });
-    let crm = r.crm.as_ref().map(|c| match c {
+    let crm = r.crm.as_deref().map(|c| match c {
         CrmStep::Update { fields, .. } => format!(
             "write back {}",
             fields.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -1783,7 +1783,7 @@ fn plan_line<T: super::plan::Synced>(kind: ObjectKind, r: &RecordPlan<T>) -> Pla
             "google after",
         ));
     }
-    if let (Some(before), Some(CrmStep::Update { fields, .. })) = (&r.before, &r.crm) {
+    if let (Some(before), Some(CrmStep::Update { fields, .. })) = (&r.before, r.crm.as_deref()) {
         if let Ok(mut after) = serde_json::to_value(before) {
             for (k, v) in fields {
                 after[k] = v.clone();

@@ -647,7 +647,7 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                             expected_version,
                         }),
                         Some(before),
-                    ) = (&item.plan.crm, &item.replaced)
+                    ) = (item.plan.crm.as_deref(), &item.replaced)
                     {
                         // What `crmsync audit undo` needs: the values replaced, the values
                         // written, and the versions before and after.
@@ -716,7 +716,7 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
 
 /// Contacts created from phone items have their CRM id only after the CRM create.
 fn placeholder_id<T>(w: &Work<T>) -> Option<CrmId> {
-    match &w.plan.crm {
+    match w.plan.crm.as_deref() {
         Some(CrmStep::Create { new_id, .. }) => Some(new_id.clone()),
         _ => None,
     }
@@ -796,7 +796,7 @@ fn match_results<T>(
 }
 
 fn run_crm_step<T: RemoteKind, R>(ctx: &UserCtx<'_, R>, hooks: &Hooks<'_, T>, item: &mut Work<T>) {
-    let Some(step) = item.plan.crm.clone() else {
+    let Some(step) = item.plan.crm.as_deref().cloned() else {
         return;
     };
     let user = ctx.user().clone();
@@ -1184,7 +1184,7 @@ fn count<T>(c: &mut Counts, item: &Work<T>) {
         (None, Case::Relink | Case::Dedup) => c.linked += 1,
         _ => {}
     }
-    match &item.plan.crm {
+    match item.plan.crm.as_deref() {
         Some(CrmStep::Update { .. }) | Some(CrmStep::Delete { .. }) => c.written_back += 1,
         Some(CrmStep::Create { .. }) => c.imported += 1,
         None => {}
@@ -1205,7 +1205,7 @@ fn count<T>(c: &mut Counts, item: &Work<T>) {
 }
 
 fn audit_action<T>(item: &Work<T>) -> Option<&'static str> {
-    match (&item.plan.google, &item.plan.crm) {
+    match (&item.plan.google, item.plan.crm.as_deref()) {
         (_, Some(CrmStep::Update { .. })) => Some("written_back"),
         (_, Some(CrmStep::Delete { .. })) => None,
         (_, Some(CrmStep::Create { .. })) => None,

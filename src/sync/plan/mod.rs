@@ -370,7 +370,7 @@ pub struct RecordPlan<T> {
     pub google_id: Option<String>,
     pub label: String,
     /// Applied first: a write-back, CRM create or CRM delete.
-    pub crm: Option<CrmStep<T>>,
+    pub crm: Option<Box<CrmStep<T>>>,
     /// Then the Google write.
     pub google: Option<GoogleStep<T>>,
     /// If the CRM refuses the write-back at execution time (edit access re-checked, version
@@ -767,10 +767,10 @@ fn plan_new<T: Synced>(
             d.data.clone()
         };
         if target != d.data {
-            plan.crm = Some(CrmStep::Update {
+            plan.crm = Some(Box::new(CrmStep::Update {
                 expected_version: d.version,
                 fields: write_back_fields(&d.data, &target),
-            });
+            }));
             plan.revert_instead = Some(Box::new(GoogleStep::Update {
                 google_id: item.google_id.clone(),
                 etag: item.etag.clone(),
@@ -1213,9 +1213,9 @@ fn phone_delete<T: Synced>(
         GoogleDeletePolicy::Restore => restore(&mut plan, "deleted on the phone; policy restore"),
         GoogleDeletePolicy::DeleteInCrm => {
             if p.direction == Direction::TwoWay && d.may_delete {
-                plan.crm = Some(CrmStep::Delete {
+                plan.crm = Some(Box::new(CrmStep::Delete {
                     expected_version: d.version,
-                });
+                }));
                 plan.revert_instead = Some(Box::new(create_step(
                     input,
                     crm_id,
@@ -1297,10 +1297,10 @@ fn pull_or_merge<T: Synced>(
     let (item_id, item_etag) = (google_id.clone(), etag.clone());
     let fields = write_back_fields(&d.data, &merged.value);
     if !fields.is_empty() {
-        plan.crm = Some(CrmStep::Update {
+        plan.crm = Some(Box::new(CrmStep::Update {
             expected_version: d.version,
             fields,
-        });
+        }));
         plan.revert_instead = Some(Box::new(GoogleStep::Update {
             google_id: google_id.clone(),
             etag: etag.clone(),
@@ -1429,10 +1429,10 @@ pub fn plan_phone_new<T: Synced>(
         }
         let new_id = (input.import_id)(&item.google_id);
         plan.crm_id = Some(new_id.clone());
-        plan.crm = Some(CrmStep::Create {
+        plan.crm = Some(Box::new(CrmStep::Create {
             new_id,
             data: item.data.clone(),
-        });
+        }));
         plan.link = LinkStep::Linked {
             google_id: Some(item.google_id.clone()),
             etag: Some(item.etag.clone()),
