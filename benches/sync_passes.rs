@@ -447,6 +447,14 @@ fn drive(scale: f64) -> Vec<PassRow> {
 
 /// The engine child: runs a pass for every line on stdin, answers with a `RESULT` line.
 async fn engine(dir: PathBuf) {
+    // `CRMSYNC_SYNC_BENCH_LOG=crmsync=debug`: the engine's events on stderr (e.g. why a
+    // user was planned in a quiet pass).
+    if let Ok(filter) = std::env::var("CRMSYNC_SYNC_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let base = std::env::var("CRMSYNC_SYNC_BENCH_EMULATOR").unwrap();
     let synced: Vec<UserId> = std::env::var("CRMSYNC_SYNC_BENCH_USERS")
         .unwrap()

@@ -184,8 +184,9 @@ pub struct SyncConfig {
     /// Users synced at the same time.
     pub concurrency: usize,
     /// Records being planned and written at once across the users synced at the same time
-    /// (what bounds a pass's memory: a user's plan holds a few KiB per record). A user
-    /// larger than this runs alone.
+    /// (what bounds a pass's memory: a user's plan holds a few KiB per record). A user with
+    /// more records than this divided by `concurrency` is planned and written in parts of
+    /// that size.
     pub max_records_in_flight: usize,
     /// A pass that would delete more than this fraction of a user's linked items is refused
     /// (outside revocation) unless forced.
@@ -208,7 +209,7 @@ impl Default for SyncConfig {
     fn default() -> Self {
         Self {
             concurrency: 4,
-            max_records_in_flight: 20_000,
+            max_records_in_flight: 10_000,
             max_delete_fraction: 0.5,
             requests_per_minute: 500,
             max_attempts: 6,

@@ -446,14 +446,24 @@ impl StateDb {
             "SELECT kind, id, version, body FROM mirror_entities {filter}"
         ))?;
         let mut rows = stmt.query([])?;
+        // The row's text is read in place (no copy per row: a large org has hundreds of
+        // thousands, and their copies would be freed among the records kept).
         while let Some(row) = rows.next()? {
-            let kind: String = row.get(0)?;
-            let id: String = row.get(1)?;
+            let kind: EntityKind = row
+                .get_ref(0)?
+                .as_str()
+                .map_err(|e| StoreError::Corrupt(format!("mirror kind: {e}")))?
+                .parse()
+                .map_err(StoreError::Corrupt)?;
             let version: i64 = row.get(2)?;
-            let body: String = row.get(3)?;
-            let kind: EntityKind = kind.parse().map_err(StoreError::Corrupt)?;
-            let entity = Entity::from_json(kind, &body)
-                .map_err(|e| StoreError::Corrupt(format!("mirror {kind}:{id}: {e}")))?;
+            let body = row
+                .get_ref(3)?
+                .as_str()
+                .map_err(|e| StoreError::Corrupt(format!("mirror {kind} body: {e}")))?;
+            let entity = Entity::from_json(kind, body).map_err(|e| {
+                let id = row.get_ref(1).ok().and_then(|v| v.as_str().ok());
+                StoreError::Corrupt(format!("mirror {kind}:{}: {e}", id.unwrap_or("?")))
+            })?;
             builder.add(entity, version);
         }
         Ok(builder.build())

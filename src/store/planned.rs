@@ -92,30 +92,28 @@ impl StateDb {
         Ok(out)
     }
 
-    /// The Google ids `user`'s links of `kind` hold (without reading their bases).
-    /// The records `user` has a link row for, in any state.
+    /// The records `user` has a link row for, in any state (in no particular order).
     pub fn linked_crm_ids(
         &self,
         user: &UserId,
         kind: ObjectKind,
-    ) -> Result<BTreeSet<CrmId>, StoreError> {
+    ) -> Result<Vec<CrmId>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT crm_id FROM links WHERE user_id = ?1 AND kind = ?2")?;
         let rows = stmt.query_map(params![user.as_str(), kind.as_str()], |r| {
             r.get::<_, String>(0)
         })?;
-        let mut ids = BTreeSet::new();
+        let mut ids = Vec::new();
         for id in rows {
             let id = id?;
-            ids.insert(
-                CrmId::new(&id)
-                    .map_err(|e| StoreError::Corrupt(format!("link crm_id {id:?}: {e}")))?,
-            );
+            let parsed = CrmId::new(id.as_str());
+            ids.push(parsed.map_err(|e| StoreError::Corrupt(format!("link crm_id {id:?}: {e}")))?);
         }
         Ok(ids)
     }
 
+    /// The Google ids `user`'s links of `kind` hold (without reading their bases).
     pub fn linked_google_ids(
         &self,
         user: &UserId,

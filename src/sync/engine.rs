@@ -1417,6 +1417,26 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 }
             };
             if !echo {
+                // What made the user's pass plan (with `planned_because`): enough to tell
+                // a phone edit from an echo the engine failed to recognise.
+                match change {
+                    RemoteChange::Present(it) => tracing::debug!(
+                        user = %user,
+                        kind = %T::KIND,
+                        google_id = %it.google_id,
+                        etag = %it.etag,
+                        in_container = it.in_container,
+                        link = ?links.get(&it.google_id),
+                        "listed item is not an echo of our own write"
+                    ),
+                    RemoteChange::Deleted { google_id } => tracing::debug!(
+                        user = %user,
+                        kind = %T::KIND,
+                        google_id = %google_id,
+                        link = ?links.get(google_id),
+                        "listed deletion is not an echo of our own write"
+                    ),
+                }
                 return Ok(false);
             }
         }

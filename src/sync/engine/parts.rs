@@ -25,8 +25,9 @@ type PartSets<'a, T> = dyn Fn(&BTreeSet<CrmId>, &mut dyn Iterator<Item = &CrmId>
 struct KindParts<'a, T> {
     user: &'a UserId,
     state: &'a StateDb,
-    /// Every record of the kind the plan covers (desired, retained or linked), in order.
-    ids: &'a BTreeSet<CrmId>,
+    /// Every record of the kind the plan covers (desired, retained or linked), ascending
+    /// and distinct (a list: a user may have most of the org's records).
+    ids: &'a [CrmId],
     part: usize,
     sets: &'a PartSets<'a, T>,
     view: &'a RemoteView<T>,
@@ -64,13 +65,12 @@ impl<T: RemoteKind + Synced> KindParts<'_, T> {
     }
 
     /// The parts (record ids in order, `part` at a time), then `None`: the phone's own
-    /// items.
-    fn parts(&self) -> Vec<Option<BTreeSet<CrmId>>> {
-        let ids: Vec<&CrmId> = self.ids.iter().collect();
-        ids.chunks(self.part.max(1))
-            .map(|chunk| Some(chunk.iter().map(|id| (*id).clone()).collect()))
+    /// items. Each part's ids are copied only when it comes up.
+    fn parts(&self) -> impl Iterator<Item = Option<BTreeSet<CrmId>>> + '_ {
+        self.ids
+            .chunks(self.part.max(1))
+            .map(|chunk| Some(chunk.iter().cloned().collect()))
             .chain(std::iter::once(None))
-            .collect()
     }
 
     /// How many parts [`KindParts::parts`] makes (without copying the ids).
@@ -214,8 +214,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
     ) -> Result<Planned, EngineError> {
         let model = access.model();
         let scope = &resolved.scope;
-        let ids = |kind: ObjectKind| -> Result<BTreeSet<CrmId>, PartError> {
-            let mut ids: BTreeSet<CrmId> = self.state.linked_crm_ids(&user.id, kind)?;
+        let ids = |kind: ObjectKind| -> Result<Vec<CrmId>, PartError> {
+            let mut ids = self.state.linked_crm_ids(&user.id, kind)?;
             if user.active {
                 let set = match kind {
                     ObjectKind::Contact => {
@@ -224,7 +224,11 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                     _ => crate::scope::scoped_set(access, &user.id, scope, kind),
                 };
                 let set = set.map_err(|e| PartError::Sets(format!("desired sets: {e}")))?;
+                ids.reserve_exact(set.len());
                 ids.extend(set.iter().cloned());
+                ids.sort_unstable();
+                ids.dedup();
+                ids.shrink_to_fit();
             }
             Ok(ids)
         };
