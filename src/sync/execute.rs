@@ -306,6 +306,8 @@ pub struct KindOutcome {
     pub crm_changed: Vec<CrmId>,
     /// Items taken off Google: deleted, or released (contacts crmsync did not create).
     pub removed: Vec<RemovedItem>,
+    /// The Google ids of the items this execution deleted.
+    pub deleted: BTreeSet<String>,
 }
 
 /// An item this execution took off Google.
@@ -395,10 +397,16 @@ pub enum Commit<'l, T> {
     Listing {
         listing: &'l Listing<T>,
         earlier_complete: bool,
+        /// Google items the parts before deleted (the listing, made before them, may
+        /// still show them).
+        deleted_before: &'l BTreeSet<String>,
     },
     /// A part of a plan: its links and audit only.
     Part,
 }
+
+/// No Google item deleted before (a plan made whole).
+static NONE_DELETED: BTreeSet<String> = BTreeSet::new();
 
 impl<'l, T> Commit<'l, T> {
     /// The whole plan, committed with `listing`.
@@ -406,6 +414,7 @@ impl<'l, T> Commit<'l, T> {
         Commit::Listing {
             listing,
             earlier_complete: true,
+            deleted_before: &NONE_DELETED,
         }
     }
 }
@@ -606,6 +615,14 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
                 }
             }
             count(&mut outcome.counts, item);
+            if let (Status::Done, Some(GoogleStep::Delete { google_id, .. })) =
+                (&item.status, &item.plan.google)
+            {
+                // Gone from Google: not an unlinked item either (its deletion, listed next
+                // time, is then known as our own).
+                w.remove_unlinked(&user, kind, google_id)?;
+                outcome.deleted.insert(google_id.clone());
+            }
             if let Some(GoogleStep::Delete { .. } | GoogleStep::Release { .. }) = &item.plan.google
             {
                 outcome.removed.push(RemovedItem {
@@ -666,6 +683,7 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
         let Commit::Listing {
             listing,
             earlier_complete,
+            deleted_before,
         } = commit
         else {
             for google_id in &to_mark {
@@ -690,7 +708,12 @@ pub async fn execute_kind<T: RemoteKind, R: Remote>(
         for change in &listing.changes {
             match change {
                 RemoteChange::Present(it) => {
-                    if links_now.contains(&it.google_id) || linked_ids.contains(&it.google_id) {
+                    let gone = outcome.deleted.contains(&it.google_id)
+                        || deleted_before.contains(&it.google_id);
+                    if gone
+                        || links_now.contains(&it.google_id)
+                        || linked_ids.contains(&it.google_id)
+                    {
                         w.remove_unlinked(&user, kind, &it.google_id)?;
                     } else {
                         w.upsert_unlinked(&user, kind, it)?;
