@@ -79,13 +79,7 @@ async fn a_crm_change_plans_exactly_the_users_holding_what_it_touches() {
     assert_all_synced(&h.sync().await);
     h.sync().await;
     let mut doc = org();
-    let c2 = doc["contacts"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|c| c["id"] == "c2")
-        .unwrap();
-    c2["title"] = serde_json::json!("Head of Purchasing");
+    entity_mut(&mut doc, "contacts", "c2")["title"] = serde_json::json!("Head of Purchasing");
     h.load(&doc);
     let before = h.emu.counters();
     let report = h.sync().await;
@@ -134,12 +128,7 @@ async fn a_permission_change_plans_only_the_users_whose_access_it_changed() {
     assert!(!ids(&h.events("erin")).contains(&"e2".to_owned()));
     // Hank moves to erin's team: erin now sees what hank owns; hank's own access changes.
     let mut doc = org();
-    doc["users"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|u| u["id"] == "hank")
-        .unwrap()["role"] = serde_json::json!("rep_east");
+    entity_mut(&mut doc, "users", "hank")["role"] = serde_json::json!("rep_east");
     h.load(&doc);
     let report = h.sync().await;
     assert_all_synced(&report);

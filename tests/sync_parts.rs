@@ -231,24 +231,14 @@ async fn permission_change_leaves_everyone_quiet(in_parts: bool) {
     assert!(is_quiet(&h.sync().await));
     // One of frank's contacts changes in the CRM: erin's pass updates it on her phone, and
     // her next listing shows that write (too few to be taken in at once).
-    doc["contacts"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|c| c["id"] == "bulk0")
-        .unwrap()["title"] = serde_json::json!("Changed in the CRM");
+    entity_mut(&mut doc, "contacts", "bulk0")["title"] = serde_json::json!("Changed in the CRM");
     h.load(&doc);
     let changed = h.sync().await;
     assert_all_synced(&changed);
     assert_eq!(user_report(&changed, "erin").contacts.updated, 1);
     // Erin (above frank) moves above hank: her plan (in parts when `in_parts`) pulls
     // frank's back, the contact her listing still shows as updated among them.
-    doc["users"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|u| u["id"] == "erin")
-        .unwrap()["role"] = serde_json::json!("mgr_west");
+    entity_mut(&mut doc, "users", "erin")["role"] = serde_json::json!("mgr_west");
     h.load(&doc);
     let forced = crmsync::sync::engine::SyncOptions {
         force: true,

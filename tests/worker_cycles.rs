@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use sync_support::{org, remote_config, story_now, Harness};
+use sync_support::{entity_mut, org, remote_config, story_now, Harness};
 
 const USERS: [&str; 4] = ["alice", "erin", "frank", "hank"];
 
@@ -96,12 +96,7 @@ fn due(report: &CycleReport) -> Vec<&str> {
 }
 
 fn contact_mut<'d>(doc: &'d mut Value, id: &str) -> &'d mut Value {
-    doc["contacts"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|c| c["id"] == id)
-        .unwrap()
+    entity_mut(doc, "contacts", id)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -163,12 +158,7 @@ async fn changes_are_picked_up_without_restart_and_only_affected_users_are_synce
 
     // A permission change: hank moves under erin (rep_west → rep_east); erin may now read
     // his event e2. Nobody else's access changes.
-    doc["users"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|u| u["id"] == "hank")
-        .unwrap()["role"] = json!("rep_east");
+    entity_mut(&mut doc, "users", "hank")["role"] = json!("rep_east");
     h.load(&doc);
     let before = calls(&h);
     let permission = w.cycle().await.unwrap();
@@ -629,12 +619,7 @@ async fn the_worker_keeps_its_model_and_applies_the_crm_changes_to_it() {
         h.phone_contact("frank", "c6").await.unwrap().first_name,
         "Nina"
     );
-    doc["users"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|u| u["id"] == "hank")
-        .unwrap()["role"] = json!("rep_east");
+    entity_mut(&mut doc, "users", "hank")["role"] = json!("rep_east");
     h.load(&doc);
     w.cycle().await.unwrap();
     assert_eq!(

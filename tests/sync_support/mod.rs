@@ -65,6 +65,16 @@ pub fn org() -> Value {
     doc
 }
 
+/// The entity `id` of the org file's list `list` (`"users"`, `"contacts"`, ...), to edit.
+pub fn entity_mut<'d>(doc: &'d mut Value, list: &str, id: &str) -> &'d mut Value {
+    doc[list]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["id"] == id)
+        .unwrap()
+}
+
 /// `org()` with `n` more contacts owned by alice (`bulk0`, `bulk1`, ...).
 pub fn org_with_bulk(n: usize) -> Value {
     let mut doc = org();
