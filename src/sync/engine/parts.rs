@@ -163,16 +163,15 @@ impl<T: RemoteKind + Synced> KindParts<'_, T> {
             complete: true,
             ..KindOutcome::default()
         };
-        // The phone's part commits the listing made before the first part: what the parts
-        // deleted must not enter the index of unlinked items from it.
-        let mut deleted_before = BTreeSet::new();
         for part in self.parts() {
             let phone = part.is_none();
             let commit = if phone {
                 Commit::Listing {
                     listing,
                     earlier_complete: total.complete,
-                    deleted_before: &deleted_before,
+                    // The listing was made before the first part: what the parts deleted
+                    // must not enter the index of unlinked items from it.
+                    deleted_before: &total.deleted,
                 }
             } else {
                 Commit::Part
@@ -185,7 +184,6 @@ impl<T: RemoteKind + Synced> KindParts<'_, T> {
             total.errors.extend(outcome.errors);
             total.crm_changed.extend(outcome.crm_changed);
             total.removed.extend(outcome.removed);
-            deleted_before.extend(outcome.deleted.iter().cloned());
             total.deleted.extend(outcome.deleted);
             total.complete &= outcome.complete;
             total.token_saved = outcome.token_saved;
