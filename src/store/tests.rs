@@ -115,3 +115,36 @@ fn an_account_is_switched_only_once_the_old_one_holds_nothing_of_ours() {
         Some(serde_json::json!({"ok": true}))
     );
 }
+
+#[test]
+fn a_mirror_row_that_does_not_read_is_a_corrupt_error_naming_it() {
+    let mut crm = SqliteCrm::open(Path::new(":memory:")).unwrap();
+    crm.load(&crate::crm::orgfile::parse("example", ORG).unwrap())
+        .unwrap();
+    let state = StateDb::open_in_memory().unwrap();
+    state
+        .apply_crm_changes(&crm.changes_since(Cursor(0), 10_000).unwrap())
+        .unwrap();
+    assert!(state.load_org_model().is_ok());
+    let id: String = state
+        .conn
+        .query_row(
+            "SELECT id FROM mirror_entities WHERE kind = 'contact' ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    state
+        .conn
+        .execute(
+            "UPDATE mirror_entities SET body = '{\"id\": 7}' WHERE kind = 'contact' AND id = ?1",
+            [&id],
+        )
+        .unwrap();
+    match state.load_org_model() {
+        Err(StoreError::Corrupt(why)) => {
+            assert!(why.contains(&format!("mirror contact:{id}")), "{why}")
+        }
+        other => panic!("expected a corrupt mirror, got {other:?}"),
+    }
+}
