@@ -3,11 +3,17 @@ use crate::crm::{sqlite::SqliteCrm, Source};
 
 const ORG: &str = include_str!("../../tests/fixtures/example-org.json");
 
-#[test]
-fn mirror_follows_the_change_feed_with_a_cursor() {
+/// An embedded CRM in memory holding the example org.
+fn example_crm() -> SqliteCrm {
     let mut crm = SqliteCrm::open(Path::new(":memory:")).unwrap();
     crm.load(&crate::crm::orgfile::parse("example", ORG).unwrap())
         .unwrap();
+    crm
+}
+
+#[test]
+fn mirror_follows_the_change_feed_with_a_cursor() {
+    let crm = example_crm();
     let state = StateDb::open_in_memory().unwrap();
     let mut cursor = state.crm_cursor().unwrap();
     assert_eq!(cursor, Cursor(0));
@@ -118,9 +124,7 @@ fn an_account_is_switched_only_once_the_old_one_holds_nothing_of_ours() {
 
 #[test]
 fn a_mirror_row_that_does_not_read_is_a_corrupt_error_naming_it() {
-    let mut crm = SqliteCrm::open(Path::new(":memory:")).unwrap();
-    crm.load(&crate::crm::orgfile::parse("example", ORG).unwrap())
-        .unwrap();
+    let crm = example_crm();
     let state = StateDb::open_in_memory().unwrap();
     state
         .apply_crm_changes(&crm.changes_since(Cursor(0), 10_000).unwrap())
