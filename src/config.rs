@@ -203,6 +203,16 @@ pub struct SyncConfig {
     pub max_offboarding_fraction: f64,
     /// What the leak guard does with sharing of a dedicated calendar beyond its owner.
     pub acl_guard: crate::revoke::acl::AclGuardMode,
+    /// How often the leak guard lists a user's calendar ACL: once per turn of this many
+    /// minutes (staggered per user like the worker's phone poll; 0 = every pass).
+    pub acl_check_minutes: u64,
+}
+
+impl SyncConfig {
+    /// [`SyncConfig::acl_check_minutes`] as a period (zero: every pass).
+    pub fn acl_check_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.acl_check_minutes.saturating_mul(60))
+    }
 }
 
 impl Default for SyncConfig {
@@ -216,6 +226,7 @@ impl Default for SyncConfig {
             stale_after_minutes: 60,
             max_offboarding_fraction: 0.2,
             acl_guard: crate::revoke::acl::AclGuardMode::Remove,
+            acl_check_minutes: 10,
         }
     }
 }
@@ -287,6 +298,12 @@ impl Config {
             return fail(
                 "sync.max_offboarding_fraction",
                 format!("{} is not between 0 and 1", s.max_offboarding_fraction),
+            );
+        }
+        if s.acl_check_minutes > 1440 {
+            return fail(
+                "sync.acl_check_minutes",
+                format!("{} is not in 0..=1440", s.acl_check_minutes),
             );
         }
         if s.concurrency == 0 || s.concurrency > 256 {
@@ -513,6 +530,9 @@ mod tests {
         assert_eq!(err.key, "sync.max_offboarding_fraction");
         let err = Config::parse("c.toml", "[sync]\nacl_guard = \"ignore\"\n").unwrap_err();
         assert_eq!(err.key, "sync.acl_guard");
+        let err = Config::parse("c.toml", "[sync]\nacl_check_minutes = 1441\n").unwrap_err();
+        assert_eq!(err.key, "sync.acl_check_minutes");
+        assert!(err.to_string().contains("0..=1440"), "{err}");
 
         let err = Config::parse("c.toml", "[google]\nbase_url = \"not a url\"\n").unwrap_err();
         assert_eq!(err.key, "google.base_url");

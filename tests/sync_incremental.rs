@@ -49,7 +49,7 @@ fn holds(h: &Harness, user: &str, kind: ObjectKind, id: &str) -> bool {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_first_pass_after_a_full_sync_is_quiet_and_makes_only_the_listing_calls() {
-    let h = Harness::start(org()).await;
+    let mut h = Harness::start(org()).await;
     assert_all_synced(&h.sync().await);
     let before = h.emu.counters();
     let report = h.sync().await;
@@ -62,15 +62,26 @@ async fn the_first_pass_after_a_full_sync_is_quiet_and_makes_only_the_listing_ca
     assert_eq!(
         calls,
         BTreeMap::from([
-            ("calendar.acl.list".to_owned(), users),
             ("calendar.events.list".to_owned(), users),
             ("people.people.connections.list".to_owned(), users),
         ]),
-        "a quiet pass lists events, contacts and the calendar's sharing, nothing else"
+        "a quiet pass lists events and contacts, nothing else (the calendar's sharing was \
+         checked by the first pass, and is not due again before the users' next turn)"
     );
-    // And it stays quiet.
+    // And it stays quiet; once every user's leak-guard turn has come (`acl_check_minutes`
+    // later), a quiet pass adds one ACL listing per user.
+    h.now += chrono::Duration::minutes(10);
+    let before = h.emu.counters();
     let report = h.sync().await;
     assert_eq!(quiet_users(&report), USERS);
+    assert_eq!(
+        calls_since(&h, &before),
+        BTreeMap::from([
+            ("calendar.acl.list".to_owned(), users),
+            ("calendar.events.list".to_owned(), users),
+            ("people.people.connections.list".to_owned(), users),
+        ])
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -392,6 +403,80 @@ async fn a_pass_that_wrote_much_takes_in_its_own_echoes() {
             .unwrap_or(0)
     };
     assert_eq!(listed(&after) - listed(&before), 1);
+}
+
+/// What listing `user`'s collections from their stored sync tokens would bring: (events,
+/// contacts) changes.
+async fn left_to_list(h: &Harness, user: &str) -> (usize, usize) {
+    use crmsync::sync::remote::Remote;
+    let row = h
+        .state
+        .sync_user(&UserId::new(user).unwrap())
+        .unwrap()
+        .unwrap();
+    let google = h.google_user(user);
+    let events = h
+        .remote
+        .list_events(
+            &google,
+            &h.calendar_of(user),
+            row.events_sync_token.as_deref(),
+        )
+        .await
+        .unwrap();
+    let contacts = h
+        .remote
+        .list_contacts(
+            &google,
+            &h.group_of(user),
+            row.contacts_sync_token.as_deref(),
+        )
+        .await
+        .unwrap();
+    assert!(!events.full && !contacts.full, "{user}: tokens kept");
+    (events.changes.len(), contacts.changes.len())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_first_pass_takes_in_its_echoes_however_few_it_wrote_and_a_small_change_does_not() {
+    let h = Harness::start(org()).await;
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    for user in USERS {
+        let u = report
+            .users
+            .iter()
+            .find(|u| u.user.as_str() == user)
+            .unwrap();
+        assert!(
+            u.contacts.created + u.events.created > 0,
+            "{user} got items"
+        );
+        assert!(u.contacts.created < 100 && u.events.created < 100);
+        // Listed in full, so its few writes were listed back at once: the pass after it
+        // reads nothing of its own.
+        assert_eq!(left_to_list(&h, user).await, (0, 0), "{user}");
+    }
+    // A CRM change writes a few items: their echoes are left to the next pass's listing
+    // (no extra call now), where they cost nothing more than the page it lists anyway.
+    let mut doc = org();
+    entity_mut(&mut doc, "contacts", "c2")["title"] = serde_json::json!("Head of Purchasing");
+    h.load(&doc);
+    let before = h.emu.counters();
+    let report = h.sync().await;
+    assert_all_synced(&report);
+    let calls = calls_since(&h, &before);
+    let users = USERS.len() as u64;
+    assert_eq!(calls["people.people.connections.list"], users);
+    let holders: Vec<&str> = USERS
+        .into_iter()
+        .filter(|u| holds(&h, u, ObjectKind::Contact, "c2"))
+        .collect();
+    assert!(!holders.is_empty());
+    for user in &holders {
+        assert_eq!(left_to_list(&h, user).await.1, 1, "{user}: the echo of c2");
+    }
+    assert_eq!(quiet_users(&h.sync().await), USERS);
 }
 
 /// A fault on alice's second contact listing of a pass — the echo listing — and the `times`

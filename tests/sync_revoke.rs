@@ -988,7 +988,7 @@ fn acl_ids(h: &Harness, user: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn calendar_sharing_beyond_the_owner_is_removed_and_audited_cheaply() {
-    let h = Harness::start(org()).await;
+    let mut h = Harness::start(org()).await;
     assert_all_synced(&h.sync().await);
     assert!(h
         .state
@@ -997,13 +997,25 @@ async fn calendar_sharing_beyond_the_owner_is_removed_and_audited_cheaply() {
         .unwrap()
         .acl_sync_token
         .is_some());
-    // A quiet pass costs one acl.list per user.
-    let before = h.emu.counters().endpoint("calendar.acl.list");
+    // The guard lists a calendar's sharing once per turn of `acl_check_minutes` (10 by
+    // default), staggered per user: a pass within the same turn lists no ACL at all.
+    let acls = |h: &Harness| h.emu.counters().endpoint("calendar.acl.list");
+    let before = acls(&h);
     assert!(is_quiet(&h.sync().await));
-    assert_eq!(h.emu.counters().endpoint("calendar.acl.list") - before, 4);
+    assert_eq!(acls(&h), before, "checked by the first pass, not due again");
 
+    // Sharing made now is found by erin's first pass after her next turn.
+    let period = std::time::Duration::from_secs(600);
+    let turn = (1..=600)
+        .map(|s| story_now() + chrono::Duration::seconds(s))
+        .find(|t| crmsync::sync::turns::turn_passed(&uid("erin"), Some(story_now()), period, *t))
+        .unwrap();
     share_calendar(&h, "erin", "spy@rival.example").await;
     assert_eq!(acl_ids(&h, "erin").len(), 2);
+    h.now = turn - chrono::Duration::seconds(1);
+    assert!(is_quiet(&h.sync().await));
+    assert_eq!(acl_ids(&h, "erin").len(), 2, "not checked before her turn");
+    h.now = turn;
     assert_all_synced(&h.sync().await);
     assert_eq!(
         acl_ids(&h, "erin"),
@@ -1016,12 +1028,19 @@ async fn calendar_sharing_beyond_the_owner_is_removed_and_audited_cheaply() {
     // After Google expired the ACL's sync token, a full listing finds new sharing too.
     h.emu.expire_sync_tokens(None, None);
     share_calendar(&h, "erin", "spy2@rival.example").await;
+    h.now += chrono::Duration::minutes(10);
     assert_all_synced(&h.sync().await);
     assert_eq!(
         acl_ids(&h, "erin"),
         vec!["user:erin@acme.example".to_string()]
     );
     assert_eq!(audit_of(&h, "erin", "acl_removed").len(), 2);
+
+    // `acl_check_minutes = 0`: every pass lists every user's ACL.
+    h.config.sync.acl_check_minutes = 0;
+    let before = acls(&h);
+    assert!(is_quiet(&h.sync().await));
+    assert_eq!(acls(&h) - before, 4);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -1030,6 +1049,7 @@ async fn calendar_sharing_pauses_the_user_when_configured_so() {
     h.config.sync.acl_guard = AclGuardMode::Pause;
     assert_all_synced(&h.sync().await);
     share_calendar(&h, "erin", "spy@rival.example").await;
+    h.now += chrono::Duration::minutes(10);
     // erin edits on the phone meanwhile; nothing of hers is synced while paused.
     h.phone_edit_contact("erin", "c3", |c| c.title = "From the phone".into())
         .await;
@@ -1053,6 +1073,7 @@ async fn calendar_sharing_pauses_the_user_when_configured_so() {
     );
     let (status, _) = h.raw("erin", reqwest::Method::DELETE, &path, None).await;
     assert_eq!(status, 204);
+    // (At the same time: while paused, every pass checks the sharing, turn or not.)
     assert_all_synced(&h.sync().await);
     assert_eq!(crm_contact(&h, "c3").unwrap().title, "From the phone");
 }

@@ -221,6 +221,8 @@ async fn phone_polls_and_reconciliations_are_staggered_and_periodic() {
     let mut passes: BTreeMap<String, usize> = BTreeMap::new();
     let mut reconciled: BTreeMap<String, usize> = BTreeMap::new();
     let mut busy_minutes = 0;
+    let acl_checks = || h.emu.counters().endpoint("calendar.acl.list");
+    let acl_before = acl_checks();
     for _ in 0..60 {
         clock.advance(Span::minutes(1));
         let report = w.cycle().await.unwrap();
@@ -252,6 +254,13 @@ async fn phone_polls_and_reconciliations_are_staggered_and_periodic() {
         full_listings(&w),
         8.0,
         "each reconciliation listed everything"
+    );
+    // `sync.acl_check_minutes` (10 by default) runs on the same grid as the polls: every
+    // poll checked the calendar's sharing, once.
+    assert_eq!(
+        acl_checks() - acl_before,
+        passes.values().sum::<usize>() as u64,
+        "one ACL listing per poll"
     );
     h.assert_no_duplicates();
 }

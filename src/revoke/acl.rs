@@ -54,8 +54,9 @@ pub struct AclOutcome {
 }
 
 /// Checks `calendar`'s ACL for `user` and acts per `mode`. Google failures other than an
-/// expired token are returned (the pass reports them); the ACL token is stored only when
-/// the calendar is clean.
+/// expired token are returned (the pass reports them); the ACL token, and `now` as the
+/// time of the check, are stored only when the calendar is clean.
+#[allow(clippy::too_many_arguments)]
 pub async fn guard_calendar<R: Offboarding>(
     remote: &R,
     state: &StateDb,
@@ -64,6 +65,7 @@ pub async fn guard_calendar<R: Offboarding>(
     token: Option<&str>,
     mode: AclGuardMode,
     run_id: &str,
+    now: &str,
 ) -> Result<Result<AclOutcome, RemoteError>, StoreError> {
     let listing = match remote.list_acl(user, calendar, token).await {
         Err(e) if e.kind == RemoteErrorKind::SyncTokenExpired && token.is_some() => {
@@ -95,7 +97,7 @@ pub async fn guard_calendar<R: Offboarding>(
                 shared.join(", ")
             ));
             // No token: while paused, every pass looks at the whole ACL again.
-            state.set_acl_sync_token(&user.user, None)?;
+            state.set_acl_checked(&user.user, None)?;
             return Ok(Ok(outcome));
         }
         AclGuardMode::Pause | AclGuardMode::Remove => {}
@@ -119,12 +121,10 @@ pub async fn guard_calendar<R: Offboarding>(
         }
     }
     if failed.is_empty() {
-        // Unchanged (a quiet ACL): nothing to write.
-        if listing.next_sync_token.as_deref() != token {
-            state.set_acl_sync_token(&user.user, listing.next_sync_token.as_deref())?;
-        }
+        let checked = listing.next_sync_token.as_deref().map(|t| (t, now));
+        state.set_acl_checked(&user.user, checked)?;
     } else {
-        state.set_acl_sync_token(&user.user, None)?;
+        state.set_acl_checked(&user.user, None)?;
         outcome.paused = Some(format!(
             "paused: the CRM calendar is shared and the sharing could not be removed ({})",
             failed.join("; ")

@@ -160,6 +160,7 @@ mod tests {
             acl_sync_token: None,
             planned_cursor: None,
             planned_at: None,
+            acl_checked_at: None,
         }
     }
 

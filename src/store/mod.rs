@@ -53,6 +53,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "state/0008_pending_links.sql",
         sql: include_str!("../../migrations/state/0008_pending_links.sql"),
     },
+    Migration {
+        name: "state/0009_acl_checked.sql",
+        sql: include_str!("../../migrations/state/0009_acl_checked.sql"),
+    },
 ];
 
 /// Errors of the state DB. Any of them stops a run: state we cannot write is state we cannot

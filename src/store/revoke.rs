@@ -215,7 +215,8 @@ impl StateDb {
             tx.execute(
                 "UPDATE sync_users SET revoked_at = ?3, revoked_reason = ?4, calendar_id = NULL,
                      group_resource = NULL, events_sync_token = NULL,
-                     contacts_sync_token = NULL, acl_sync_token = NULL, last_error = NULL
+                     contacts_sync_token = NULL, acl_sync_token = NULL, acl_checked_at = NULL,
+                     last_error = NULL
                  WHERE user_id = ?1 AND google_account = ?2",
                 params![
                     revocation.user_id,
@@ -249,11 +250,18 @@ impl StateDb {
             .is_some_and(|r| r.revoked_at.is_some()))
     }
 
-    /// Stores (or drops) the sync token of the dedicated calendar's ACL listing.
-    pub fn set_acl_sync_token(&self, user: &UserId, token: Option<&str>) -> Result<(), StoreError> {
+    /// Records a leak-guard check: the ACL listing's sync token and when the calendar was
+    /// found clean (`checked_at`), or — with `None` — drops both, so that the next pass
+    /// lists the ACL in full.
+    pub fn set_acl_checked(
+        &self,
+        user: &UserId,
+        checked: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let (token, at) = checked.unzip();
         let n = self.conn.execute(
-            "UPDATE sync_users SET acl_sync_token = ?2 WHERE user_id = ?1",
-            params![user.as_str(), token],
+            "UPDATE sync_users SET acl_sync_token = ?2, acl_checked_at = ?3 WHERE user_id = ?1",
+            params![user.as_str(), token, at],
         )?;
         expect_one(n, "update", "sync_users")
     }

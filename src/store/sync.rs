@@ -36,6 +36,9 @@ pub struct SyncUser {
     pub planned_cursor: Option<i64>,
     /// When that plan was made (RFC 3339).
     pub planned_at: Option<String>,
+    /// When the leak guard last found the calendar shared with nobody but its owner
+    /// (RFC 3339; dropped with `acl_sync_token`).
+    pub acl_checked_at: Option<String>,
 }
 
 impl SyncUser {
@@ -63,13 +66,14 @@ fn sync_user_from(row: &Row<'_>) -> rusqlite::Result<SyncUser> {
         acl_sync_token: row.get(12)?,
         planned_cursor: row.get(13)?,
         planned_at: row.get(14)?,
+        acl_checked_at: row.get(15)?,
     })
 }
 
 const SYNC_USER_COLUMNS: &str = "user_id, google_account, calendar_id, group_resource, \
      events_sync_token, contacts_sync_token, scope_fingerprint, last_attempt_at, \
      last_success_at, last_error, revoked_at, revoked_reason, acl_sync_token, planned_cursor, \
-     planned_at";
+     planned_at, acl_checked_at";
 
 /// One audit line.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -210,6 +214,7 @@ impl StateDb {
                  contacts_sync_token =
                      CASE WHEN google_account = ?2 THEN contacts_sync_token END,
                  acl_sync_token = CASE WHEN google_account = ?2 THEN acl_sync_token END,
+                 acl_checked_at = CASE WHEN google_account = ?2 THEN acl_checked_at END,
                  planned_cursor = NULL, planned_at = NULL,
                  google_account = ?2",
             params![user.as_str(), account],
@@ -231,6 +236,7 @@ impl StateDb {
         let n = self.conn.execute(
             "UPDATE sync_users SET
                  acl_sync_token = CASE WHEN calendar_id = ?2 THEN acl_sync_token END,
+                 acl_checked_at = CASE WHEN calendar_id = ?2 THEN acl_checked_at END,
                  calendar_id = ?2, group_resource = ?3
              WHERE user_id = ?1",
             params![user.as_str(), calendar, group],

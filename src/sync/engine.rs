@@ -314,7 +314,10 @@ const REPLAN_AFTER: chrono::Duration = chrono::Duration::hours(1);
 
 /// From this many Google writes to one collection in a pass, the pass lists the collection
 /// once more to take in their echoes (see [`Engine::absorb_echoes`]); fewer come back in the
-/// next pass's listing page at no extra call.
+/// next pass's listing page at no extra call — except after a full listing (a user's first
+/// pass, a new collection, an expired token), where any write is taken in at once: the one
+/// more call is small next to the full listing, and the pass after a full sync finds nothing
+/// of its own to read back.
 const ABSORB_ECHOES_FROM: usize = 100;
 
 /// What a running pass tells a progress display.
@@ -878,12 +881,28 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             },
             None => empty_listing(),
         };
-        // The leak guard: the calendar must not be shared beyond its owner.
-        if let (Some(c), false) = (&calendar, options.dry_run) {
-            let token = self
-                .state
-                .sync_user(&user.id)?
-                .and_then(|s| s.acl_sync_token);
+        // The leak guard: the calendar must not be shared beyond its owner. Checked once
+        // per turn of `acl_check_minutes` (every pass with 0), and on every pass while the
+        // ACL has no token (first pass, after a pause or a failure, a new calendar).
+        // (Read afresh: a calendar found again above dropped the token.)
+        let acl = match self.state.sync_user(&user.id)? {
+            Some(s) => (s.acl_sync_token, s.acl_checked_at),
+            None => (None, None),
+        };
+        let acl_due = match acl {
+            (Some(token), Some(at)) => {
+                let period = self.config.sync.acl_check_period();
+                let last = chrono::DateTime::parse_from_rfc3339(&at)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc));
+                let due = period.is_zero()
+                    || last.is_none()
+                    || crate::sync::turns::turn_passed(&user.id, last, period, self.now);
+                due.then_some(Some(token))
+            }
+            (_, _) => Some(None),
+        };
+        if let (Some(c), false, Some(token)) = (&calendar, options.dry_run, acl_due) {
             match crate::revoke::acl::guard_calendar(
                 self.remote,
                 self.state,
@@ -892,6 +911,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
                 token.as_deref(),
                 self.config.sync.acl_guard,
                 run_id,
+                &self.now.to_rfc3339(),
             )
             .await?
             {
@@ -1227,7 +1247,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             Commit::whole(&contact_listing),
         )
         .await?;
-        self.fold_outcome::<SyncedContact>(report, outcome, google_user, &group)
+        let listed = (group.as_str(), contact_listing.full);
+        self.fold_outcome::<SyncedContact>(report, outcome, google_user, listed)
             .await?;
         let event_ctx = UserCtx {
             container: &calendar,
@@ -1241,7 +1262,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             Commit::whole(&event_listing),
         )
         .await?;
-        self.fold_outcome::<SyncedEvent>(report, outcome, google_user, &calendar)
+        let listed = (calendar.as_str(), event_listing.full);
+        self.fold_outcome::<SyncedEvent>(report, outcome, google_user, listed)
             .await?;
         Ok(Planned::Full {
             cursor,
@@ -1492,19 +1514,20 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
     }
 
     /// Takes one kind's execution into the user's report, and its echoes in when it wrote
-    /// enough to them (see [`Engine::absorb_echoes`]).
+    /// enough to them (see [`Engine::absorb_echoes`]); `listed_in_full`: the pass listed
+    /// the collection in full.
     async fn fold_outcome<T: RemoteKind>(
         &self,
         report: &mut UserReport,
         outcome: super::execute::KindOutcome,
         google_user: &GoogleUser,
-        container: &str,
+        (container, listed_in_full): (&str, bool),
     ) -> Result<(), StoreError> {
         match T::KIND {
             ObjectKind::Contact => report.contacts.add(&outcome.counts),
             _ => report.events.add(&outcome.counts),
         }
-        if absorbs(&outcome) {
+        if absorbs(&outcome, listed_in_full) {
             self.absorb_echoes::<T>(google_user, container).await?;
         }
         report.errors.extend(outcome.errors);
@@ -1578,12 +1601,16 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         container: &str,
         token: Option<String>,
     ) -> Result<Listing<T>, super::remote::RemoteError> {
-        match T::list(self.remote, user, container, token.as_deref()).await {
+        let listed = match T::list(self.remote, user, container, token.as_deref()).await {
             Err(e) if e.kind == RemoteErrorKind::SyncTokenExpired && token.is_some() => {
                 T::list(self.remote, user, container, None).await
             }
             other => other,
+        };
+        if let Ok(l) = &listed {
+            tracing::debug!(user = %user.user, kind = %T::KIND, changes = l.changes.len(), full = l.full, "listed");
         }
+        listed
     }
 
     /// The index of unlinked Google items as it stands after this listing.
@@ -1689,11 +1716,13 @@ impl<T> StepKind for CrmStep<T> {
 }
 
 /// A listing that changes nothing (the stored index of unlinked items stands as it is).
-/// Whether a kind's execution wrote enough, and completely, to take in its echoes now.
-fn absorbs(outcome: &super::execute::KindOutcome) -> bool {
+/// Whether a kind's execution wrote enough, and completely, to take in its echoes now
+/// (see [`ABSORB_ECHOES_FROM`]).
+fn absorbs(outcome: &super::execute::KindOutcome, listed_in_full: bool) -> bool {
+    let writes = outcome.counts.google_writes();
     outcome.token_saved
         && outcome.errors.is_empty()
-        && outcome.counts.google_writes() >= ABSORB_ECHOES_FROM
+        && (writes >= ABSORB_ECHOES_FROM || (listed_in_full && writes > 0))
 }
 
 fn incremental_nothing<T>() -> Listing<T> {

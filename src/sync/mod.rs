@@ -11,4 +11,5 @@ pub mod pass_model;
 pub mod plan;
 pub mod remote;
 pub mod report;
+pub mod turns;
 pub mod undo;

@@ -4,6 +4,7 @@
 use crate::model::UserId;
 use crate::store::WorkerUserRow;
 use crate::sync::affected::Reason;
+use crate::sync::turns::turn_passed;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -24,16 +25,6 @@ pub fn backoff_delay(base: Duration, cap: Duration, failures: u32, unit: f64) ->
         0.0
     };
     ceiling.mul_f64(0.5 + 0.5 * unit)
-}
-
-/// Where in a period a user's turn falls: a stable offset from their id, so periodic work
-/// (phone polls, reconciliations) is spread over the period instead of all due at once.
-pub fn stagger(user: &UserId, period: Duration) -> Duration {
-    let digest = ring::digest::digest(&ring::digest::SHA256, user.as_str().as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest.as_ref()[..8]);
-    let millis = period.as_millis().max(1) as u64;
-    Duration::from_millis(u64::from_be_bytes(first) % millis)
 }
 
 fn chrono(d: Duration) -> chrono::Duration {
@@ -112,33 +103,15 @@ impl UserSchedule {
         self.next_attempt_at.is_some_and(|t| t > now)
     }
 
-    /// The user's turns are a grid: every `period`, shifted by their [`stagger`] offset.
-    /// Periodic work is due when a turn passed since it was last done — so a pass made
-    /// for another reason in between does not move the user's turns, and users stay
-    /// spread over the period whatever happens.
-    fn due(
-        user: &UserId,
-        last: Option<DateTime<Utc>>,
-        period: Duration,
-        now: DateTime<Utc>,
-    ) -> bool {
-        if period.is_zero() {
-            return false;
-        }
-        let length = i64::try_from(period.as_millis()).unwrap_or(i64::MAX).max(1);
-        let offset = i64::try_from(stagger(user, period).as_millis()).unwrap_or(0);
-        let turn = |t: DateTime<Utc>| (t.timestamp_millis() - offset).div_euclid(length);
-        last.is_none_or(|last| turn(now) > turn(last))
-    }
-
-    /// Whether the phone poll is due at `now` (`period` zero: never).
+    /// Whether the phone poll is due at `now` (`period` zero: never): a turn of the
+    /// user's staggered grid ([`turn_passed`]) passed since the last poll.
     pub fn poll_due(&self, user: &UserId, period: Duration, now: DateTime<Utc>) -> bool {
-        Self::due(user, self.last_poll_at, period, now)
+        turn_passed(user, self.last_poll_at, period, now)
     }
 
     /// Whether the full reconciliation is due at `now` (`period` zero: never).
     pub fn reconcile_due(&self, user: &UserId, period: Duration, now: DateTime<Utc>) -> bool {
-        Self::due(user, self.last_reconcile_at, period, now)
+        turn_passed(user, self.last_reconcile_at, period, now)
     }
 
     /// Applies a pass's outcome at `now`; `served` are the reasons the pass was for,
@@ -223,18 +196,6 @@ mod tests {
         assert_eq!(backoff_delay(BASE, CAP, 40, 1.0), CAP);
         assert_eq!(backoff_delay(BASE, CAP, 1, f64::NAN), BASE / 2);
         assert_eq!(backoff_delay(BASE, CAP, 0, 0.0), BASE / 2);
-    }
-
-    #[test]
-    fn staggering_spreads_users_over_the_period_and_is_stable() {
-        let period = Duration::from_secs(600);
-        let offsets: BTreeSet<u64> = (0..200)
-            .map(|i| stagger(&UserId::new(format!("u{i}")).unwrap(), period).as_secs() / 60)
-            .collect();
-        assert!(offsets.len() >= 9, "all ten minutes get users: {offsets:?}");
-        let erin = UserId::new("erin").unwrap();
-        assert_eq!(stagger(&erin, period), stagger(&erin, period));
-        assert!(stagger(&erin, period) < period);
     }
 
     #[test]

@@ -361,7 +361,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             Ok(outcome) => outcome,
             Err(why) => return self.fail(report, why),
         };
-        self.fold_outcome::<SyncedContact>(report, outcome, google_user, group)
+        let listed = (group, contact_listing.full);
+        self.fold_outcome::<SyncedContact>(report, outcome, google_user, listed)
             .await?;
         let event_ctx = UserCtx {
             container: calendar,
@@ -375,7 +376,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             Ok(outcome) => outcome,
             Err(why) => return self.fail(report, why),
         };
-        self.fold_outcome::<SyncedEvent>(report, outcome, google_user, calendar)
+        let listed = (calendar, event_listing.full);
+        self.fold_outcome::<SyncedEvent>(report, outcome, google_user, listed)
             .await?;
         Ok(Planned::Full {
             cursor,
