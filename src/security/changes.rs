@@ -332,42 +332,90 @@ fn compare_kind(
     }
 }
 
+/// The model before a change as [`affected_users`] compares it with the next one when their
+/// records are the same ([`records_shared`]): each user's signature, and the org-wide
+/// settings they depend on. Taken from the old index, which can then be dropped before the
+/// new one is built — two indexes of a large org at once would be tens of MiB.
+#[derive(Debug, Clone)]
+pub struct SignedBefore {
+    users: BTreeMap<UserId, UserSig>,
+    owd: [SharingDefault; 3],
+    reader_gate: bool,
+}
+
+impl SignedBefore {
+    pub fn of(old: &Access<'_>) -> Self {
+        let mut signer = Signer::new(old);
+        let users = old
+            .users
+            .iter()
+            .enumerate()
+            .map(|(u, entry)| (entry.user.id.clone(), signer.sign(u as Ix)))
+            .collect();
+        Self {
+            users,
+            owd: ObjectKind::ALL.map(|k| old.model.org_wide_sharing.for_kind(k)),
+            reader_gate: old.reader_gate,
+        }
+    }
+
+    /// The users whose readable sets (or export gates) may differ under `new` for any other
+    /// reason than a record that changed: all of them when the records are shared.
+    pub fn affected_users(&self, new: &Access<'_>) -> AffectedUsers {
+        let mut out = AffectedUsers::default();
+        for id in self.users.keys() {
+            if !new.user_ix.contains_key(id) {
+                out.add(id, ChangeCause::Removed);
+            }
+        }
+        let owd_changed = ObjectKind::ALL
+            .map(|k| self.owd[kind_slot(k)] != new.model.org_wide_sharing.for_kind(k));
+        let gate_changed = self.reader_gate != new.reader_gate;
+        let mut new_signer = Signer::new(new);
+        for (nu, entry) in new.users.iter().enumerate() {
+            let id = &entry.user.id;
+            let Some(a) = self.users.get(id) else {
+                out.add(id, ChangeCause::Added);
+                continue;
+            };
+            if gate_changed {
+                out.add(id, ChangeCause::ReaderGate);
+            }
+            let b = new_signer.sign(nu as Ix);
+            if *a != b {
+                let mut causes = BTreeSet::new();
+                compare(a, &b, owd_changed, &mut causes);
+                if causes.is_empty() {
+                    causes.insert(ChangeCause::Rights(ObjectKind::Contact));
+                }
+                out.users.entry(id.clone()).or_default().extend(causes);
+            }
+        }
+        out
+    }
+}
+
+/// Whether two models hold the same records (one copied from the other for a permission
+/// change): then no record differs between them, and [`SignedBefore::affected_users`] is
+/// the whole of [`affected_users`].
+pub fn records_shared(old: &crate::crm::OrgModel, new: &crate::crm::OrgModel) -> bool {
+    use std::sync::Arc;
+    Arc::ptr_eq(&old.contacts, &new.contacts)
+        && Arc::ptr_eq(&old.events, &new.events)
+        && Arc::ptr_eq(&old.organizations, &new.organizations)
+        && Arc::ptr_eq(&old.readers, &new.readers)
+}
+
 /// The users whose readable sets (or export gates) may differ between the model `old` was
 /// built from and the one `new` was built from, with the causes.
 pub fn affected_users(old: &Access<'_>, new: &Access<'_>) -> AffectedUsers {
-    let mut out = AffectedUsers::default();
-    let mut old_signer = Signer::new(old);
-    let mut new_signer = Signer::new(new);
-    for id in old.user_ix.keys() {
-        if !new.user_ix.contains_key(id) {
-            out.add(id, ChangeCause::Removed);
-        }
-    }
-    let owd_changed = ObjectKind::ALL
-        .map(|k| old.model.org_wide_sharing.for_kind(k) != new.model.org_wide_sharing.for_kind(k));
-    let gate_changed = old.reader_gate != new.reader_gate;
-    let mut common: Vec<(Ix, Ix)> = Vec::new();
-    for (nu, entry) in new.users.iter().enumerate() {
-        let id = &entry.user.id;
-        let nu = nu as Ix;
-        let Some(&ou) = old.user_ix.get(id) else {
-            out.add(id, ChangeCause::Added);
-            continue;
-        };
-        common.push((ou, nu));
-        if gate_changed {
-            out.add(id, ChangeCause::ReaderGate);
-        }
-        let (a, b) = (old_signer.sign(ou), new_signer.sign(nu));
-        if a != b {
-            let mut causes = BTreeSet::new();
-            compare(&a, &b, owd_changed, &mut causes);
-            if causes.is_empty() {
-                causes.insert(ChangeCause::Rights(ObjectKind::Contact));
-            }
-            out.users.entry(id.clone()).or_default().extend(causes);
-        }
-    }
+    let mut out = SignedBefore::of(old).affected_users(new);
+    let common: Vec<(Ix, Ix)> = new
+        .users
+        .iter()
+        .enumerate()
+        .filter_map(|(nu, entry)| old.user_ix.get(&entry.user.id).map(|&ou| (ou, nu as Ix)))
+        .collect();
     for kind in ObjectKind::ALL {
         let changed = changed_records(old, new, kind);
         if changed.is_empty() {

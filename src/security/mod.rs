@@ -47,7 +47,10 @@ mod readable;
 pub mod synthetic;
 
 pub use bits::Bits;
-pub use changes::{affected_users, affected_users_between, AffectedUsers, ByUser, ChangeCause};
+pub use changes::{
+    affected_users, affected_users_between, records_shared, AffectedUsers, ByUser, ChangeCause,
+    SignedBefore,
+};
 pub use index::{Access, RecordIndex};
 pub use readable::RecordSet;
 

@@ -35,6 +35,7 @@ use crate::crm::{Change, EntityKind, OrgModel};
 use crate::model::{Attendee, CrmId, ObjectKind, ParentLink, RecordRef, RoleId, UserId};
 use crate::scope::{desired_set, sync_verdict, EffectiveScope, SelectionMode};
 use crate::security::ByUser;
+use crate::security::SignedBefore;
 use crate::security::{affected_users, ChangeCause};
 use crate::security::{Access, Operation};
 use chrono::{DateTime, Utc};
@@ -304,11 +305,38 @@ pub fn touched_records(
     out
 }
 
+/// The mirror before an update, as [`by_mirror`] compares it with the one after.
+#[derive(Clone, Copy)]
+pub enum Before<'x, 'b> {
+    /// Its access index.
+    Index(&'x Access<'b>),
+    /// Its users' signatures and its model, when it holds the same records as the one
+    /// after (see [`crate::security::records_shared`]): its index was dropped
+    /// before the next one was built.
+    Signed(&'x SignedBefore, &'x OrgModel),
+}
+
+impl<'x> Before<'x, '_> {
+    pub fn model(&self) -> &'x OrgModel {
+        match *self {
+            Self::Index(access) => access.model(),
+            Self::Signed(_, model) => model,
+        }
+    }
+
+    fn affected_users(&self, after: &Access<'_>) -> crate::security::AffectedUsers {
+        match self {
+            Self::Index(before) => affected_users(before, after),
+            Self::Signed(signed, _) => signed.affected_users(after),
+        }
+    }
+}
+
 /// The mirror update [`by_mirror`] looks at.
 pub struct MirrorInputs<'x, 'b, 'a> {
     /// The mirror before the update; needed when [`MirrorDelta::security_model_changed`]
     /// (without it such a change affects everyone).
-    pub before: Option<&'x Access<'b>>,
+    pub before: Option<Before<'x, 'b>>,
     /// The mirror after the update.
     pub after: &'x Access<'a>,
     pub delta: &'x MirrorDelta,
@@ -334,7 +362,7 @@ pub fn by_mirror(inputs: &MirrorInputs<'_, '_, '_>) -> Affected {
     if delta.security_model_changed() {
         match inputs.before.filter(|_| !delta.before_incomplete) {
             Some(before) => {
-                for (user, causes) in affected_users(before, inputs.after).users {
+                for (user, causes) in before.affected_users(inputs.after).users {
                     for cause in causes {
                         out.add(&user, Reason::Permission(cause));
                     }

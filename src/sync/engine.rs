@@ -627,7 +627,8 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         delta: Option<&super::affected::MirrorDelta>,
         before: Option<OrgModel>,
     ) -> Result<Option<Changed>, EngineError> {
-        use super::affected::{by_mirror, touched_records, MirrorInputs};
+        use super::affected::{by_mirror, touched_records, Before, MirrorInputs};
+        use crate::security::{records_shared, SignedBefore};
         let to = self.state.crm_cursor()?;
         let Some(delta) = delta.filter(|_| from != to) else {
             return Ok(None);
@@ -636,6 +637,16 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         if permissions && before.is_none() {
             return Ok(None);
         }
+        // The model before a permission change is compared through its index. When it
+        // holds the same records as the model after, only its users' signatures are
+        // needed: they are taken and its index dropped before the next one is built (two
+        // indexes at once set the peak of a permission change's pass at scale).
+        let signed = match (&before, lazy.loaded()) {
+            (Some(old), (Some(new), false)) if permissions && records_shared(old, new) => {
+                Some(SignedBefore::of(&Access::build(old)))
+            }
+            _ => None,
+        };
         let access = lazy.access()?;
         let model = access.model();
         let touched = touched_records(before.as_ref(), model, delta);
@@ -648,9 +659,17 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             .into_iter()
             .filter_map(|(user, r)| r.ok().map(|r| (user, r.scope)))
             .collect();
-        let before_access = before.as_ref().map(Access::build);
+        let before_access = match (&signed, &before) {
+            (None, Some(old)) => Some(Access::build(old)),
+            _ => None,
+        };
+        let before_side = match (&signed, &before, &before_access) {
+            (Some(signed), Some(old), _) => Some(Before::Signed(signed, old)),
+            (_, _, Some(index)) => Some(Before::Index(index)),
+            _ => None,
+        };
         let affected = by_mirror(&MirrorInputs {
-            before: before_access.as_ref(),
+            before: before_side,
             after: access,
             delta,
             touched: &touched,
@@ -665,6 +684,7 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         tracing::debug!(
             affected = users.len(),
             moved,
+            by_signatures = signed.is_some(),
             "users the mirror update leaves as planned"
         );
         Ok((!permissions).then_some(Changed { from, touched }))

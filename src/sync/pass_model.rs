@@ -114,6 +114,17 @@ impl<'c> PassModel<'c> {
         self
     }
 
+    /// The whole model, if it is at hand without reading the mirror (given, or read
+    /// already), and whether its access index is built yet.
+    pub fn loaded(&self) -> (Option<&'c OrgModel>, bool) {
+        let access = self.given.or_else(|| self.access.get());
+        let model = access
+            .map(|a| a.model())
+            .or(self.given_model)
+            .or_else(|| self.model.get());
+        (model, access.is_some())
+    }
+
     /// Users, roles, profiles, teams, sharing rules and org settings.
     pub fn security(&self) -> &'c OrgModel {
         self.security

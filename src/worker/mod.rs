@@ -54,7 +54,7 @@ use crate::security::{Access, RecordIndex};
 use crate::store::lock::{LockError, WriterLock};
 use crate::store::{StateDb, StoreError};
 use crate::sync::affected::{
-    by_mirror, by_pending, by_scope, everyone, touched_records, Affected, MirrorDelta,
+    by_mirror, by_pending, by_scope, everyone, touched_records, Affected, Before, MirrorDelta,
     MirrorInputs, Reason,
 };
 use crate::sync::engine::{Engine, EngineError, PassControl, RunReport, SyncOptions, UserStatus};
@@ -604,7 +604,7 @@ impl<R: Remote + Offboarding> Worker<R> {
                 let holders = state.link_holders(&touched)?;
                 let before_access = before.as_ref().map(Access::build);
                 let mirror = by_mirror(&MirrorInputs {
-                    before: before_access.as_ref(),
+                    before: before_access.as_ref().map(Before::Index),
                     after: after_access,
                     delta: &feed.delta,
                     touched: &touched,

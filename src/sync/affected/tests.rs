@@ -44,7 +44,9 @@ fn scopes(model: &OrgModel, mode: SelectionMode) -> BTreeMap<UserId, EffectiveSc
         .collect()
 }
 
-/// `by_mirror` for two models, the delta between them and the given holders.
+/// `by_mirror` for two models, the delta between them and the given holders. When the
+/// models share their records, the users' signatures alone (the index before dropped) must
+/// decide exactly as the index does.
 fn affected(
     before: &OrgModel,
     after: &OrgModel,
@@ -54,15 +56,23 @@ fn affected(
     let delta = MirrorDelta::between(before, after);
     let (old, new) = (Access::build(before), Access::build(after));
     let touched = touched_records(Some(before), after, &delta);
-    by_mirror(&MirrorInputs {
-        before: Some(&old),
-        after: &new,
-        delta: &delta,
-        touched: &touched,
-        holders,
-        scopes,
-        now: now(),
-    })
+    let with = |side: Before<'_, '_>| {
+        by_mirror(&MirrorInputs {
+            before: Some(side),
+            after: &new,
+            delta: &delta,
+            touched: &touched,
+            holders,
+            scopes,
+            now: now(),
+        })
+    };
+    let indexed = with(Before::Index(&old));
+    if crate::security::records_shared(before, after) {
+        let signed = crate::security::SignedBefore::of(&old);
+        assert_eq!(with(Before::Signed(&signed, before)), indexed);
+    }
+    indexed
 }
 
 fn users_of(a: &Affected) -> Vec<&str> {
@@ -251,7 +261,7 @@ fn a_permission_change_names_the_users_whose_access_changed_and_the_mover() {
         ..delta.clone()
     };
     let blind = by_mirror(&MirrorInputs {
-        before: Some(&old),
+        before: Some(Before::Index(&old)),
         after: &new,
         delta: &partial,
         touched: &touched,
