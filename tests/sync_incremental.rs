@@ -84,17 +84,33 @@ async fn the_first_pass_after_a_full_sync_is_quiet_and_makes_only_the_listing_ca
     );
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_crm_change_plans_exactly_the_users_holding_what_it_touches() {
-    let h = Harness::start(org()).await;
-    assert_all_synced(&h.sync().await);
-    h.sync().await;
+/// The users holding c2 (at least one).
+fn holders_of_c2(h: &Harness) -> Vec<&'static str> {
+    let holders: Vec<&str> = USERS
+        .into_iter()
+        .filter(|u| holds(h, u, ObjectKind::Contact, "c2"))
+        .collect();
+    assert!(!holders.is_empty());
+    holders
+}
+
+/// Retitles c2 in the CRM and syncs: the pass's report and the emulator's counters before it.
+async fn sync_c2_retitled(h: &Harness) -> (RunReport, crmsync::emulator::Counters) {
     let mut doc = org();
     entity_mut(&mut doc, "contacts", "c2")["title"] = serde_json::json!("Head of Purchasing");
     h.load(&doc);
     let before = h.emu.counters();
     let report = h.sync().await;
     assert_all_synced(&report);
+    (report, before)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_crm_change_plans_exactly_the_users_holding_what_it_touches() {
+    let h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    h.sync().await;
+    let (report, before) = sync_c2_retitled(&h).await;
     let quiet = quiet_users(&report);
     for user in USERS {
         // c2 itself, and e2, which lists c2 as attendee and parent.
@@ -114,11 +130,7 @@ async fn a_crm_change_plans_exactly_the_users_holding_what_it_touches() {
             u.user
         );
     }
-    let holders: Vec<&str> = USERS
-        .into_iter()
-        .filter(|u| holds(&h, u, ObjectKind::Contact, "c2"))
-        .collect();
-    assert!(!holders.is_empty());
+    let holders = holders_of_c2(&h);
     for user in &holders {
         let on_phone = h.phone_contact(user, "c2").await.unwrap();
         assert_eq!(on_phone.title, "Head of Purchasing", "{user}");
@@ -414,25 +426,11 @@ async fn left_to_list(h: &Harness, user: &str) -> (usize, usize) {
         .sync_user(&UserId::new(user).unwrap())
         .unwrap()
         .unwrap();
-    let google = h.google_user(user);
-    let events = h
-        .remote
-        .list_events(
-            &google,
-            &h.calendar_of(user),
-            row.events_sync_token.as_deref(),
-        )
-        .await
-        .unwrap();
-    let contacts = h
-        .remote
-        .list_contacts(
-            &google,
-            &h.group_of(user),
-            row.contacts_sync_token.as_deref(),
-        )
-        .await
-        .unwrap();
+    let (google, calendar, group) = (h.google_user(user), h.calendar_of(user), h.group_of(user));
+    let (events, contacts) = (&row.events_sync_token, &row.contacts_sync_token);
+    let events = h.remote.list_events(&google, &calendar, events.as_deref());
+    let contacts = h.remote.list_contacts(&google, &group, contacts.as_deref());
+    let (events, contacts) = (events.await.unwrap(), contacts.await.unwrap());
     assert!(!events.full && !contacts.full, "{user}: tokens kept");
     (events.changes.len(), contacts.changes.len())
 }
@@ -459,20 +457,11 @@ async fn a_first_pass_takes_in_its_echoes_however_few_it_wrote_and_a_small_chang
     }
     // A CRM change writes a few items: their echoes are left to the next pass's listing
     // (no extra call now), where they cost nothing more than the page it lists anyway.
-    let mut doc = org();
-    entity_mut(&mut doc, "contacts", "c2")["title"] = serde_json::json!("Head of Purchasing");
-    h.load(&doc);
-    let before = h.emu.counters();
-    let report = h.sync().await;
-    assert_all_synced(&report);
+    let (_, before) = sync_c2_retitled(&h).await;
     let calls = calls_since(&h, &before);
     let users = USERS.len() as u64;
     assert_eq!(calls["people.people.connections.list"], users);
-    let holders: Vec<&str> = USERS
-        .into_iter()
-        .filter(|u| holds(&h, u, ObjectKind::Contact, "c2"))
-        .collect();
-    assert!(!holders.is_empty());
+    let holders = holders_of_c2(&h);
     for user in &holders {
         assert_eq!(left_to_list(&h, user).await.1, 1, "{user}: the echo of c2");
     }
