@@ -9,9 +9,12 @@
 //! the default), or the user's sync is paused while they exist (`acl_guard = "pause"`).
 
 use super::remote::{AclEntry, AclListing, Offboarding};
+use crate::model::UserId;
 use crate::store::{StateDb, StoreError};
 use crate::sync::remote::{GoogleUser, RemoteError, RemoteErrorKind};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// What the guard does with entries beyond the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -41,6 +44,28 @@ pub fn foreign_entries(listing: &AclListing, account: &str, calendar: &str) -> V
         .filter(|e| !e.is_deleted() && !own(e))
         .cloned()
         .collect()
+}
+
+/// Whether the guard lists `user`'s calendar ACL in a pass at `now`: always without a
+/// stored token or time of the last clean check (the first pass, a new calendar, a pause, a
+/// failure), else once a turn of `period` (staggered per user, see [`crate::sync::turns`])
+/// passed since that check; a zero `period` means every pass.
+pub fn check_due(
+    user: &UserId,
+    (token, checked_at): (&Option<String>, &Option<String>),
+    period: Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    let last = checked_at
+        .as_deref()
+        .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+        .map(|t| t.with_timezone(&Utc));
+    match (token, last) {
+        (Some(_), Some(last)) => {
+            period.is_zero() || crate::sync::turns::turn_passed(user, Some(last), period, now)
+        }
+        _ => true,
+    }
 }
 
 /// How the guard left a user's calendar.
@@ -136,6 +161,7 @@ pub async fn guard_calendar<R: Offboarding>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     fn entry(id: &str, role: &str) -> AclEntry {
         let (scope_type, scope_value) = match id.split_once(':') {
@@ -182,5 +208,37 @@ mod tests {
                 "default"
             ]
         );
+    }
+
+    #[test]
+    fn the_check_is_due_without_a_clean_check_and_once_per_turn_after_one() {
+        let erin = UserId::new("erin").unwrap();
+        let period = Duration::from_secs(600);
+        let at = Utc.with_ymd_and_hms(2026, 6, 1, 9, 0, 0).unwrap();
+        let token = Some("t1".to_owned());
+        let checked = Some(at.to_rfc3339());
+        let due = |token: &Option<String>, checked: &Option<String>, period, now| {
+            check_due(&erin, (token, checked), period, now)
+        };
+        // Nothing stored, no token, an unreadable time: every pass.
+        assert!(due(&None, &None, period, at));
+        assert!(due(&None, &checked, period, at));
+        assert!(due(&token, &None, period, at));
+        assert!(due(&token, &Some("yesterday".into()), period, at));
+        // Checked: not again within the turn; once the next one came, yes.
+        assert!(!due(&token, &checked, period, at));
+        let next = (1..=600)
+            .map(|s| at + chrono::Duration::seconds(s))
+            .find(|t| due(&token, &checked, period, *t))
+            .expect("a turn comes within one period");
+        assert!(next <= at + chrono::Duration::minutes(10));
+        assert!(!due(
+            &token,
+            &checked,
+            period,
+            next - chrono::Duration::seconds(1)
+        ));
+        // A zero period: every pass.
+        assert!(due(&token, &checked, Duration::ZERO, at));
     }
 }

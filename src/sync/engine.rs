@@ -659,14 +659,13 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             .into_iter()
             .filter_map(|(user, r)| r.ok().map(|r| (user, r.scope)))
             .collect();
-        let before_access = match (&signed, &before) {
-            (None, Some(old)) => Some(Access::build(old)),
-            _ => None,
-        };
-        let before_side = match (&signed, &before, &before_access) {
-            (Some(signed), Some(old), _) => Some(Before::Signed(signed, old)),
-            (_, _, Some(index)) => Some(Before::Index(index)),
-            _ => None,
+        let before_access = before
+            .as_ref()
+            .filter(|_| signed.is_none())
+            .map(Access::build);
+        let before_side = match &signed {
+            Some(signed) => before.as_ref().map(|old| Before::Signed(signed, old)),
+            None => before_access.as_ref().map(Before::Index),
         };
         let affected = by_mirror(&MirrorInputs {
             before: before_side,
@@ -905,24 +904,13 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
         // per turn of `acl_check_minutes` (every pass with 0), and on every pass while the
         // ACL has no token (first pass, after a pause or a failure, a new calendar).
         // (Read afresh: a calendar found again above dropped the token.)
-        let acl = match self.state.sync_user(&user.id)? {
+        let (token, checked_at) = match self.state.sync_user(&user.id)? {
             Some(s) => (s.acl_sync_token, s.acl_checked_at),
             None => (None, None),
         };
-        let acl_due = match acl {
-            (Some(token), Some(at)) => {
-                let period = self.config.sync.acl_check_period();
-                let last = chrono::DateTime::parse_from_rfc3339(&at)
-                    .ok()
-                    .map(|t| t.with_timezone(&Utc));
-                let due = period.is_zero()
-                    || last.is_none()
-                    || crate::sync::turns::turn_passed(&user.id, last, period, self.now);
-                due.then_some(Some(token))
-            }
-            (_, _) => Some(None),
-        };
-        if let (Some(c), false, Some(token)) = (&calendar, options.dry_run, acl_due) {
+        let period = self.config.sync.acl_check_period();
+        let due = crate::revoke::acl::check_due(&user.id, (&token, &checked_at), period, self.now);
+        if let (Some(c), false, true) = (&calendar, options.dry_run, due) {
             match crate::revoke::acl::guard_calendar(
                 self.remote,
                 self.state,
