@@ -1044,6 +1044,52 @@ async fn calendar_sharing_beyond_the_owner_is_removed_and_audited_cheaply() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_sharing_check_that_fails_is_made_again_by_the_next_pass_within_the_turn() {
+    let mut h = Harness::start(org()).await;
+    assert_all_synced(&h.sync().await);
+    share_calendar(&h, "erin", "spy@rival.example").await;
+    h.now += chrono::Duration::minutes(10);
+    // Google answers 500 to erin's ACL listing and to every retry: her pass fails, says why,
+    // and removes nothing.
+    let fault = h.emu.add_fault(FaultRule {
+        matches: FaultMatch {
+            endpoint: Some("calendar.acl.list".into()),
+            user: Some(account("erin")),
+            ..FaultMatch::default()
+        },
+        trigger: FaultTrigger::Always,
+        fault: FaultKind::Status {
+            code: 500,
+            retry_after_secs: None,
+        },
+    });
+    let report = h.sync().await;
+    let erin = user_report(&report, "erin");
+    assert_eq!(erin.status, UserStatus::Failed);
+    assert!(
+        erin.message
+            .as_deref()
+            .unwrap()
+            .contains("calendar's sharing"),
+        "{:?}",
+        erin.message
+    );
+    assert_eq!(acl_ids(&h, "erin").len(), 2);
+    assert_eq!(user_report(&report, "frank").status, UserStatus::Synced);
+    // Google is back; at the same time, within the same turn, the check was not done, so it
+    // is made now and the sharing goes.
+    h.emu.remove_fault(fault);
+    let before = h.emu.counters().endpoint("calendar.acl.list");
+    assert_all_synced(&h.sync().await);
+    assert_eq!(h.emu.counters().endpoint("calendar.acl.list") - before, 1);
+    assert_eq!(
+        acl_ids(&h, "erin"),
+        vec!["user:erin@acme.example".to_string()]
+    );
+    assert_eq!(audit_of(&h, "erin", "acl_removed").len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn calendar_sharing_pauses_the_user_when_configured_so() {
     let mut h = Harness::start(org()).await;
     h.config.sync.acl_guard = AclGuardMode::Pause;
