@@ -1,11 +1,12 @@
 //! The calendar leak guard: the dedicated calendar must not be shared beyond its owner (a
 //! shared calendar would show other people what the CRM lets only this user read).
 //!
-//! Every pass lists the calendar's ACL. Quota: that is one `acl.list` per user per pass. To
-//! keep a quiet pass cheap the listing is incremental — the ACL's own sync token (stored per
-//! user, dropped when the calendar changes) — so a pass where nobody touched the sharing
-//! costs one small call; a full listing happens on the first pass, after a 410, and while a
-//! user is paused. Entries beyond the owner are removed and audited (`acl_guard = "remove"`,
+//! A pass lists the calendar's ACL when the check is due ([`check_due`]): once per user's
+//! turn of `sync.acl_check_minutes` (the worker's phone-poll grid; 0 = every pass), and on
+//! every pass while no clean check is recorded. The listing is incremental — the ACL's own
+//! sync token (stored per user, dropped when the calendar changes) — so a check where nobody
+//! touched the sharing costs one small call; a full listing happens on the first pass, after
+//! a 410, and while a user is paused. Entries beyond the owner are removed and audited (`acl_guard = "remove"`,
 //! the default), or the user's sync is paused while they exist (`acl_guard = "pause"`).
 
 use super::remote::{AclEntry, AclListing, Offboarding};

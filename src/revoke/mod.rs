@@ -13,7 +13,7 @@
 //!   phone's values stay (and that is reported); the group and the dedicated calendar (with
 //!   its events) are deleted; then a listing verifies that nothing carrying a crmsync marker
 //!   is left; credentials are released; a receipt goes into the audit.
-//! - [`acl`] is the calendar leak guard run on every pass.
+//! - [`acl`] is the calendar leak guard, run by a pass when its check is due.
 //! - [`remote`] is the small trait at the Google edge these need beyond `sync::remote::Remote`.
 //!
 //! What "revoke the tokens" means. crmsync reaches Google as a service account with
