@@ -451,18 +451,7 @@ async fn server_errors_and_rate_limits_delay_a_revocation_but_never_block_anothe
     set_active(&mut doc, "frank", false);
     h.load(&doc);
     // Every People call for erin fails with a 500 for now; frank is not affected.
-    let outage = h.emu.add_fault(FaultRule {
-        matches: FaultMatch {
-            endpoint: Some("people.*".into()),
-            user: Some(account("erin")),
-            ..FaultMatch::default()
-        },
-        trigger: FaultTrigger::Always,
-        fault: FaultKind::Status {
-            code: 500,
-            retry_after_secs: None,
-        },
-    });
+    let outage = server_errors_for_erin(&h, "people.*");
     let report = pass(&h, &h.remote, &SyncOptions::default()).await;
     let erin = user_report(&report, "erin");
     assert_eq!(erin.status, UserStatus::Failed, "{erin:?}");
@@ -962,6 +951,23 @@ async fn a_personal_crm_group_and_calendar_are_never_ours() {
     assert_eq!(ours(&h, &account("erin")), Ours::default());
 }
 
+/// Google answers 500 to every call of erin's matching `endpoint` (and to every retry) until
+/// the fault is removed; its id.
+fn server_errors_for_erin(h: &Harness, endpoint: &str) -> u64 {
+    h.emu.add_fault(FaultRule {
+        matches: FaultMatch {
+            endpoint: Some(endpoint.into()),
+            user: Some(account("erin")),
+            ..FaultMatch::default()
+        },
+        trigger: FaultTrigger::Always,
+        fault: FaultKind::Status {
+            code: 500,
+            retry_after_secs: None,
+        },
+    })
+}
+
 async fn share_calendar(h: &Harness, user: &str, with: &str) {
     let path = format!("/calendar/v3/calendars/{}/acl", enc(&h.calendar_of(user)));
     let (status, v) = h
@@ -1051,18 +1057,7 @@ async fn a_sharing_check_that_fails_is_made_again_by_the_next_pass_within_the_tu
     h.now += chrono::Duration::minutes(10);
     // Google answers 500 to erin's ACL listing and to every retry: her pass fails, says why,
     // and removes nothing.
-    let fault = h.emu.add_fault(FaultRule {
-        matches: FaultMatch {
-            endpoint: Some("calendar.acl.list".into()),
-            user: Some(account("erin")),
-            ..FaultMatch::default()
-        },
-        trigger: FaultTrigger::Always,
-        fault: FaultKind::Status {
-            code: 500,
-            retry_after_secs: None,
-        },
-    });
+    let fault = server_errors_for_erin(&h, "calendar.acl.list");
     let report = h.sync().await;
     let erin = user_report(&report, "erin");
     assert_eq!(erin.status, UserStatus::Failed);
