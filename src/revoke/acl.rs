@@ -6,8 +6,9 @@
 //! every pass while no clean check is recorded. The listing is incremental — the ACL's own
 //! sync token (stored per user, dropped when the calendar changes) — so a check where nobody
 //! touched the sharing costs one small call; a full listing happens on the first pass, after
-//! a 410, and while a user is paused. Entries beyond the owner are removed and audited (`acl_guard = "remove"`,
-//! the default), or the user's sync is paused while they exist (`acl_guard = "pause"`).
+//! a 410, and while a user is paused. Entries beyond the owner are removed and audited
+//! (`acl_guard = "remove"`, the default), or the user's sync is paused while they exist
+//! (`acl_guard = "pause"`).
 
 use super::remote::{AclEntry, AclListing, Offboarding};
 use crate::model::UserId;
@@ -53,12 +54,12 @@ pub fn foreign_entries(listing: &AclListing, account: &str, calendar: &str) -> V
 /// passed since that check; a zero `period` means every pass.
 pub fn check_due(
     user: &UserId,
-    (token, checked_at): (&Option<String>, &Option<String>),
+    token: Option<&str>,
+    checked_at: Option<&str>,
     period: Duration,
     now: DateTime<Utc>,
 ) -> bool {
     let last = checked_at
-        .as_deref()
         .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
         .map(|t| t.with_timezone(&Utc));
     match (token, last) {
@@ -216,30 +217,29 @@ mod tests {
         let erin = UserId::new("erin").unwrap();
         let period = Duration::from_secs(600);
         let at = Utc.with_ymd_and_hms(2026, 6, 1, 9, 0, 0).unwrap();
-        let token = Some("t1".to_owned());
-        let checked = Some(at.to_rfc3339());
-        let due = |token: &Option<String>, checked: &Option<String>, period, now| {
-            check_due(&erin, (token, checked), period, now)
-        };
+        let token = Some("t1");
+        let stamp = at.to_rfc3339();
+        let checked = Some(stamp.as_str());
+        let due = |token, checked, period, now| check_due(&erin, token, checked, period, now);
         // Nothing stored, no token, an unreadable time: every pass.
-        assert!(due(&None, &None, period, at));
-        assert!(due(&None, &checked, period, at));
-        assert!(due(&token, &None, period, at));
-        assert!(due(&token, &Some("yesterday".into()), period, at));
+        assert!(due(None, None, period, at));
+        assert!(due(None, checked, period, at));
+        assert!(due(token, None, period, at));
+        assert!(due(token, Some("yesterday"), period, at));
         // Checked: not again within the turn; once the next one came, yes.
-        assert!(!due(&token, &checked, period, at));
+        assert!(!due(token, checked, period, at));
         let next = (1..=600)
             .map(|s| at + chrono::Duration::seconds(s))
-            .find(|t| due(&token, &checked, period, *t))
+            .find(|t| due(token, checked, period, *t))
             .expect("a turn comes within one period");
         assert!(next <= at + chrono::Duration::minutes(10));
         assert!(!due(
-            &token,
-            &checked,
+            token,
+            checked,
             period,
             next - chrono::Duration::seconds(1)
         ));
         // A zero period: every pass.
-        assert!(due(&token, &checked, Duration::ZERO, at));
+        assert!(due(token, checked, Duration::ZERO, at));
     }
 }

@@ -909,7 +909,13 @@ impl<R: Remote + Offboarding> Engine<'_, R> {
             None => (None, None),
         };
         let period = self.config.sync.acl_check_period();
-        let due = crate::revoke::acl::check_due(&user.id, (&token, &checked_at), period, self.now);
+        let due = crate::revoke::acl::check_due(
+            &user.id,
+            token.as_deref(),
+            checked_at.as_deref(),
+            period,
+            self.now,
+        );
         if let (Some(c), false, true) = (&calendar, options.dry_run, due) {
             match crate::revoke::acl::guard_calendar(
                 self.remote,
